@@ -1,0 +1,5 @@
+import sys
+
+from jmem.cli import main
+
+sys.exit(main())

@@ -1,0 +1,106 @@
+"""The run directory: a public, documented set of plain files (see the README).
+
+Every array is a ``.npy`` file (memory-mappable, readable without jmem), every table a
+``.csv``, every record a ``.json``. Writes are atomic (write to a temporary name in the same
+directory, then ``os.replace``), so a killed process never leaves a half-written artifact
+under a final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from jmem.errors import JmemError
+
+CONFIG = "config.json"
+KEEP = "keep.npy"                    # bool[R, N]
+LABELS_TRAIN = "labels_train.npy"    # int32[N], canaries included
+LABELS_TEST = "labels_test.npy"      # int32[T]
+MARGINS_TRAIN = "margins_train.npy"  # float32[R, N]
+MARGINS_TEST = "margins_test.npy"    # float32[R, T]
+MODEL_RATES = "model_rates.npy"      # float32[R], the inclusion rate of each model's mask
+CANARIES = "canaries.npy"            # bool[N], training examples whose label was re-drawn
+MODEL_METRICS = "models.csv"         # one row per model: id, rate, test accuracy, diverged, ...
+SCORES = "scores.csv"
+THRESHOLDS = "thresholds.json"
+PAIRS = "pairs.csv"
+DUPLICATES = "duplicates.csv"
+RETRAIN = "retrain.json"
+REPORT = "report.md"
+
+
+def margins_extra_name(test_name: str) -> str:
+    """File name of the margins on an extra test set, ``margins_<name>.npy`` (float32[R, T_k])."""
+    return f"margins_{test_name}.npy"
+
+
+def labels_extra_name(test_name: str) -> str:
+    """File name of the labels of an extra test set, ``labels_<name>.npy`` (int32[T_k])."""
+    return f"labels_{test_name}.npy"
+
+
+@contextlib.contextmanager
+def _atomic_path(path: Path):
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    """Atomically write ``array`` as a ``.npy`` file."""
+    with _atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(array))
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def load_array(path: Path, mmap: bool = False) -> np.ndarray:
+    """Read a ``.npy`` file; a missing file is a :class:`JmemError` naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise JmemError(f"run directory {str(path.parent)!r} has no {path.name}")
+    return np.load(path, mmap_mode="r" if mmap else None)
+
+
+def save_json(path: Path, obj) -> None:
+    """Atomically write ``obj`` as indented JSON (numpy scalars/arrays converted)."""
+    with _atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def load_json(path: Path):
+    path = Path(path)
+    if not path.exists():
+        raise JmemError(f"run directory {str(path.parent)!r} has no {path.name}")
+    return json.loads(path.read_text())
+
+
+def save_text(path: Path, text: str) -> None:
+    """Atomically write a text file (CSV, Markdown)."""
+    with _atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,98 @@
+"""Model and training settings: plain, validated dataclasses with no JAX import.
+
+These are the ``model`` and ``train`` sections of an experiment config. Library functions in
+``jmem.models`` / ``jmem.train`` take them as explicit arguments; only the CLI reads configs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from jmem.errors import JmemError
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Which network to train.
+
+    kind: "mlp" (flattens its input), "cnn" (small conv net for 8x8 / 28x28 images and 1-D
+      sequences), or "resnet" (small ResNet-style CNN for 32x32x3).
+    width: hidden width of the MLP / base channel count of the CNNs.
+    depth: number of hidden layers (MLP) or conv stages (CNNs).
+    norm: "none" or "batchnorm" (BatchNorm keeps per-model statistics under vmap).
+    """
+
+    kind: str = "mlp"
+    width: int = 256
+    depth: int = 1
+    norm: str = "none"
+
+    def __post_init__(self):
+        if self.kind not in ("mlp", "cnn", "resnet"):
+            raise JmemError(f"model.kind={self.kind!r} is not one of 'mlp', 'cnn', 'resnet'")
+        if self.width < 1:
+            raise JmemError(f"model.width={self.width} must be >= 1")
+        if self.depth < 1:
+            raise JmemError(f"model.depth={self.depth} must be >= 1")
+        if self.norm not in ("none", "batchnorm"):
+            raise JmemError(f"model.norm={self.norm!r} is not one of 'none', 'batchnorm'")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How every model is trained. All models of a run share these settings.
+
+    num_models: R, the number of models (one keep-mask each).
+    epochs: passes over each model's own subset; every model runs the same number of steps.
+    batch_size: examples per step per model.
+    optimizer: "sgd", "adam" or "adamw".
+    learning_rate, momentum, nesterov, weight_decay: optimizer settings.
+    schedule: "constant", "cosine", "linear", "onecycle"; warmup_steps applies to all.
+    label_smoothing, grad_clip (global norm, 0 = off).
+    augment: "none" or "crop_flip" (random crop with padding + horizontal flip, images only).
+    compute_dtype: "float32" or "bfloat16" (accelerators).
+    strategy: how models are batched: "auto", "vmap", "sequential", "patches".
+    wave_size: models trained at once (0 = chosen from available memory).
+    """
+
+    num_models: int = 256
+    epochs: int = 20
+    batch_size: int = 64
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0
+    augment: str = "none"
+    compute_dtype: str = "float32"
+    strategy: str = "auto"
+    wave_size: int = 0
+
+    def __post_init__(self):
+        positive = {"num_models": self.num_models, "epochs": self.epochs,
+                    "batch_size": self.batch_size}
+        for name, value in positive.items():
+            if value < 1:
+                raise JmemError(f"train.{name}={value} must be >= 1")
+        choices = {
+            "optimizer": ("sgd", "adam", "adamw"),
+            "schedule": ("constant", "cosine", "linear", "onecycle"),
+            "augment": ("none", "crop_flip"),
+            "compute_dtype": ("float32", "bfloat16"),
+            "strategy": ("auto", "vmap", "sequential", "patches"),
+        }
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise JmemError(f"train.{name}={value!r} is not one of {', '.join(map(repr, allowed))}")
+        if not self.learning_rate > 0:
+            raise JmemError(f"train.learning_rate={self.learning_rate} must be > 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise JmemError(f"train.label_smoothing={self.label_smoothing} must be in [0, 1)")
+        for name in ("weight_decay", "grad_clip", "momentum", "warmup_steps", "wave_size"):
+            if getattr(self, name) < 0:
+                raise JmemError(f"train.{name}={getattr(self, name)} must be >= 0")

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install jmem into it, with the extras given as arguments.
+# Usage: scripts/setup.sh [EXTRA,...]    e.g. scripts/setup.sh dev
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+  .venv/bin/python -m pip install --quiet --upgrade pip
+fi
+spec="."
+if [ -n "${1:-}" ]; then spec=".[$1]"; fi
+# Re-install only when pyproject.toml changed since the last install.
+stamp=".venv/.jmem-installed-$(sha1sum pyproject.toml | cut -c1-12)-${1:-base}"
+if [ ! -f "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet -e "$spec"
+  touch "$stamp"
+fi

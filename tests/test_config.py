@@ -1,0 +1,94 @@
+"""Experiment configs: loading, overrides, validation, the JSON record."""
+
+from pathlib import Path
+
+import pytest
+
+from jmem import config as config_lib
+from jmem.config import Config, apply_overrides, first_difference, from_dict, load_experiment, to_dict
+from jmem.errors import JmemError
+
+EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("variant", ["", "small"])
+def test_every_experiment_loads_and_round_trips(path, variant):
+    config = load_experiment(f"{path}:{variant}" if variant else str(path))
+    assert isinstance(config, Config)
+    assert from_dict(to_dict(config)) == config
+    assert config.__class__.__module__ == "jmem.config"
+
+
+def test_small_variant_is_smaller():
+    full = load_experiment("experiments/digits.py")
+    small = load_experiment("experiments/digits.py:small")
+    assert small.train.num_models < full.train.num_models
+    assert first_difference(to_dict(full), to_dict(small)).startswith("train.")
+
+
+def test_overrides_parse_by_field_type():
+    config = apply_overrides(Config(), [
+        "train.num_models=64", "train.learning_rate=0.01", "train.nesterov=true",
+        "subsets.rates=0.5,0.9", "model.kind=cnn", "seed=3"])
+    assert config.train.num_models == 64 and isinstance(config.train.num_models, int)
+    assert config.train.learning_rate == 0.01
+    assert config.train.nesterov is True
+    assert config.subsets.rates == (0.5, 0.9)
+    assert config.model.kind == "cnn"
+    assert config.seed == 3
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("train.num_model=3", "did you mean 'num_models'"),
+    ("trian.epochs=3", "did you mean 'train'"),
+    ("train.epochs=three", "train.epochs='three': expected a int"),
+    ("train.nesterov=maybe", "expected a bool"),
+    ("train", "must look like section.field=value"),
+    ("train=3", "'train' is a section"),
+    ("train.num_models=0", "train.num_models=0 must be >= 1"),
+    ("subsets.rates=1.5", "subsets.rates contains 1.5"),
+    ("subsets.design=random", "subsets.design='random'"),
+    ("model.kind=transformer", "model.kind='transformer'"),
+    ("train.optimizer=lion", "train.optimizer='lion'"),
+])
+def test_bad_overrides_name_the_field(override, fragment):
+    with pytest.raises(JmemError, match=None) as err:
+        apply_overrides(Config(), [override])
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_first_difference_names_the_field_and_ignores_execution_only_fields():
+    a = to_dict(Config())
+    b = to_dict(apply_overrides(Config(), ["train.epochs=7", "train.wave_size=8"]))
+    assert first_difference(a, b) == "train.epochs: 20 vs 7"
+    c = to_dict(apply_overrides(Config(), ["train.wave_size=8"]))
+    assert first_difference(a, c) is None
+
+
+def test_from_dict_rejects_unknown_fields():
+    raw = to_dict(Config())
+    raw["train"]["bogus"] = 1
+    with pytest.raises(JmemError, match="bogus"):
+        from_dict(raw)
+
+
+def test_load_experiment_errors(tmp_path):
+    with pytest.raises(JmemError, match="does not exist"):
+        load_experiment(str(tmp_path / "missing.py"))
+    (tmp_path / "empty.py").write_text("x = 1\n")
+    with pytest.raises(JmemError, match="defines no get_config"):
+        load_experiment(str(tmp_path / "empty.py"))
+    (tmp_path / "wrong.py").write_text("def get_config(variant=''):\n    return {}\n")
+    with pytest.raises(JmemError, match="returned dict"):
+        load_experiment(str(tmp_path / "wrong.py"))
+    (tmp_path / "broken.py").write_text("import nonexistent_module_xyz\n")
+    with pytest.raises(JmemError, match="failed to load: ModuleNotFoundError"):
+        load_experiment(str(tmp_path / "broken.py"))
+    with pytest.raises(JmemError, match="failed to load: ValueError: unknown variant"):
+        load_experiment("experiments/digits.py:huge")
+
+
+def test_flatten():
+    assert config_lib.flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
