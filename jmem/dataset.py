@@ -86,7 +86,7 @@ def _check_split(split, x, y, num_classes, example_shape):
     if example_shape is not None and tuple(x.shape[1:]) != tuple(example_shape):
         raise JmemError(f"x_{split} examples have shape {tuple(x.shape[1:])}, but x_train has {tuple(example_shape)}")
     if not np.all(np.isfinite(x)):
-        bad = int(np.argwhere(~np.isfinite(x.reshape(x.shape[0], -1)).any(axis=1))[0, 0])
+        bad = int(np.argwhere((~np.isfinite(x.reshape(x.shape[0], -1))).any(axis=1))[0, 0])
         raise JmemError(f"x_{split} has non-finite values (first at example {bad})")
     if y.size and (y.min() < 0 or y.max() >= num_classes):
         bad = int(np.argwhere((y < 0) | (y >= num_classes))[0, 0])

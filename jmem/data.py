@@ -1,0 +1,455 @@
+"""Datasets as plain arrays: the ``Dataset`` value every later stage of jmem consumes.
+
+Sources (``load_dataset(name)``):
+
+- ``digits``: scikit-learn's 1,797 real 8x8 handwritten digits (shipped inside scikit-learn,
+  so always available offline). The embedded default dataset. Fixed split, see
+  :func:`digits_split`.
+- ``mnist1d``: MNIST-1D (Greydanus 2020), generated locally with the package's published
+  default arguments: 4,000 train / 1,000 test sequences of length 40, 10 classes.
+- ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``svhn_cropped``: read with
+  ``tfds.data_source`` from an already prepared TFDS data directory (``data_dir`` argument,
+  else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``). Reading needs no TensorFlow;
+  preparing does (``pip install 'jmem[prepare]'``), and jmem never downloads anything.
+- any path ending in ``.npz`` (see :func:`load_npz`).
+
+Every dataset is normalised per channel (last axis) with the *training* set's mean and std,
+applied to the train, test and extra test sets alike; labels are int32, images NHWC float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+
+from jmem.dataset import Dataset
+from jmem.errors import JmemError
+
+log = logging.getLogger(__name__)
+
+# TFDS datasets jmem reads: name -> (number of classes, short description).
+_TFDS = {
+    "mnist": (10, "MNIST handwritten digits, 60,000 / 10,000 28x28x1 (TFDS, prepare first)"),
+    "fashion_mnist": (10, "Fashion-MNIST clothing, 60,000 / 10,000 28x28x1 (TFDS, prepare first)"),
+    "cifar10": (10, "CIFAR-10, 50,000 / 10,000 32x32x3; + extra test set cifar10_1 if prepared (TFDS)"),
+    "cifar100": (100, "CIFAR-100 fine labels, 50,000 / 10,000 32x32x3 (TFDS, prepare first)"),
+    "svhn_cropped": (10, "SVHN cropped digits, 73,257 / 26,032 32x32x3 (TFDS, prepare first)"),
+}
+
+KNOWN_DATASETS = {
+    "digits": "scikit-learn 8x8 handwritten digits, 1,797 real images, 10 classes (offline, default)",
+    "mnist1d": "MNIST-1D, 4,000 / 1,000 sequences of length 40, 10 classes (generated offline)",
+    **{name: desc for name, (_, desc) in _TFDS.items()},
+}
+
+# Extra test sets read along with a TFDS dataset when prepared: dataset -> [(extra name,
+# TFDS name, split)]. CIFAR-10.1 (Recht et al. 2018) is a fresh CIFAR-10 test set.
+_TFDS_EXTRAS = {"cifar10": [("cifar10_1", "cifar10_1", "test")]}
+
+# A channel whose training std is below this is constant: divide by 1 instead of ~0.
+_MIN_STD = 1e-6
+
+
+def load_dataset(name: str, *, data_dir: str | None = None) -> Dataset:
+    """Load a dataset by name (or ``.npz`` path), normalised and validated.
+
+    Args:
+      name: one of :data:`KNOWN_DATASETS` or a path ending in ``.npz``.
+      data_dir: TFDS data directory (TFDS datasets only); default ``$TFDS_DATA_DIR`` or
+        ``~/tensorflow_datasets``.
+
+    Returns:
+      A validated :class:`Dataset`: x float32 ``[N, *example_shape]`` (images NHWC), y int32.
+
+    Raises:
+      JmemError: unknown name, missing file, TFDS data not prepared, malformed arrays.
+    """
+    if not isinstance(name, str):
+        raise JmemError(f"dataset={name!r} must be a dataset name or a path ending in .npz")
+    if name.endswith(".npz"):
+        raw = load_npz(name)
+    elif name == "digits":
+        raw = _load_digits()
+    elif name == "mnist1d":
+        raw = _load_mnist1d()
+    elif name in _TFDS:
+        raw = _load_tfds(name, data_dir)
+    else:
+        known = ", ".join(KNOWN_DATASETS)
+        raise JmemError(f"dataset={name!r} is not known; known: {known}, or a path ending in .npz")
+    return _finish(dataclasses.replace(raw, name=name))
+
+
+# ----------------------------------------------------------------------------- finishing
+
+
+def _finish(raw: Dataset) -> Dataset:
+    """Validate raw arrays (before NaNs could spread through normalisation), then normalise."""
+    _check_finite(raw)
+    _validate(raw)
+    mean, std = channel_stats(raw.x_train)
+    extras = {k: (normalise(x, mean, std), y) for k, (x, y) in raw.extra_tests.items()}
+    out = dataclasses.replace(
+        raw,
+        x_train=normalise(raw.x_train, mean, std),
+        x_test=normalise(raw.x_test, mean, std),
+        extra_tests=extras,
+        channel_mean=mean,
+        channel_std=std,
+    )
+    return _validate(out)
+
+
+def _validate(ds: Dataset) -> Dataset:
+    try:
+        return ds.validate()
+    except JmemError as err:
+        message = str(err)
+        if message.startswith("dataset "):
+            raise
+        raise JmemError(f"dataset {ds.name!r}: {message}") from err
+
+
+def _check_finite(ds: Dataset) -> None:
+    """JmemError naming the split and first example with a NaN or inf."""
+    splits = [("train", ds.x_train), ("test", ds.x_test)]
+    splits += [(f"extra_tests[{k!r}]", x) for k, (x, _) in ds.extra_tests.items()]
+    for split, x in splits:
+        if x.ndim >= 2 and x.shape[0] and not np.isfinite(x).all():
+            bad = int(np.flatnonzero((~np.isfinite(x.reshape(x.shape[0], -1))).any(axis=1))[0])
+            raise JmemError(f"dataset {ds.name!r}: x_{split} has non-finite values (first at example {bad})")
+
+
+def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std over all axes but the last: two float32[C].
+
+    Accumulates in float64 over chunks of examples (a float64 copy of CIFAR would be 1.2 GB),
+    two passes so a large mean does not swamp a small std. Channels with std below 1e-6 get
+    std 1, so constant channels (e.g. always-blank pixels of a flattened image) stay finite.
+    """
+    c = x.shape[-1]
+    flat = x.reshape(-1, c)
+    count = flat.shape[0]
+    step = chunk * max(1, count // max(1, x.shape[0]))
+    total = np.zeros(c)
+    for start in range(0, count, step):
+        total += flat[start : start + step].sum(axis=0, dtype=np.float64)
+    mean = total / count
+    squares = np.zeros(c)
+    for start in range(0, count, step):
+        squares += ((flat[start : start + step] - mean) ** 2).sum(axis=0)
+    std = np.sqrt(squares / count)
+    std = np.where(std < _MIN_STD, 1.0, std)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def normalise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """float32 copy of x with (x - mean) / std applied along the last (channel) axis."""
+    out = np.array(x, dtype=np.float32, copy=True)
+    out -= mean
+    out /= std
+    return out
+
+
+# ----------------------------------------------------------------------------- digits
+
+
+def digits_split(labels: np.ndarray) -> np.ndarray:
+    """bool[N]: the fixed test split of ``digits``, True = test.
+
+    Rule: within each class, in the order scikit-learn ships the examples, every 4th example
+    (the 4th, 8th, 12th, ...) goes to test. No random generator is involved, so the split
+    cannot change with a numpy or scikit-learn version; it is stratified (25% of every class,
+    rounded down) and yields 1,352 train / 445 test examples.
+    """
+    test = np.zeros(labels.shape[0], bool)
+    for c in np.unique(labels):
+        test[np.flatnonzero(labels == c)[3::4]] = True
+    return test
+
+
+def _load_digits() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    # Pixels are counts 0..16 of an 4x4 block of the original 32x32 bitmap: scale to [0, 1].
+    x = (x.astype(np.float32) / 16.0).reshape(-1, 8, 8, 1)
+    y = y.astype(np.int32)
+    test = digits_split(y)
+    ids = np.arange(y.shape[0], dtype=np.int64)
+    return Dataset(
+        name="digits",
+        x_train=x[~test],
+        y_train=y[~test],
+        x_test=x[test],
+        y_test=y[test],
+        num_classes=10,
+        train_source_ids=ids[~test],
+        test_source_ids=ids[test],
+    )
+
+
+# ----------------------------------------------------------------------------- mnist1d
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist1d_arrays() -> tuple[np.ndarray, ...]:
+    """(x_train float32[4000, 40], y_train, x_test float32[1000, 40], y_test), read-only.
+
+    Never ``mnist1d.data.get_dataset``: it tries a download and writes a pickle into the
+    working directory. ``make_dataset`` is pure numpy but calls ``set_seed``, which reseeds the
+    *global* numpy and ``random`` generators, so both are saved and restored around it.
+    Cached per process (1.5-2 s to generate); the arrays are read-only so callers copy.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        data = make_dataset(get_dataset_args())
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    arrays = (
+        np.asarray(data["x"], np.float32),
+        np.asarray(data["y"], np.int32),
+        np.asarray(data["x_test"], np.float32),
+        np.asarray(data["y_test"], np.int32),
+    )
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
+def _load_mnist1d() -> Dataset:
+    x_train, y_train, x_test, y_test = _mnist1d_arrays()
+    # Sequences are [N, L, C] with one channel, so 1-D CNNs and MLPs both apply.
+    return Dataset(
+        name="mnist1d",
+        x_train=x_train[:, :, None],
+        y_train=y_train.copy(),
+        x_test=x_test[:, :, None],
+        y_test=y_test.copy(),
+        num_classes=10,
+    )
+
+
+# ----------------------------------------------------------------------------- npz
+
+
+def load_npz(path: str) -> Dataset:
+    """Raw (unnormalised) arrays of a ``.npz`` file.
+
+    Keys: ``x_train``, ``y_train``, ``x_test``, ``y_test`` (required) and ``num_classes``
+    (optional; default max label + 1 over train and test). x may be any numeric dtype and is
+    cast to float32 as is (no /255: per-channel normalisation follows anyway). Shapes:
+
+    - ``[N, D]``: feature vectors, kept as ``[N, D]``; every feature is its own "channel", so
+      each is standardised separately (an MLP flattens its input anyway).
+    - ``[N, L, 1]``: a one-channel 1-D signal (like ``mnist1d``), kept as is: a width-1
+      grayscale image makes no sense, so a last axis of size 1 is taken as the channel axis.
+    - ``[N, H, W]`` (last axis > 1): grayscale images, a channel axis is added: ``[N, H, W, 1]``.
+      Consequently a multi-channel 1-D signal ``[N, L, C>1]`` is read as images; store such
+      data as ``[N, L*C]`` features instead.
+    - ``[N, H, W, C]`` (NHWC) or any other rank >= 2: kept as is.
+
+    y must be integer labels, 1-D.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise JmemError(f"dataset={path!r}: no such file")
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError) as err:
+        raise JmemError(f"dataset={path!r} is not a readable .npz file ({type(err).__name__}: {err})") from err
+    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
+    if missing:
+        raise JmemError(
+            f"dataset={path!r} lacks key(s) {', '.join(missing)}; has {', '.join(sorted(arrays)) or 'none'}"
+        )
+    x_train, x_test = (_npz_images(path, k, arrays[k]) for k in ("x_train", "x_test"))
+    y_train, y_test = (_npz_labels(path, k, arrays[k]) for k in ("y_train", "y_test"))
+    if "num_classes" in arrays:
+        value = arrays["num_classes"]
+        if value.ndim != 0 or not np.issubdtype(value.dtype, np.integer):
+            raise JmemError(f"dataset={path!r}: num_classes={value!r} must be a scalar integer")
+        num_classes = int(value)
+    else:
+        num_classes = int(max(y_train.max(initial=-1), y_test.max(initial=-1))) + 1
+    return Dataset(
+        name=str(path), x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, num_classes=num_classes
+    )
+
+
+def _npz_images(path: str, key: str, x: np.ndarray) -> np.ndarray:
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.iscomplexobj(x):
+        raise JmemError(f"dataset={path!r}: {key} has dtype {x.dtype}; need real numbers")
+    if x.ndim < 2:
+        raise JmemError(f"dataset={path!r}: {key} has shape {x.shape}; need [examples, features...]")
+    if x.ndim == 3 and x.shape[-1] != 1:
+        x = x[..., None]
+    return x.astype(np.float32)
+
+
+def _npz_labels(path: str, key: str, y: np.ndarray) -> np.ndarray:
+    if y.ndim != 1:
+        raise JmemError(f"dataset={path!r}: {key} has shape {y.shape}; need 1-D integer labels (not one-hot)")
+    if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        y = y.astype(np.int64)  # integral floats, as written by some tools
+    if not np.issubdtype(y.dtype, np.integer):
+        raise JmemError(f"dataset={path!r}: {key} has dtype {y.dtype}; need integer labels")
+    if y.size and (y.min() < np.iinfo(np.int32).min or y.max() > np.iinfo(np.int32).max):
+        raise JmemError(f"dataset={path!r}: {key} has labels outside int32")
+    return y.astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- TFDS
+
+
+def tfds_data_dir(data_dir: str | None = None) -> str:
+    """The TFDS data directory jmem reads: argument, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
+    if data_dir:
+        return str(data_dir)
+    return os.environ.get("TFDS_DATA_DIR") or os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
+
+
+def prepare_command(tfds_name: str, data_dir: str) -> str:
+    """The shell command that prepares a TFDS dataset in the format ``tfds.data_source`` reads."""
+    return f"pip install 'jmem[prepare]' && tfds build {tfds_name} --data_dir={data_dir} --file_format=array_record"
+
+
+class _NotPrepared(Exception):
+    """A TFDS dataset is not prepared (in a random-access format) in the data directory."""
+
+
+def _load_tfds(name: str, data_dir: str | None) -> Dataset:
+    directory = tfds_data_dir(data_dir)
+    try:
+        x_train, y_train, ids_train = _read_tfds_split(name, "train", directory)
+        x_test, y_test, ids_test = _read_tfds_split(name, "test", directory)
+    except _NotPrepared as err:
+        raise JmemError(
+            f"dataset={name!r} is not prepared in {directory} ({err}); prepare it once on a machine "
+            f"with internet: {prepare_command(name, directory)}"
+        ) from None
+    raw = Dataset(
+        name=name,
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        num_classes=_TFDS[name][0],
+        train_source_ids=ids_train,
+        test_source_ids=ids_test,
+    )
+    extras = {}
+    for extra, tfds_name, split in _TFDS_EXTRAS.get(name, []):
+        try:
+            x, y, _ = _read_tfds_split(tfds_name, split, directory)
+        except _NotPrepared:
+            log.info("extra test set %s skipped: not prepared in %s (%s)", extra, directory,
+                     prepare_command(tfds_name, directory))
+            continue
+        extras[extra] = (x, y)
+    return dataclasses.replace(raw, extra_tests=extras)
+
+
+def _read_tfds_split(name: str, split: str, data_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(x float32[N, H, W, C] in [0, 1], y int32[N], source ids int64[N] or None) of one split.
+
+    ``download=False``: with the default ``download=True``, ``data_source`` would try to
+    download and prepare a missing dataset. Records are read one at a time, which works both
+    for real ArrayRecord files and for ``tfds.testing.mock_data`` (whose batched
+    ``__getitems__`` raises).
+    """
+    import tensorflow_datasets as tfds
+
+    try:
+        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except (NotImplementedError, FileNotFoundError) as err:
+        # Missing data surfaces as NotImplementedError ("random access ... TFRECORD is not
+        # supported"): tfds assumes the default format when nothing is there. Tell the two apart.
+        prepared = tfds.builder(name, data_dir=data_dir).is_prepared()
+        raise _NotPrepared("prepared, but not as array_record" if prepared else "no prepared data") from err
+    n = len(source)
+    images, labels, ids = [], np.empty(n, np.int64), []
+    for i in range(n):
+        record = source[i]
+        images.append(np.asarray(record["image"]))
+        labels[i] = int(record["label"])
+        if "id" in record:
+            ids.append(record["id"])
+    x = np.stack(images).astype(np.float32) / 255.0
+    if x.ndim == 3:  # a grayscale feature declared without a channel axis
+        x = x[..., None]
+    return x, labels.astype(np.int32), parse_source_ids(ids, split) if len(ids) == n else None
+
+
+_ID = re.compile(r"^(?P<split>[a-z]+)_(?P<index>\d+)$")
+
+
+def parse_source_ids(ids, split: str) -> np.ndarray | None:
+    """int64[N] original file-order indices from TFDS ``id`` fields, or None if they don't parse.
+
+    CIFAR writes ``"train_00042"`` / ``"test_00042"`` (5 digits), SVHN ``"train_000042"``
+    (6 digits): the number is the example's index in the original files, which is the index
+    published per-example lists (e.g. the CIFAR duplicate lists) use. Ids of another split or
+    format (e.g. mock data's random strings) give None: no mapping rather than a wrong one.
+    """
+    out = np.empty(len(ids), np.int64)
+    for i, raw in enumerate(ids):
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        match = _ID.match(text)
+        if match is None or match["split"] != split:
+            return None
+        out[i] = int(match["index"])
+    return out
+
+
+# ----------------------------------------------------------------------------- describe
+
+
+def describe(dataset: Dataset) -> str:
+    """A human-readable summary (the ``jmem data NAME`` command): sizes, shapes, balance, stats."""
+    ds = dataset
+    lines = [
+        f"dataset: {ds.name}",
+        f"classes: {ds.num_classes}",
+        f"example shape: {list(ds.example_shape)} (float32{', NHWC' if len(ds.example_shape) == 3 else ''})",
+    ]
+    splits = [("train", ds.y_train), ("test", ds.y_test)]
+    splits += [(f"extra test {k}", y) for k, (_, y) in ds.extra_tests.items()]
+    for label, y in splits:
+        lines.append(f"{label}: {y.shape[0]} examples; {_balance(y, ds.num_classes)}")
+    if ds.channel_mean is not None:
+        mean, std = _floats(ds.channel_mean), _floats(ds.channel_std)
+        lines.append(f"normalisation (train, per channel): mean {mean}, std {std}")
+    for label, ids in (("train", ds.train_source_ids), ("test", ds.test_source_ids)):
+        if ids is not None:
+            lines.append(f"{label} source ids: original file-order indices {int(ids.min())}..{int(ids.max())}")
+    return "\n".join(lines)
+
+
+def _balance(y: np.ndarray, num_classes: int) -> str:
+    counts = np.bincount(y, minlength=num_classes)
+    share = counts / max(1, counts.sum())
+    if num_classes <= 10:
+        per_class = " ".join(f"{c}:{n}" for c, n in enumerate(counts))
+        return f"per class {per_class}"
+    return (
+        f"per class min {counts.min()} ({share.min():.1%}), median {int(np.median(counts))}, "
+        f"max {counts.max()} ({share.max():.1%}); {int((counts == 0).sum())} classes empty"
+    )
+
+
+def _floats(values: np.ndarray, limit: int = 6) -> str:
+    shown = ", ".join(f"{v:.4g}" for v in values[:limit])
+    more = f", ... ({len(values)} channels)" if len(values) > limit else ""
+    return f"[{shown}{more}]"
