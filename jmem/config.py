@@ -175,12 +175,15 @@ def parse_value(text: str, current, field: str):
             return int(text)
         if isinstance(current, float):
             return float(text)
+        if current is None:  # optional numeric field (e.g. score.rate); "none" clears it
+            return None if text.lower() in ("", "none", "null") else float(text)
         if isinstance(current, tuple):
             items = [t for t in text.strip("()[] ").split(",") if t.strip()]
             return tuple(float(t) for t in items)
         return text
     except ValueError:
-        raise JmemError(f"--set {field}={text!r}: expected a {type(current).__name__}") from None
+        expected = "number" if current is None else type(current).__name__
+        raise JmemError(f"--set {field}={text!r}: expected a {expected}") from None
 
 
 def load_experiment(spec: str) -> Config:

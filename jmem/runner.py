@@ -192,7 +192,8 @@ def write_inputs(workdir: Path, config: Config, inputs: RunInputs) -> None:
     artifacts.save_array(workdir / artifacts.MODEL_RATES, inputs.model_rates)
     artifacts.save_array(workdir / artifacts.LABELS_TRAIN, inputs.labels_train)
     artifacts.save_array(workdir / artifacts.LABELS_TEST, data.y_test)
-    artifacts.save_array(workdir / artifacts.CANARIES, inputs.canaries)
+    if inputs.canaries.any():
+        artifacts.save_array(workdir / artifacts.CANARIES, inputs.canaries)
     for name, (_, y) in data.extra_tests.items():
         artifacts.save_array(workdir / artifacts.labels_extra_name(name), y)
     # config.json last: its presence marks a run directory whose inputs are complete.

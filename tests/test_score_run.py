@@ -1,0 +1,163 @@
+"""Tests of jmem.score_run on synthetic run directories built in tmp_path."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from jmem import artifacts as A
+from jmem.canaries import make_canaries
+from jmem.errors import JmemError
+from jmem.score_run import ScoreOptions, format_summary, score_run
+
+R, N, T, C = 120, 400, 60, 5
+DOC_COLUMNS = ["index", "label", "is_canary", "n_in", "n_out", "correct_in", "correct_out",
+               "acc_in", "acc_out", "mem", "mem_ci_low", "mem_ci_high", "cscore", "fractional",
+               "margin_in", "margin_out", "lira", "p_value", "q_value", "selected_fixed",
+               "selected_top_k", "selected_fdr", "selected_null"]
+
+
+def build_run(d, seed=0, rates=None, canary_fraction=0.05, extra=True):
+    """A run where canaries are memorized: right when trained on, wrong otherwise.
+
+    Training example 3 is planted to influence test example 7 (same class): test 7 is right
+    exactly when example 3 was in the model's subset.
+    """
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, C, N).astype(np.int32)
+    labels, canary = make_canaries(seed, labels, C, canary_fraction)
+    model_rates = np.full(R, 0.7) if rates is None else np.asarray(rates)
+    keep = rng.random((R, N)) < model_rates[:, None]
+    easy = rng.normal(1.5, 1.0, (R, N))
+    memorized = np.where(keep, rng.normal(2, 0.5, (R, N)), rng.normal(-2, 0.5, (R, N)))
+    margins = np.where(canary, memorized, easy).astype(np.float32)
+    margins[:, 3] = np.where(keep[:, 3], 2.0, -2.0)
+    canary[3] = False
+    labels_test = rng.integers(0, C, T).astype(np.int32)
+    labels_test[7] = labels[3]
+    margins_test = rng.normal(1, 1, (R, T)).astype(np.float32)
+    margins_test[:, 7] = np.where(keep[:, 3], 1.0, -1.0)
+    files = {A.KEEP: keep, A.MARGINS_TRAIN: margins, A.LABELS_TRAIN: labels,
+             A.MARGINS_TEST: margins_test, A.LABELS_TEST: labels_test, A.CANARIES: canary,
+             A.MODEL_RATES: model_rates.astype(np.float32)}
+    if extra:
+        files[A.margins_extra_name("clean")] = margins_test[:, 5:10]
+        files[A.labels_extra_name("clean")] = labels_test[5:10]
+    for name, arr in files.items():
+        A.save_array(d / name, arr)
+    return keep, margins, canary
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_end_to_end_canaries_recovered(tmp_path):
+    _, _, canary = build_run(tmp_path)
+    summary = score_run(tmp_path, ScoreOptions(top_k=20))
+    rows = read_csv(tmp_path / A.SCORES)
+    assert len(rows) == N
+    assert list(rows[0]) == DOC_COLUMNS + ["selected_canary"]
+    assert [int(r["is_canary"]) for r in rows] == canary.astype(int).tolist()
+    for name in ("mem", "fractional", "lira", "neg_log10_p"):
+        assert summary["canaries"]["scores"][name]["auroc"] > 0.99, name
+        assert summary["canaries"]["scores"][name]["fpr_at_95tpr"] < 0.02, name
+    saved = json.loads((tmp_path / A.THRESHOLDS).read_text())
+    json.dumps(saved, allow_nan=False)  # strict JSON: no NaN/Infinity
+    assert set(saved["methods"]) == {"fixed", "top_k", "fdr", "null", "canary"}
+    assert saved["methods"]["top_k"]["n_selected"] == 20
+    fdr = saved["methods"]["fdr"]["canary_metrics"]
+    assert fdr["tpr"] > 0.95 and fdr["precision"] > 0.9
+    # The planted pair (train 3 -> test 7) is found, for the extra set not (7 is not in 5..9).
+    pairs = read_csv(tmp_path / A.PAIRS)
+    test_pairs = {(int(p["train_index"]), int(p["test_index"])) for p in pairs
+                  if p["test_set"] == "test"}
+    assert (3, 7) in test_pairs
+    planted = next(p for p in pairs if p["train_index"] == "3" and p["test_index"] == "7")
+    assert float(planted["infl"]) == pytest.approx(1.0) and float(planted["mem"]) == 1.0
+    assert summary["pairs"]["test"] == len(test_pairs)
+    assert "clean" in summary["pairs"]
+    # Selected columns agree with the method counts.
+    for m, d in saved["methods"].items():
+        assert sum(int(r[f"selected_{m}"]) for r in rows) == d["n_selected"], m
+    text = format_summary(summary)
+    for word in ("fixed", "fdr", "null", "AUROC", "undefined", "pairs"):
+        assert word in text
+
+
+def test_undefined_examples_are_nan_and_counted(tmp_path):
+    build_run(tmp_path)
+    keep = np.load(tmp_path / A.KEEP)
+    keep[:, 0] = False
+    keep[:, 1] = True
+    A.save_array(tmp_path / A.KEEP, keep)
+    summary = score_run(tmp_path)
+    assert summary["nan_counts"]["zero_in"] == 1 and summary["nan_counts"]["zero_out"] == 1
+    rows = read_csv(tmp_path / A.SCORES)
+    for r in rows[:2]:
+        assert r["mem"] == "nan" and r["p_value"] == "nan" and r["q_value"] == "nan"
+        assert all(r[f"selected_{m}"] == "0" for m in ("fixed", "top_k", "fdr", "null"))
+    assert rows[0]["n_in"] == "0" and rows[1]["n_out"] == "0"
+
+
+def test_several_rates(tmp_path):
+    rates = np.repeat([0.5, 0.9], R // 2)
+    build_run(tmp_path, rates=rates, extra=False)
+    summary = score_run(tmp_path)
+    assert summary["pooled_over_rates"] is True
+    assert [p["rate"] for p in summary["rate_curve"]] == [0.5, 0.9]
+    assert all(p["canary_auroc_mem"] > 0.95 for p in summary["rate_curve"])
+    row = read_csv(tmp_path / A.SCORES)[0]
+    assert {"mem_rate_0.5", "mem_rate_0.9", "acc_out_rate_0.5", "acc_out_rate_0.9"} <= set(row)
+    one = score_run(tmp_path, ScoreOptions(rate=0.9))
+    assert one["num_models"] == R // 2 and one["pooled_over_rates"] is False
+    with pytest.raises(JmemError, match="score.rate"):
+        score_run(tmp_path, ScoreOptions(rate=0.3))
+
+
+@pytest.mark.parametrize("field,value", [
+    ("fixed_threshold", 2.0), ("fdr_q", 0.0), ("fdr_q", 1.0), ("min_effect", float("nan")),
+    ("top_k", -1), ("top_k", 2.5), ("influence_threshold", "0.1"), ("null_fpr", 1.0),
+    ("placebo_seed", -3), ("canary_tpr", 0.0), ("confidence", 1.0), ("fractional_floor", 0.0),
+    ("rate", 1.0), ("chunk_size", 0), ("influence_chunk_size", 0), ("max_pairs", 0),
+    ("pair_same_class", 1), ("pair_mem_threshold", True),
+])
+def test_options_validated(field, value):
+    with pytest.raises(JmemError, match=f"score.{field}="):
+        ScoreOptions(**{field: value})
+
+
+def test_bad_run_directories(tmp_path):
+    with pytest.raises(JmemError, match="does not exist"):
+        score_run(tmp_path / "nope")
+    build_run(tmp_path, extra=False)
+    (tmp_path / A.LABELS_TEST).unlink()
+    with pytest.raises(JmemError, match="labels_test.npy"):
+        score_run(tmp_path)
+    build_run(tmp_path, extra=False)
+    m = np.load(tmp_path / A.MARGINS_TRAIN)
+    m[4, 9] = np.nan
+    A.save_array(tmp_path / A.MARGINS_TRAIN, m)
+    with pytest.raises(JmemError, match=r"margins_train.npy.*model 4, example 9"):
+        score_run(tmp_path)
+    build_run(tmp_path, extra=False)
+    A.save_array(tmp_path / A.LABELS_TRAIN, np.zeros(N + 1, np.int32))
+    with pytest.raises(JmemError, match="labels_train.npy"):
+        score_run(tmp_path)
+    build_run(tmp_path, extra=False)
+    A.save_array(tmp_path / A.margins_extra_name("v2"), np.zeros((R, 3), np.float32))
+    with pytest.raises(JmemError, match="labels_v2.npy"):
+        score_run(tmp_path)
+
+
+def test_runs_without_optional_files(tmp_path):
+    build_run(tmp_path, extra=False)
+    (tmp_path / A.CANARIES).unlink()
+    (tmp_path / A.MODEL_RATES).unlink()
+    summary = score_run(tmp_path)
+    assert summary["canaries"] is None and summary["rate_curve"] is None
+    assert "canary" not in summary["methods"]
+    assert "selected_canary" not in read_csv(tmp_path / A.SCORES)[0]
+    assert "canar" not in format_summary(summary)
