@@ -117,7 +117,25 @@ def cmd_score(args) -> int:
 
 
 def cmd_leakage(args) -> int:
-    raise JmemError("`jmem leakage` is not available yet in this version")
+    from jmem import artifacts, config as config_lib
+    from jmem.data import load_dataset
+    from jmem.leakage import find_leakage, format_leakage_summary, write_duplicates_csv
+
+    target = Path(args.target)
+    if (target / artifacts.CONFIG).exists():  # a run directory: its dataset, its settings
+        config = config_lib.from_dict(artifacts.load_json(target / artifacts.CONFIG))
+        name, data_dir = config.data.name, args.data_dir or config.data.data_dir
+        metric, threshold = config.leakage.metric, config.leakage.threshold or None
+        out = args.out or target / artifacts.DUPLICATES
+    else:
+        name, data_dir, metric, threshold = args.target, args.data_dir, "cosine", None
+        out = args.out or Path(artifacts.DUPLICATES)
+    dataset = load_dataset(name, data_dir=data_dir or None)
+    result = find_leakage(dataset, metric=metric, threshold=threshold)
+    write_duplicates_csv(out, result)
+    print(format_leakage_summary(result, dataset))
+    print(f"wrote {out}")
+    return 0
 
 
 def cmd_data(args) -> int:

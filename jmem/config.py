@@ -65,6 +65,28 @@ class SubsetConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LeakageConfig:
+    """Train/test near-duplicates (see ``jmem.leakage``), measured before training.
+
+    clean_test: attach a leakage-free test set ``test_clean`` (the test set minus examples
+      with a training near-duplicate: the Barz & Denzler lists for CIFAR, detection
+      otherwise), so every model is also evaluated on it.
+    metric: "cosine" or "l2" for the pixel-space detector.
+    threshold: distance below which a pair is a duplicate (0 = the detector's default).
+    """
+
+    clean_test: bool = True
+    metric: str = "cosine"
+    threshold: float = 0.0
+
+    def __post_init__(self):
+        if self.metric not in ("cosine", "l2"):
+            raise JmemError(f"leakage.metric={self.metric!r} is not one of 'cosine', 'l2'")
+        if self.threshold < 0:
+            raise JmemError(f"leakage.threshold={self.threshold} must be >= 0 (0 = default)")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """A whole experiment. ``seed`` is the root of every random stream (see ``jmem.rng``)."""
 
@@ -73,6 +95,7 @@ class Config:
     subsets: SubsetConfig = dataclasses.field(default_factory=SubsetConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    leakage: LeakageConfig = dataclasses.field(default_factory=LeakageConfig)
 
 
 # Fields that change how a run executes but not what it computes: a run directory may be

@@ -19,13 +19,16 @@ class ModelConfig:
       sequences), or "resnet" (small ResNet-style CNN for 32x32x3).
     width: hidden width of the MLP / base channel count of the CNNs.
     depth: number of hidden layers (MLP) or conv stages (CNNs).
-    norm: "none" or "batchnorm" (BatchNorm keeps per-model statistics under vmap).
+    norm: "none" or "batchnorm" (BatchNorm keeps per-model statistics under vmap). Norm-free
+      ResNet blocks use a zero-initialised residual gain (SkipInit) instead.
+    kernel_size: convolution window (per spatial dim) of the CNNs; ignored by the MLP.
     """
 
     kind: str = "mlp"
     width: int = 256
     depth: int = 1
     norm: str = "none"
+    kernel_size: int = 3
 
     def __post_init__(self):
         if self.kind not in ("mlp", "cnn", "resnet"):
@@ -34,6 +37,8 @@ class ModelConfig:
             raise JmemError(f"model.width={self.width} must be >= 1")
         if self.depth < 1:
             raise JmemError(f"model.depth={self.depth} must be >= 1")
+        if self.kernel_size < 1:
+            raise JmemError(f"model.kernel_size={self.kernel_size} must be >= 1")
         if self.norm not in ("none", "batchnorm"):
             raise JmemError(f"model.norm={self.norm!r} is not one of 'none', 'batchnorm'")
 
@@ -43,15 +48,20 @@ class TrainConfig:
     """How every model is trained. All models of a run share these settings.
 
     num_models: R, the number of models (one keep-mask each).
-    epochs: passes over each model's own subset; every model runs the same number of steps.
+    epochs: passes over each model's own subset: model r takes epochs * ceil(n_r / batch_size)
+      steps (n_r = its subset size), so a model never depends on the other models of its wave.
     batch_size: examples per step per model.
     optimizer: "sgd", "adam" or "adamw".
     learning_rate, momentum, nesterov, weight_decay: optimizer settings.
-    schedule: "constant", "cosine", "linear", "onecycle"; warmup_steps applies to all.
+    schedule: "constant", "cosine", "linear" (decay to 0 over the model's steps), or "onecycle"
+      (linear ramp from lr/25 to lr over warmup_steps, or 30% of the steps when 0, then linear
+      decay to 0); warmup_steps is a linear warm-up for the others.
     label_smoothing, grad_clip (global norm, 0 = off).
     augment: "none" or "crop_flip" (random crop with padding + horizontal flip, images only).
+    crop_padding: pixels of zero padding on each side before the random crop ("crop_flip").
     compute_dtype: "float32" or "bfloat16" (accelerators).
-    strategy: how models are batched: "auto", "vmap", "sequential", "patches".
+    strategy: how models are batched (see ``jmem.train``): "auto", "vmap", "sequential",
+      "patches".
     wave_size: models trained at once (0 = chosen from available memory).
     """
 
@@ -68,6 +78,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     grad_clip: float = 0.0
     augment: str = "none"
+    crop_padding: int = 4
     compute_dtype: str = "float32"
     strategy: str = "auto"
     wave_size: int = 0
@@ -93,6 +104,7 @@ class TrainConfig:
             raise JmemError(f"train.learning_rate={self.learning_rate} must be > 0")
         if not 0 <= self.label_smoothing < 1:
             raise JmemError(f"train.label_smoothing={self.label_smoothing} must be in [0, 1)")
-        for name in ("weight_decay", "grad_clip", "momentum", "warmup_steps", "wave_size"):
+        for name in ("weight_decay", "grad_clip", "momentum", "warmup_steps", "wave_size",
+                     "crop_padding"):
             if getattr(self, name) < 0:
                 raise JmemError(f"train.{name}={getattr(self, name)} must be >= 0")

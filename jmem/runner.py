@@ -51,6 +51,20 @@ def prepare_inputs(config: Config, dataset: Dataset) -> RunInputs:
                      np.asarray(labels, np.int32), np.asarray(canaries, bool))
 
 
+def measure_leakage(config: Config, dataset: Dataset):
+    """Near-duplicates of ``dataset`` and, if ``config.leakage.clean_test``, the dataset with a
+    leakage-free extra test set attached. Returns (dataset, LeakageResult)."""
+    from jmem import leakage
+
+    threshold = config.leakage.threshold or None
+    result = leakage.find_leakage(dataset, metric=config.leakage.metric, threshold=threshold)
+    if config.leakage.clean_test:
+        # Published lists (CIFAR) beat detection where they exist; detection elsewhere.
+        known = None if dataset.name in leakage.KNOWN_LIST_ROWS else result
+        dataset = leakage.leakage_free_test(dataset, known)
+    return dataset, result
+
+
 def check_workdir(workdir: Path, config: Config) -> bool:
     """Refuse a workdir holding a different run; return True if it holds this run already."""
     workdir = Path(workdir)
@@ -210,11 +224,17 @@ def run_training(config: Config, workdir: Path, dataset: Dataset, progress: bool
 
     workdir = Path(workdir)
     resuming = check_workdir(workdir, config)
+    dataset, leaks = measure_leakage(config, dataset)
     inputs = prepare_inputs(config, dataset)
     if (workdir / artifacts.MARGINS_TRAIN).exists() and not (workdir / WAVES_DIR).exists():
         log(f"{workdir}: training already complete; nothing to do")
         return summarize(workdir, inputs, seconds=0.0, trained=0)
     if not resuming:
+        workdir.mkdir(parents=True, exist_ok=True)
+        from jmem.leakage import format_leakage_summary, write_duplicates_csv
+
+        write_duplicates_csv(workdir / artifacts.DUPLICATES, leaks)
+        log(format_leakage_summary(leaks, dataset))
         write_inputs(workdir, config, inputs)
     num_models = config.train.num_models
     wave_size = config.train.wave_size or choose_wave_size(config.model, config.train, inputs.dataset)

@@ -1,0 +1,135 @@
+"""What R trained models say about T examples: margins, in chunks that bound memory.
+
+The margin of model r on example i is ``logit_y - max_{c != y} logit_c`` (float32); model r
+classifies i correctly iff the margin is > 0. Predicting 512 models on every example in
+one call took 2.5 GB, so examples are processed ``chunk_size`` at a time and models
+``model_chunk_size`` at a time; every chunk is padded to the same shape (one compilation).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jmem.errors import JmemError
+from jmem.hparams import ModelConfig
+from jmem.models import activation_elems, apply_one, build_model, check_input, num_classes_of
+
+PREDICT_STRATEGIES = ("auto", "vmap", "patches", "sequential")
+
+# Activation values one prediction call may hold (float32): 64 Mi values = 256 MB.
+_ACTIVATION_BUDGET = 64 * 2 ** 20
+
+
+def margins_from_logits(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """float32[..., K] logits and int[...] labels -> float32[...] margins."""
+    logits = logits.astype(jnp.float32)
+    true = jnp.take_along_axis(logits, y[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    others = jnp.where(jax.nn.one_hot(y, logits.shape[-1], dtype=bool), -jnp.inf, logits)
+    return true - jnp.max(others, axis=-1)
+
+
+def accuracy(margins) -> np.ndarray:
+    """float32[R, T] margins -> float32[R] accuracies (fraction of margins > 0)."""
+    return np.mean(np.asarray(margins) > 0, axis=-1, dtype=np.float32)
+
+
+def _conv_impl(model_cfg: ModelConfig, strategy: str) -> str:
+    """Conv models default to the patches path: vmapped lax convs become grouped convs."""
+    if strategy == "auto":
+        strategy = "vmap" if model_cfg.kind == "mlp" else "patches"
+    return "patches" if strategy == "patches" else "lax"
+
+
+@functools.lru_cache(maxsize=32)
+def _batched_fn(model_cfg: ModelConfig, num_classes: int, conv_impl: str, output: str):
+    module = build_model(model_cfg, num_classes, conv_impl)
+
+    def one(params, state, x, y):
+        logits, feats, _ = apply_one(module, params, state, x)
+        return margins_from_logits(logits, y) if output == "margins" else feats
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)))
+
+
+def _check(model_cfg, params, x, y=None):
+    x = np.asarray(x, np.float32)
+    check_input(model_cfg, x.shape[1:])
+    if y is not None:
+        y = np.asarray(y)
+        if y.shape != (x.shape[0],):
+            raise JmemError(f"y has shape {y.shape}; need [{x.shape[0]}] to match x")
+        k = num_classes_of(params)
+        if y.size and (y.min() < 0 or y.max() >= k):
+            raise JmemError(f"y has labels in [{y.min()}, {y.max()}]; the models have {k} classes")
+        y = y.astype(np.int32)
+    leaves = jax.tree_util.tree_leaves(params)
+    num_models = int(leaves[0].shape[0])
+    return x, y, num_models
+
+
+def _default_model_chunk(model_cfg, num_classes, example_shape, conv_impl, chunk_size):
+    per_model = chunk_size * max(1, activation_elems(model_cfg, num_classes, example_shape, conv_impl))
+    return max(1, _ACTIVATION_BUDGET // per_model)
+
+
+def _chunked(model_cfg, params, state, x, y, chunk_size, model_chunk_size, strategy, output):
+    """Run ``_batched_fn`` over model and example chunks; returns a host array [R, T, ...]."""
+    if strategy not in PREDICT_STRATEGIES:
+        raise JmemError(f"strategy={strategy!r} is not one of {PREDICT_STRATEGIES}")
+    if chunk_size < 1:
+        raise JmemError(f"chunk_size={chunk_size} must be >= 1")
+    x, y, num_models = _check(model_cfg, params, x, y)
+    num_classes = num_classes_of(params)
+    impl = _conv_impl(model_cfg, strategy)
+    num_examples = x.shape[0]
+    chunk_size = min(chunk_size, num_examples)
+    if strategy == "sequential":
+        model_chunk_size = 1
+    elif model_chunk_size is None:
+        model_chunk_size = _default_model_chunk(model_cfg, num_classes, x.shape[1:], impl, chunk_size)
+    model_chunk_size = max(1, min(model_chunk_size, num_models))
+    fn = _batched_fn(model_cfg, num_classes, impl, output)
+    labels = np.zeros(num_examples, np.int32) if y is None else y
+    rows = []
+    for m0 in range(0, num_models, model_chunk_size):
+        take = lambda leaf: leaf[m0:m0 + model_chunk_size]  # noqa: E731
+        p_chunk = jax.tree_util.tree_map(take, params)
+        s_chunk = jax.tree_util.tree_map(take, state)
+        cols = []
+        for e0 in range(0, num_examples, chunk_size):
+            xc, yc = x[e0:e0 + chunk_size], labels[e0:e0 + chunk_size]
+            short = chunk_size - xc.shape[0]
+            if short:  # pad the last chunk so every call has one shape (one compilation)
+                xc = np.concatenate([xc, np.zeros((short,) + xc.shape[1:], xc.dtype)])
+                yc = np.concatenate([yc, np.zeros(short, yc.dtype)])
+            out = np.asarray(fn(p_chunk, s_chunk, jnp.asarray(xc), jnp.asarray(yc)))
+            cols.append(out[:, :chunk_size - short])
+        rows.append(np.concatenate(cols, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def predict_margins(model_cfg: ModelConfig, params, model_state, x, y, chunk_size: int = 1024,
+                    model_chunk_size: int | None = None, strategy: str = "auto") -> np.ndarray:
+    """Margins of R models on T examples: float32[R, T].
+
+    params / model_state: pytrees with a leading model axis R (``TrainResult.params`` /
+      ``.model_state``); BatchNorm uses its running averages.
+    x: float32[T, *example_shape]; y: int[T] in [0, K).
+    chunk_size: examples per call. model_chunk_size: models per call (default: as many as
+      keep one call's activations under ~256 MB).
+    strategy: "auto" (vmap for MLPs, patches for conv nets), "vmap", "patches" or
+      "sequential" (one model per call). All give the same margins up to float rounding.
+    """
+    return _chunked(model_cfg, params, model_state, x, y, chunk_size, model_chunk_size,
+                    strategy, "margins").astype(np.float32)
+
+
+def predict_features(model_cfg: ModelConfig, params, model_state, x, chunk_size: int = 1024,
+                     model_chunk_size: int | None = None, strategy: str = "auto") -> np.ndarray:
+    """Penultimate-layer features of R models on T examples: float32[R, T, D], in chunks."""
+    return _chunked(model_cfg, params, model_state, x, None, chunk_size, model_chunk_size,
+                    strategy, "features").astype(np.float32)
