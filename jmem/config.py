@@ -73,11 +73,14 @@ class LeakageConfig:
       otherwise), so every model is also evaluated on it.
     metric: "cosine" or "l2" for the pixel-space detector.
     threshold: distance below which a pair is a duplicate (0 = the detector's default).
+    features: also compare in the penultimate-layer feature space of one model of the run's
+      architecture trained on the whole training set (``jmem.features``).
     """
 
     clean_test: bool = True
     metric: str = "cosine"
     threshold: float = 0.0
+    features: bool = False
 
     def __post_init__(self):
         if self.metric not in ("cosine", "l2"):
