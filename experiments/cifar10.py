@@ -7,9 +7,7 @@ Expected: ~85-90% test accuracy per model at rate 0.7 with 30 epochs.
 Variant ``small``: 4 models, 1 epoch (smoke test on mocked data).
 """
 
-import dataclasses
-
-from jmem.config import Config, DataConfig, SubsetConfig
+from jmem.config import Config, DataConfig, SubsetConfig, with_variant
 from jmem.hparams import ModelConfig, TrainConfig
 
 
@@ -23,9 +21,4 @@ def get_config(variant: str = "") -> Config:
                           learning_rate=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4,
                           schedule="onecycle", label_smoothing=0.1, augment="crop_flip"),
     )
-    if variant == "small":
-        config = dataclasses.replace(
-            config, train=dataclasses.replace(config.train, num_models=4, epochs=1))
-    elif variant:
-        raise ValueError(f"unknown variant {variant!r}; known: 'small'")
-    return config
+    return with_variant(config, variant, {"small": ["train.num_models=4", "train.epochs=1"]})

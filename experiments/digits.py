@@ -13,9 +13,7 @@ Expected: each model ~97.6% test accuracy with 70% of the data; canaries get the
 Variant ``small`` (tests, CI smoke): 16 models, 3 epochs, seconds.
 """
 
-import dataclasses
-
-from jmem.config import Config, DataConfig, SubsetConfig
+from jmem.config import Config, DataConfig, SubsetConfig, with_variant
 from jmem.hparams import ModelConfig, TrainConfig
 
 
@@ -28,9 +26,4 @@ def get_config(variant: str = "") -> Config:
         train=TrainConfig(num_models=256, epochs=40, batch_size=64, optimizer="adam",
                           learning_rate=3e-3),
     )
-    if variant == "small":
-        config = dataclasses.replace(
-            config, train=dataclasses.replace(config.train, num_models=16, epochs=3))
-    elif variant:
-        raise ValueError(f"unknown variant {variant!r}; known: 'small'")
-    return config
+    return with_variant(config, variant, {"small": ["train.num_models=16", "train.epochs=3"]})

@@ -8,9 +8,7 @@ Expected: ~94% test accuracy per model with the full training set (measured), le
 Variant ``small``: 8 models, 2 epochs.
 """
 
-import dataclasses
-
-from jmem.config import Config, DataConfig, SubsetConfig
+from jmem.config import Config, DataConfig, SubsetConfig, with_variant
 from jmem.hparams import ModelConfig, TrainConfig
 
 
@@ -24,9 +22,4 @@ def get_config(variant: str = "") -> Config:
                           learning_rate=2e-2, weight_decay=1e-4, schedule="cosine",
                           warmup_steps=50),
     )
-    if variant == "small":
-        config = dataclasses.replace(
-            config, train=dataclasses.replace(config.train, num_models=8, epochs=2))
-    elif variant:
-        raise ValueError(f"unknown variant {variant!r}; known: 'small'")
-    return config
+    return with_variant(config, variant, {"small": ["train.num_models=8", "train.epochs=2"]})

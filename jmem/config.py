@@ -212,6 +212,17 @@ def parse_value(text: str, current, field: str):
         raise JmemError(f"--set {field}={text!r}: expected a {expected}") from None
 
 
+def with_variant(config: Config, variant: str, variants: dict) -> Config:
+    """``config`` with the overrides of a named variant applied ("" = the config itself).
+
+    variants: name -> list of ``section.field=value`` strings, e.g.
+    ``{"small": ["train.num_models=16", "train.epochs=3"]}``.
+    """
+    if variant and variant not in variants:
+        raise JmemError(f"unknown variant {variant!r}; known: {', '.join(map(repr, variants))}")
+    return apply_overrides(config, variants[variant]) if variant else config
+
+
 def load_experiment(spec: str) -> Config:
     """Load ``path/to/experiment.py`` or ``path/to/experiment.py:variant``.
 
