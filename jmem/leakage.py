@@ -67,7 +67,6 @@ import functools
 import importlib.resources
 import io
 import itertools
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -190,30 +189,6 @@ def _first_repeat(values: np.ndarray) -> int:
     return int(uniq[counts > 1][0])
 
 
-def parse_tfds_ids(ids, split: str) -> np.ndarray:
-    """int64[N] original file positions from TFDS ``id`` strings such as ``"train_01234"``.
-
-    TFDS's cifar10/cifar100 builders (``tensorflow_datasets/image_classification/cifar.py``,
-    ``_generate_examples``) number records while reading the original binary files in order
-    (``data_batch_1.bin`` ... ``data_batch_5.bin``, ``test_batch.bin``) and store
-    ``"{split}_{index:05d}"`` in the ``id`` feature; the records themselves are shuffled by
-    TFDS, so the ``id`` is the only link to the file order the published lists use.
-
-    Args:
-      ids: sequence of str or bytes, one per record, in the order the records were read.
-      split: ``"train"`` or ``"test"``, the expected prefix.
-    """
-    pattern = re.compile(rf"{re.escape(split)}_(\d+)")
-    out = np.empty(len(ids), np.int64)
-    for i, raw in enumerate(ids):
-        text = raw.decode() if isinstance(raw, (bytes, np.bytes_)) else str(raw)
-        match = pattern.fullmatch(text)
-        if match is None:
-            raise JmemError(f"TFDS id[{i}]={text!r}; expected '{split}_<digits>'")
-        out[i] = int(match.group(1))
-    return out
-
-
 def map_to_dataset_order(known: KnownDuplicates, dataset: Dataset, *, missing: str = "raise") -> KnownDuplicates:
     """Re-index a published list (original file order) to positions in ``dataset``.
 
@@ -222,7 +197,7 @@ def map_to_dataset_order(known: KnownDuplicates, dataset: Dataset, *, missing: s
 
     TFDS serves cifar10/cifar100 in a shuffled order that differs from the original files,
     but each record carries an ``id`` feature, ``"train_XXXXX"`` / ``"test_XXXXX"``, that is
-    the record's position in the original file (see :func:`parse_tfds_ids`). The data loader
+    the record's position in the original file (see :func:`jmem.data.parse_source_ids`). The data loader
     stores those numbers as the dataset's source ids; never index TFDS-ordered arrays with
     the published numbers directly.
 
