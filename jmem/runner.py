@@ -1,15 +1,36 @@
 """``jmem train``: draw keep-masks, train R models wave by wave, write the run directory.
 
 The run directory (see ``jmem.artifacts`` and the README) is written so that nothing already
-computed is lost: every finished wave's outputs land atomically under ``waves/`` before the
-next wave starts, a re-run of the same command skips finished waves, and the final arrays
-are assembled only when every model is done.
+computed is lost, whatever kills the process:
+
+* every finished wave's outputs land atomically under ``waves/`` before the next wave starts;
+* within a wave, training runs in short segments (a few seconds each); the in-flight state
+  is checkpointed with orbax every ``checkpoint_every_epochs`` epochs and/or every
+  ``checkpoint_every_seconds`` (``jmem.checkpoint``), and when SIGTERM arrives;
+* a re-run of the same command skips finished waves and resumes the others from their
+  latest usable checkpoint; the final arrays are assembled once every model is done.
+
+Segments, checkpoints, kills and resumes never change a result: every segment runs the same
+compiled program (epoch bounds are traced), and the saved state is the complete state.
+
+One process at a time writes a run directory (``fcntl.flock`` on ``<workdir>/.lock``). In a
+multi-process job (``jax.distributed``), process 0 holds the lock, prepares the directory and
+decides the waves; every process trains its round-robin share on its own devices and writes
+its wave files into the shared run directory; process 0 assembles after a barrier.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import os
+import signal
+import socket
+import sys
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +41,38 @@ from jmem.dataset import Dataset
 from jmem.errors import JmemError
 
 WAVES_DIR = "waves"
+LOCK = ".lock"
+KILL_ENV = "JMEM_TEST_KILL_AT"
+EXIT_PREEMPTED = 143  # 128 + SIGTERM: "stopped, not finished" for schedulers that requeue
+_STATUS_RUN, _STATUS_COMPLETE, _STATUS_FAILED = 0, 1, 2  # process 0's start-up decision
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    """How a run executes, never what it computes: any values give identical results.
+
+    devices: local devices to shard each wave over (0 = all of this process's devices).
+    checkpoint_every_seconds: checkpoint a wave in training at least this often (0 = never).
+    checkpoint_every_epochs: ... and after every this many epochs (0 = never).
+    segment_seconds: target wall time of one uninterrupted training call; bounds how late a
+      SIGTERM or a time-based checkpoint can be (one epoch at the least).
+    """
+
+    devices: int = 0
+    checkpoint_every_seconds: float = 300.0
+    checkpoint_every_epochs: int = 0
+    segment_seconds: float = 2.0
+
+    def __post_init__(self):
+        for name in ("devices", "checkpoint_every_seconds", "checkpoint_every_epochs"):
+            if getattr(self, name) < 0:
+                raise JmemError(f"--{name.replace('_', '-')}={getattr(self, name)} must be >= 0")
+        if not self.segment_seconds > 0:
+            raise JmemError(f"segment_seconds={self.segment_seconds} must be > 0")
+
+
+class Preempted(Exception):
+    """Training stopped on SIGTERM after checkpointing; re-running the command resumes."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +110,13 @@ def measure_leakage(config: Config, dataset: Dataset):
     from jmem import leakage
 
     threshold = config.leakage.threshold or None
-    result = leakage.find_leakage(dataset, metric=config.leakage.metric, threshold=threshold)
+    features = None
+    if config.leakage.features:
+        from jmem.features import trained_features
+
+        features = trained_features(dataset, config.model, config.train, config.seed)
+    result = leakage.find_leakage(dataset, metric=config.leakage.metric, threshold=threshold,
+                                  features=features)
     if config.leakage.clean_test:
         # Published lists (CIFAR) beat detection where they exist; detection elsewhere.
         known = None if dataset.name in leakage.KNOWN_LIST_ROWS else result
@@ -66,13 +125,17 @@ def measure_leakage(config: Config, dataset: Dataset):
 
 
 def check_workdir(workdir: Path, config: Config) -> bool:
-    """Refuse a workdir holding a different run; return True if it holds this run already."""
+    """Refuse a workdir holding a different run; return True if it holds this run already.
+
+    A directory holding only the first input files of a run killed before ``config.json``
+    was written (the last input) counts as empty: the inputs are written again.
+    """
     workdir = Path(workdir)
     if not workdir.exists():
         return False
     recorded_path = workdir / artifacts.CONFIG
     if not recorded_path.exists():
-        if any(workdir.iterdir()):
+        if not all(_is_partial_input(p.name) for p in workdir.iterdir()):
             raise JmemError(f"--workdir {str(workdir)!r} is not empty and holds no {artifacts.CONFIG}; "
                             "choose a new or empty directory")
         return False
@@ -82,6 +145,118 @@ def check_workdir(workdir: Path, config: Config) -> bool:
         raise JmemError(f"--workdir {str(workdir)!r} holds a different run ({difference}); "
                         "use another workdir or the same config")
     return True
+
+
+def _is_partial_input(name: str) -> bool:
+    inputs = {artifacts.KEEP, artifacts.MODEL_RATES, artifacts.LABELS_TRAIN, artifacts.LABELS_TEST,
+              artifacts.CANARIES, artifacts.DUPLICATES, LOCK}
+    return name in inputs or (name.startswith("labels_") and name.endswith(".npy")) or _is_tmp(name)
+
+
+def _is_tmp(name: str) -> bool:
+    """Temporary files of atomic writes (``.<name>.<random>.tmp``), left by a killed process."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def remove_stale_tmp(workdir: Path) -> None:
+    """Delete temporary files a killed process left behind (call while holding the lock)."""
+    for directory in (Path(workdir), Path(workdir) / WAVES_DIR):
+        if directory.is_dir():
+            for path in directory.iterdir():
+                if _is_tmp(path.name) and path.is_file():
+                    path.unlink()
+
+
+# ----------------------------------------------------------------------------- lock
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: Path):
+    """Hold an exclusive ``flock`` on ``<workdir>/.lock`` for the duration of the block.
+
+    The lock dies with its process (SIGKILL included), so a stale lock cannot block a resume.
+    The file stays (deleting it would let two processes lock two different files); it
+    records the holder as ``pid@host`` for the error message. Network filesystems that do
+    not implement ``flock`` (e.g. gcsfuse) give no protection: keep to one launch per workdir.
+    """
+    path = Path(workdir) / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise JmemError(f"--workdir {str(workdir)!r} is in use by another jmem process "
+                        f"(pid {holder}); wait for it to finish or stop it") from None
+    except OSError as err:  # a filesystem without locks: run, but say so
+        print(f"warning: cannot lock {path} ({err.strerror}); make sure no other jmem process "
+              "writes this workdir", file=sys.stderr)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}@{socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+# ----------------------------------------------------------------------------- signals, hooks
+
+
+class StopRequest:
+    """Set by SIGTERM (a preemption notice); training checks it between segments.
+
+    Installed only in the main thread (Python's rule for signal handlers); the previous
+    handler is restored on exit.
+    """
+
+    def __init__(self):
+        self.signum = None
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+
+_fault_counts: Counter = Counter()
+
+
+def fault_point(point: str) -> None:
+    """Fault injection for tests: ``JMEM_TEST_KILL_AT=<point>[:<n>[:TERM]]`` sends this
+    process SIGKILL (or SIGTERM) the n-th time (default 1st) it reaches ``point``.
+
+    Points: ``inputs`` (some inputs written, not config.json), ``segment`` (after a training
+    segment), ``checkpoint_started`` (a save in flight), ``checkpoint_saved`` (a save on
+    disk), ``wave_written`` (a wave file written, its checkpoints not yet deleted),
+    ``assembly`` (final arrays half written), ``cleanup`` (models.csv written, waves/ not
+    yet removed).
+    """
+    spec = os.environ.get(KILL_ENV)
+    if not spec:
+        return
+    name, _, rest = spec.partition(":")
+    if name != point:
+        return
+    count, _, sig = rest.partition(":")
+    _fault_counts[point] += 1
+    if _fault_counts[point] == int(count or 1):
+        os.kill(os.getpid(), signal.SIGTERM if sig == "TERM" else signal.SIGKILL)
+
+
+# ----------------------------------------------------------------------------- waves
 
 
 def wave_path(workdir: Path, start: int, stop: int) -> Path:
@@ -112,31 +287,155 @@ def pending_waves(done: np.ndarray, wave_size: int) -> list[tuple[int, int]]:
     return waves
 
 
-def train_wave(inputs: RunInputs, config: Config, start: int, stop: int) -> dict:
+def auto_wave_size(config: Config, dataset: Dataset, num_devices: int, num_processes: int) -> int:
+    """``train.wave_size``, or what fits in one device's memory times the device count,
+    capped so that every process gets at least one wave."""
+    from jmem.train import choose_wave_size
+
+    num_models = config.train.num_models
+    if config.train.wave_size:
+        return max(1, min(config.train.wave_size, num_models))
+    size = choose_wave_size(config.model, config.train, dataset) * num_devices
+    return max(1, min(size, -(-num_models // num_processes)))
+
+
+def next_segment(epoch: int, epochs: int, length: int, every_epochs: int) -> int:
+    """End of the next training segment: ``length`` epochs on, but never past the end or
+    past the next epoch-based checkpoint."""
+    stop = min(epochs, epoch + max(1, length))
+    if every_epochs:
+        stop = min(stop, (epoch // every_epochs + 1) * every_epochs)
+    return stop
+
+
+def segment_length(seconds: float, epochs_run: int, target_seconds: float) -> int:
+    """Epochs per segment so that one takes about ``target_seconds`` (>= 1), from the last
+    segment's duration (an overestimate after compilation, which only shortens it)."""
+    per_epoch = seconds / max(epochs_run, 1)
+    return max(1, int(target_seconds / per_epoch)) if per_epoch > 0 else 1
+
+
+def train_wave(inputs: RunInputs, config: Config, start: int, stop: int, workdir: Path | None = None,
+               execution: Execution = Execution(), stop_request: StopRequest | None = None,
+               log=print) -> dict:
     """Train models ``start..stop-1`` and predict their margins everywhere.
+
+    With a ``workdir``, the wave resumes from its latest usable checkpoint under
+    ``checkpoints/`` and is checkpointed as ``execution`` says, and on ``stop_request``
+    (then :class:`Preempted` is raised once the checkpoint is on disk).
 
     Returns arrays keyed by name: margins_train float32[W, N], margins_test float32[W, T],
     margins_<extra> float32[W, T_k], diverged bool[W], final_loss float32[W].
     """
+    from jmem import checkpoint, parallel, train
     from jmem.predict import predict_margins
-    from jmem.train import train_models
 
     ids = np.arange(start, stop)
-    result = train_models(inputs.keep[start:stop], inputs.dataset, config.model, config.train,
-                          config.seed, model_ids=ids)
+    wave = train.prepare_wave(inputs.keep[start:stop], inputs.dataset, config.model, config.train,
+                              config.seed, model_ids=ids,
+                              devices=parallel.local_devices(execution.devices))
+    saver = _LazyCheckpoints(checkpoint.wave_dir(workdir, start, stop) if workdir else None)
+    try:
+        epoch, state = 0, None
+        restored = saver.restore_latest(train.abstract_state(wave), ids,
+                                        warn=lambda message: print(message, file=sys.stderr))
+        if restored is not None:
+            epoch, host_state = restored
+            state = train.state_from_host(wave, host_state)
+            log(f"models {start}-{stop - 1}: resumed at epoch {epoch} of {wave.epochs}")
+        if state is None:
+            state = train.init_state(wave)
+        state = _train_segments(wave, state, epoch, saver, execution,
+                                stop_request or StopRequest(), f"models {start}-{stop - 1}")
+        result = train.finish(wave, state)
+    finally:
+        saver.close()
+    params, model_state = (_host_copy(result.params), _host_copy(result.model_state))
     data = inputs.dataset
     out = {
-        "margins_train": predict_margins(config.model, result.params, result.model_state,
-                                         data.x_train, data.y_train),
-        "margins_test": predict_margins(config.model, result.params, result.model_state,
-                                        data.x_test, data.y_test),
+        "margins_train": predict_margins(config.model, params, model_state, data.x_train, data.y_train),
+        "margins_test": predict_margins(config.model, params, model_state, data.x_test, data.y_test),
         "diverged": np.asarray(result.diverged, bool),
         "final_loss": np.asarray(result.final_loss, np.float32),
     }
     for name, (x, y) in data.extra_tests.items():
-        out[f"margins_{name}"] = predict_margins(config.model, result.params,
-                                                 result.model_state, x, y)
+        out[f"margins_{name}"] = predict_margins(config.model, params, model_state, x, y)
     return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _host_copy(tree):
+    """Numpy copies of a pytree's leaves (predictions then run on one device, identically
+    whatever the number of devices the wave was trained on)."""
+    import jax
+
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def _train_segments(wave, state, epoch: int, saver: "_LazyCheckpoints", execution: Execution,
+                    stop_request: StopRequest, label: str):
+    """Run ``wave`` from ``epoch`` to the end in segments; checkpoint between segments."""
+    import jax
+
+    from jmem import train
+
+    length, last_save = 1, time.monotonic()
+    while epoch < wave.epochs:
+        stop = next_segment(epoch, wave.epochs, length, execution.checkpoint_every_epochs)
+        began = time.monotonic()
+        state = jax.block_until_ready(train.train_epochs(wave, state, epoch, stop))
+        length = segment_length(time.monotonic() - began, stop - epoch, execution.segment_seconds)
+        epoch = stop
+        fault_point("segment")
+        if epoch == wave.epochs:
+            break  # the outputs are written next: a checkpoint now would be wasted
+        every_epochs, every_seconds = execution.checkpoint_every_epochs, execution.checkpoint_every_seconds
+        due = ((every_epochs and epoch % every_epochs == 0)
+               or (every_seconds and time.monotonic() - last_save >= every_seconds))
+        if due or stop_request.requested:
+            saver.save(epoch, wave.model_ids, train.state_to_host(wave, state))
+            last_save = time.monotonic()
+        if stop_request.requested:
+            saver.wait()
+            raise Preempted(f"{label}: checkpointed at epoch {epoch} of {wave.epochs}")
+    return state
+
+
+class _LazyCheckpoints:
+    """A wave's :class:`jmem.checkpoint.WaveCheckpoints`, opened on first use (short waves
+    that never checkpoint leave no directory), or nothing when ``directory`` is None."""
+
+    def __init__(self, directory: Path | None):
+        self.directory = directory
+        self._open = None
+
+    def _get(self):
+        if self._open is None:
+            from jmem.checkpoint import WaveCheckpoints
+
+            self._open = WaveCheckpoints(self.directory)
+        return self._open
+
+    def restore_latest(self, abstract_state, model_ids, warn):
+        if self.directory is None or not self.directory.exists():
+            return None
+        return self._get().restore_latest(abstract_state, model_ids, warn=warn)
+
+    def save(self, epoch, model_ids, host_state):
+        if self.directory is None:
+            return
+        self._get().save(epoch, model_ids, host_state)
+        fault_point("checkpoint_started")
+        if os.environ.get(KILL_ENV):
+            self._get().wait()  # tests only: make "checkpoint_saved" mean "on disk"
+        fault_point("checkpoint_saved")
+
+    def wait(self):
+        if self._open is not None:
+            self._open.wait()
+
+    def close(self):
+        if self._open is not None:
+            self._open.close()
 
 
 def save_wave(workdir: Path, start: int, stop: int, arrays: dict) -> None:
@@ -145,11 +444,21 @@ def save_wave(workdir: Path, start: int, stop: int, arrays: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
     tmp.replace(path)
 
 
+# ----------------------------------------------------------------------------- assembly
+
+
 def assemble(workdir: Path, inputs: RunInputs) -> dict:
-    """Concatenate every wave file into the final run-directory arrays and ``models.csv``."""
+    """Concatenate every wave file into the final run-directory arrays and ``models.csv``.
+
+    ``models.csv`` is written last: its presence marks a complete run. Only then are the
+    wave files and checkpoints removed (:func:`cleanup`), so a kill at any point of this
+    function leaves either the waves to assemble again or a complete run.
+    """
     workdir = Path(workdir)
     waves = sorted((workdir / WAVES_DIR).glob("models_*.npz"))
     parts: dict[str, list] = {}
@@ -158,16 +467,34 @@ def assemble(workdir: Path, inputs: RunInputs) -> dict:
             for key in wave.files:
                 parts.setdefault(key, []).append(wave[key])
     arrays = {k: np.concatenate(v) for k, v in parts.items()}
+    num_models = inputs.keep.shape[0]
+    if arrays["diverged"].shape[0] != num_models:
+        raise JmemError(f"{workdir / WAVES_DIR}: wave files hold {arrays['diverged'].shape[0]} "
+                        f"models, not train.num_models={num_models}; delete the workdir and re-run")
     for key, value in arrays.items():
         if key.startswith("margins_"):
             artifacts.save_array(workdir / f"{key}.npy", value.astype(np.float32))
+            fault_point("assembly")
     metrics = model_metrics(inputs, arrays)
     artifacts.save_text(workdir / artifacts.MODEL_METRICS, metrics_csv(metrics))
-    for path in waves:
-        path.unlink()
-    (workdir / WAVES_DIR).rmdir()
+    fault_point("cleanup")
+    cleanup(workdir)
     return metrics
 
+
+def cleanup(workdir: Path) -> None:
+    """Remove ``waves/`` and ``checkpoints/`` of a complete run."""
+    import shutil
+
+    from jmem.checkpoint import CHECKPOINTS_DIR
+
+    for name in (WAVES_DIR, CHECKPOINTS_DIR):
+        shutil.rmtree(Path(workdir) / name, ignore_errors=True)
+
+
+def is_complete(workdir: Path) -> bool:
+    """A run directory is complete once ``models.csv`` (written last) exists."""
+    return (Path(workdir) / artifacts.MODEL_METRICS).exists()
 
 def model_metrics(inputs: RunInputs, arrays: dict) -> dict:
     """Per-model columns: id, rate, subset size, diverged, final loss, test accuracies."""
@@ -215,45 +542,132 @@ def write_inputs(workdir: Path, config: Config, inputs: RunInputs) -> None:
 
 
 def run_training(config: Config, workdir: Path, dataset: Dataset, progress: bool = True,
-                 log=print) -> dict:
-    """Train every model of ``config`` into ``workdir``; resumes finished waves.
+                 log=print, execution: Execution = Execution()) -> dict:
+    """Train every model of ``config`` into ``workdir``; resumes finished waves and
+    checkpointed waves. Raises :class:`Preempted` after checkpointing on SIGTERM.
 
+    In a multi-process JAX job every process calls this with the same arguments (and a
+    ``workdir`` on a filesystem they all see); see the module docstring.
     Returns a summary: models, models/s, diverged count, mean test accuracy.
     """
-    from jmem.train import choose_wave_size
+    from jmem import parallel
 
     workdir = Path(workdir)
-    resuming = check_workdir(workdir, config)
-    dataset, leaks = measure_leakage(config, dataset)
-    inputs = prepare_inputs(config, dataset)
-    if (workdir / artifacts.MARGINS_TRAIN).exists() and not (workdir / WAVES_DIR).exists():
+    me = parallel.process_index()
+    with StopRequest() as stop_request, contextlib.ExitStack() as lock:
+        start = _start(config, workdir, dataset, execution, lock, log)
+        if start.complete:
+            return summarize(workdir, start.inputs, seconds=0.0, trained=0) if me == 0 else {}
+        began = time.perf_counter()
+        trained = _train_share(start, config, workdir, execution, stop_request, progress, log)
+        seconds = time.perf_counter() - began
+        parallel.barrier("jmem-waves-written")
+        if me == 0:
+            assemble(workdir, start.inputs)
+        parallel.barrier("jmem-assembled")
+        if me != 0:
+            return {"workdir": str(workdir), "process": me, "trained_now": trained,
+                    "seconds": round(seconds, 2)}
+        return summarize(workdir, start.inputs, seconds, trained=trained)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Start:
+    """What every process knows once process 0 has prepared the run directory."""
+
+    inputs: RunInputs
+    devices: list
+    complete: bool
+    wave_size: int
+    done: np.ndarray  # bool[R], models already in a wave file
+
+
+def _start(config, workdir: Path, dataset, execution: Execution, lock: contextlib.ExitStack,
+           log) -> _Start:
+    """Every process derives the inputs; process 0 also checks and locks the workdir,
+    writes or finds the inputs, and decides the wave size; then it broadcasts its decision
+    (a failure included, so that no process waits forever for a process that gave up)."""
+    from jmem import parallel
+
+    num_processes, me = parallel.process_count(), parallel.process_index()
+    status, wave_size, done = _STATUS_RUN, 0, np.zeros(config.train.num_models, bool)
+    inputs, devices, error = None, None, None
+    try:
+        devices = parallel.local_devices(execution.devices)
+        if me == 0:
+            check_workdir(workdir, config)  # refuse before writing anything, even a lock
+            workdir.mkdir(parents=True, exist_ok=True)
+            lock.enter_context(workdir_lock(workdir))
+        dataset, leaks = measure_leakage(config, dataset)
+        inputs = prepare_inputs(config, dataset)
+        if me == 0:
+            status, wave_size, done = _prepare_workdir(workdir, config, inputs, leaks, devices,
+                                                       num_processes, log)
+    except Exception as err:  # noqa: BLE001 - re-raised below, after telling the others
+        status, error = _STATUS_FAILED, err
+    decision = parallel.broadcast_from_primary(
+        {"status": np.int32(status), "wave_size": np.int32(wave_size), "done": done})
+    if error is not None:
+        raise error
+    if int(decision["status"]) == _STATUS_FAILED:
+        raise JmemError(f"process 0 could not start the run in {str(workdir)!r}; see its error")
+    return _Start(inputs, devices, int(decision["status"]) == _STATUS_COMPLETE,
+                  int(decision["wave_size"]), decision["done"].astype(bool))
+
+
+def _train_share(start: _Start, config, workdir: Path, execution: Execution,
+                 stop_request: StopRequest, progress: bool, log) -> int:
+    """Train this process's round-robin share of the pending waves; returns its model count."""
+    from jmem import checkpoint, parallel
+
+    num_processes, me = parallel.process_count(), parallel.process_index()
+    waves = pending_waves(start.done, start.wave_size)
+    mine = parallel.my_waves(waves, me, num_processes)
+    prefix = f"[process {me}/{num_processes}] " if num_processes > 1 else ""
+    if me == 0:
+        log(f"training {int((~start.done).sum())} models in {len(waves)} wave(s) of up to "
+            f"{start.wave_size} ({config.model.kind}, strategy={config.train.strategy}) on "
+            f"{len(start.devices)} {start.devices[0].platform} device(s)"
+            + (f" x {num_processes} processes" if num_processes > 1 else ""))
+    bar = _progress_bar(sum(b - a for a, b in mine), 0, progress and me == 0)
+    for first, stop in mine:
+        if stop_request.requested:
+            raise Preempted(f"{prefix}stopped before models {first}-{stop - 1}")
+        arrays = train_wave(start.inputs, config, first, stop, workdir=workdir, execution=execution,
+                            stop_request=stop_request, log=lambda m: log(prefix + m))
+        save_wave(workdir, first, stop, arrays)
+        fault_point("wave_written")
+        checkpoint.remove(checkpoint.wave_dir(workdir, first, stop))
+        bar.update(stop - first)
+    bar.close()
+    return sum(b - a for a, b in mine)
+
+
+def _prepare_workdir(workdir: Path, config: Config, inputs: RunInputs, leaks, devices,
+                     num_processes: int, log):
+    """Under the lock: write the inputs of a new run or find what an old one finished.
+
+    Returns (status, wave_size, done bool[R]).
+    """
+    resuming = check_workdir(workdir, config)  # again: another process may have written since
+    remove_stale_tmp(workdir)
+    done = np.zeros(config.train.num_models, bool)
+    if resuming and is_complete(workdir):
+        cleanup(workdir)  # a kill between models.csv and the cleanup leaves waves/ behind
         log(f"{workdir}: training already complete; nothing to do")
-        return summarize(workdir, inputs, seconds=0.0, trained=0)
+        return _STATUS_COMPLETE, 0, done
     if not resuming:
-        workdir.mkdir(parents=True, exist_ok=True)
         from jmem.leakage import format_leakage_summary, write_duplicates_csv
 
         write_duplicates_csv(workdir / artifacts.DUPLICATES, leaks)
-        log(format_leakage_summary(leaks, dataset))
+        fault_point("inputs")
+        log(format_leakage_summary(leaks, inputs.dataset))
         write_inputs(workdir, config, inputs)
-    num_models = config.train.num_models
-    wave_size = config.train.wave_size or choose_wave_size(config.model, config.train, inputs.dataset)
-    wave_size = max(1, min(wave_size, num_models))
-    done = finished_models(workdir, num_models)
-    waves = pending_waves(done, wave_size)
+    done = finished_models(workdir, config.train.num_models)
     if done.any():
-        log(f"{workdir}: resuming, {int(done.sum())} of {num_models} models already trained")
-    log(f"training {num_models - int(done.sum())} models in {len(waves)} wave(s) of up to {wave_size} "
-        f"({config.model.kind}, strategy={config.train.strategy})")
-    bar = _progress_bar(num_models, int(done.sum()), progress)
-    started = time.perf_counter()
-    for start, stop in waves:
-        save_wave(workdir, start, stop, train_wave(inputs, config, start, stop))
-        bar.update(stop - start)
-    bar.close()
-    seconds = time.perf_counter() - started
-    assemble(workdir, inputs)
-    return summarize(workdir, inputs, seconds, trained=sum(b - a for a, b in waves))
+        log(f"{workdir}: resuming, {int(done.sum())} of {done.size} models already trained")
+    wave_size = auto_wave_size(config, inputs.dataset, len(devices), num_processes)
+    return _STATUS_RUN, wave_size, done
 
 
 def summarize(workdir: Path, inputs: RunInputs, seconds: float, trained: int) -> dict:

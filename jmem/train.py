@@ -1,8 +1,14 @@
 """Train many small models at once, each on its own subset of one dataset.
 
 The unit of work is a *wave*: R models given by ``keep: bool[R, N]`` and ``model_ids: int[R]``.
-The whole training of a wave is one jitted computation (``lax.scan`` over epochs, inner
-``lax.scan`` over steps); the dataset lives on the device and a batch is an index gather.
+Training a wave is one jitted computation (``lax.fori_loop`` over epochs, inner ``lax.scan``
+over steps); the dataset lives on the device and a batch is an index gather. The epoch
+bounds are traced arguments, so a wave can be trained in segments (to checkpoint between
+them, see ``jmem.runner``) by one compiled program, with bitwise the same result as in one
+call: :func:`prepare_wave`, :func:`init_state`, :func:`train_epochs`, :func:`finish`.
+
+Several devices: the model axis of a wave is sharded over them with ``jax.shard_map`` (the
+dataset replicated on each, see ``jmem.parallel``); the program has no collectives.
 
 **A model is a function of (seed, model id, its own keep row, configs) only.** Its init,
 data-order and augmentation keys are ``rng.model_keys(seed, stream, model_ids)``; its
@@ -21,7 +27,8 @@ Batching strategies (``TrainConfig.strategy``):
 * ``"vmap"``: ``vmap`` over the models of a wave. Convolutions become grouped convolutions.
 * ``"patches"``: ``vmap`` with convolutions as patches x matmul (``jmem.models.Conv``), so the
   model axis becomes a batched GEMM. Identical to ``"vmap"`` for the MLP.
-* ``"sequential"``: one model at a time, each fully jitted (one compilation per wave shape).
+* ``"sequential"``: one model at a time, each fully jitted (one compilation per wave shape);
+  with several devices, model r runs on device ``r % D`` (dispatched without waiting).
 * ``"auto"``: see :func:`resolve_strategy`.
 
 A model whose loss (or updated parameters) becomes non-finite is marked diverged and its
@@ -36,7 +43,7 @@ import functools
 import math
 import os
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +51,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from jmem import rng
+from jmem import parallel, rng
 from jmem.dataset import Dataset
 from jmem.errors import JmemError
 from jmem.hparams import ModelConfig, TrainConfig
@@ -85,7 +92,7 @@ class TrainResult:
 def resolve_strategy(model_cfg: ModelConfig, train_cfg: TrainConfig, backend: str | None = None) -> str:
     """The concrete strategy for ``train_cfg.strategy`` ("auto" resolved).
 
-    Rule (measured on the 2-core CPU, see benchmarks/trainer_strategies.py and the README):
+    Rule (measured on the 2-core CPU, see benchmarks/RESULTS.md and the README):
     MLPs use "vmap" (a batched GEMM already; "patches" is the same program). Convolutional
     models use "patches" on every backend: vmapped convolutions lower to grouped
     convolutions, measured 2-4x slower per model than a loop on CPU and a known weak spot of
@@ -206,17 +213,48 @@ def _select(pred, on_true, on_false):
     return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
-def _train_one(plan: _Plan, x_all, y_all, keep_row, init_key, order_key, aug_key, base_lr):
-    """Train one model; pure, so ``vmap`` over its last five arguments trains a wave.
+class TrainState(NamedTuple):
+    """In-flight training state of one model (of a wave: every leaf leads with the model axis).
+
+    params / model_state / opt_state: the flax parameters, BatchNorm statistics (``{}`` for
+      norm-free models) and the optax state (learning rate injected), all float32 or int32.
+    diverged: bool[]; steps: int32[], optimizer steps taken so far;
+    history: float32[E], mean training loss per epoch (NaN for epochs not yet run, and from
+      divergence on).
+
+    Together with the epoch counter of its wave this is everything training needs to go on:
+    the data-order and augmentation keys are recomputed from (seed, model id, epoch, steps).
+    """
+
+    params: Any
+    model_state: Any
+    opt_state: Any
+    diverged: jax.Array
+    steps: jax.Array
+    history: jax.Array
+
+
+def _init_one(plan: _Plan, init_key) -> TrainState:
+    """The state of one model before its first step. init_key: uint32[2]."""
+    module = build_model(plan.model_cfg, plan.num_classes, plan.conv_impl, plan.train_cfg.compute_dtype)
+    params, state = init_one(module, init_key, plan.example_shape)
+    opt_state = make_optimizer(plan.train_cfg).init(params)
+    history = jnp.full((plan.train_cfg.epochs,), jnp.nan, jnp.float32)
+    return TrainState(params, state, opt_state, jnp.zeros((), bool), jnp.zeros((), jnp.int32), history)
+
+
+def _epochs_one(plan: _Plan, x_all, y_all, keep_row, order_key, aug_key, base_lr,
+                carry: TrainState, e_start, e_stop) -> TrainState:
+    """Train one model from epoch ``e_start`` to ``e_stop`` (exclusive); pure.
 
     x_all: float32[N, ...], y_all: int32[N] (shared), keep_row: bool[N], keys: uint32[2],
-    base_lr: float32[]. Returns (params, state, diverged bool[], history float32[E], steps int32[]).
+    base_lr: float32[], e_start / e_stop: int32[] (traced, so every segment of a run uses one
+    compiled program: a run cut into k segments executes exactly the same arithmetic as one
+    segment, hence bitwise-identical results).
     """
     cfg = plan.train_cfg
     module = build_model(plan.model_cfg, plan.num_classes, plan.conv_impl, cfg.compute_dtype)
-    params, state = init_one(module, init_key, plan.example_shape)
     tx = make_optimizer(cfg)
-    opt_state = tx.init(params)
 
     n_total, bsz, n_steps = keep_row.shape[0], cfg.batch_size, plan.steps_per_epoch
     n = jnp.sum(keep_row, dtype=jnp.int32)
@@ -256,25 +294,44 @@ def _train_one(plan: _Plan, x_all, y_all, keep_row, init_key, order_key, aug_key
                  _select(take, new_opt_state, opt_state), diverged, k + active.astype(jnp.int32))
         return carry, (jnp.where(take, loss, 0.0), take)
 
-    def epoch(carry, e):
+    def epoch(e, state: TrainState) -> TrainState:
         order = _epoch_order(jax.random.fold_in(order_key, e), keep_row)
         order = jnp.pad(order, (0, max(0, n_steps * bsz - n_total)))
-        carry, (losses, taken) = lax.scan(functools.partial(step, order=order), carry,
+        inner = (state.params, state.model_state, state.opt_state, state.diverged, state.steps)
+        inner, (losses, taken) = lax.scan(functools.partial(step, order=order), inner,
                                           jnp.arange(n_steps))
         mean = jnp.sum(losses) / jnp.maximum(jnp.sum(taken), 1)
-        return carry, jnp.where(carry[3], jnp.nan, mean)
+        history = lax.dynamic_update_index_in_dim(
+            state.history, jnp.where(inner[3], jnp.nan, mean), e, 0)
+        return TrainState(*inner, history)
 
-    carry = (params, state, opt_state, jnp.zeros((), bool), jnp.zeros((), jnp.int32))
-    (params, state, _, diverged, steps), history = lax.scan(epoch, carry, jnp.arange(cfg.epochs))
-    return params, state, diverged, history, steps
+    return lax.fori_loop(e_start, e_stop, epoch, carry)
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(plan: _Plan, batched: bool):
-    fn = functools.partial(_train_one, plan)
-    if batched:
-        fn = jax.vmap(fn, in_axes=(None, None, 0, 0, 0, 0, 0))
-    return jax.jit(fn)
+def _compiled_init(plan: _Plan, mesh):
+    """init_keys uint32[R, 2] -> TrainState[R]; one model (no model axis) when mesh is None."""
+    fn = functools.partial(_init_one, plan)
+    if mesh is None:
+        return jax.jit(fn)
+    return jax.jit(parallel.shard_over_models(jax.vmap(fn), mesh, num_shared=0, num_per_model=1))
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_epochs(plan: _Plan, mesh):
+    """(x, y, keep, order_keys, aug_keys, lrs, state, e_start, e_stop) -> state.
+
+    With a mesh: ``jit(shard_map(vmap(_epochs_one)))``, the dataset replicated, every
+    per-model argument and the state split over the model axis, the epoch bounds passed
+    whole. The incoming state is donated (its buffers become the outgoing state's), so a
+    checkpoint must hold a host copy, never the device arrays themselves.
+    """
+    fn = functools.partial(_epochs_one, plan)
+    if mesh is None:
+        return jax.jit(fn)
+    fn = jax.vmap(fn, in_axes=(None, None, 0, 0, 0, 0, 0, None, None))
+    fn = parallel.shard_over_models(fn, mesh, num_shared=2, num_per_model=5, num_replicated=2)
+    return jax.jit(fn, donate_argnums=(6,))
 
 
 # ----------------------------------------------------------------------------- public entry
@@ -320,8 +377,162 @@ def _cache_key_cfg(train_cfg: TrainConfig) -> TrainConfig:
                                learning_rate=1.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class Wave:
+    """One wave, ready to train: its static plan and its inputs, placed on the devices.
+
+    model_ids: int64[W], the real models; ``num_padded`` >= W rows are trained (dummies, copies
+    of model 0, fill the wave to a multiple of the device count and are dropped).
+    inputs: (keep bool[Wp, N], init_keys, order_keys, aug_keys uint32[Wp, 2], lrs float32[Wp]),
+    split over ``mesh`` (batched strategies) or on the host ("sequential").
+    data: (x float32[N, ...], y int32[N]) replicated on the mesh, or one copy per device.
+    """
+
+    plan: _Plan
+    strategy: str
+    devices: tuple
+    mesh: Any
+    model_ids: np.ndarray
+    num_padded: int
+    inputs: tuple
+    data: Any
+    started: float
+
+    @property
+    def num_models(self) -> int:
+        return int(self.model_ids.shape[0])
+
+    @property
+    def epochs(self) -> int:
+        return self.plan.train_cfg.epochs
+
+
+def prepare_wave(keep, dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig,
+                 seed: int, model_ids=None, learning_rates=None, devices=None) -> Wave:
+    """Validate a wave's inputs and place them on ``devices`` (default: all local devices).
+
+    Arguments as for :func:`train_models`. Batched strategies shard the model axis over the
+    devices (a wave of W models is padded to a multiple of their number; with fewer models
+    than devices only the first W devices are used); "sequential" trains model r on device
+    ``r % len(devices)``.
+    """
+    started = time.perf_counter()
+    keep, ids, lrs = _validate(keep, dataset, model_cfg, train_cfg, model_ids, learning_rates)
+    strategy = resolve_strategy(model_cfg, train_cfg)
+    devices = tuple(parallel.local_devices() if devices is None else devices)
+    num_models = len(ids)
+    devices = devices[:num_models] if strategy != "sequential" else devices
+    bsz = train_cfg.batch_size
+    plan = _Plan(model_cfg, _cache_key_cfg(train_cfg), dataset.num_classes,
+                 tuple(dataset.example_shape), int(-(-keep.sum(axis=1).max() // bsz)),
+                 _conv_impl(strategy))
+    x_all = np.asarray(dataset.x_train, np.float32)
+    y_all = np.asarray(dataset.y_train, np.int32)
+    inputs = (keep, np.asarray(rng.model_keys(seed, "init", ids)),
+              np.asarray(rng.model_keys(seed, "data_order", ids)),
+              np.asarray(rng.model_keys(seed, "augment", ids)), lrs)
+    if strategy == "sequential":
+        data = {d: jax.device_put((x_all, y_all), d) for d in devices}
+        return Wave(plan, strategy, devices, None, ids, num_models, inputs, data, started)
+    mesh = parallel.model_mesh(devices)
+    padded = parallel.padded_size(num_models, len(devices))
+    inputs = parallel.put_models(tuple(parallel.pad_models(a, padded) for a in inputs), mesh)
+    data = parallel.put_replicated((x_all, y_all), mesh)
+    return Wave(plan, strategy, devices, mesh, ids, padded, inputs, data, started)
+
+
+def init_state(wave: Wave) -> TrainState:
+    """Every model's state before its first step (device arrays; host arrays if sequential)."""
+    keys = wave.inputs[1]
+    if wave.mesh is not None:
+        return _compiled_init(wave.plan, wave.mesh)(keys)
+    fn = _compiled_init(wave.plan, None)
+    outs = [fn(jax.device_put(keys[r], _device_of(wave, r))) for r in range(wave.num_models)]
+    return _stack_on_host(outs)
+
+
+def train_epochs(wave: Wave, state: TrainState, start: int, stop: int) -> TrainState:
+    """Advance every model of ``wave`` from epoch ``start`` to ``stop``; returns the new state.
+
+    Dispatch is asynchronous: the result may still be computing (``jax.block_until_ready``).
+    The incoming state's device buffers are donated: do not use ``state`` afterwards.
+    """
+    if not 0 <= start <= stop <= wave.epochs:
+        raise JmemError(f"epochs [{start}, {stop}) are outside [0, train.epochs={wave.epochs}]")
+    bounds = (np.int32(start), np.int32(stop))
+    if wave.mesh is not None:
+        x_all, y_all = wave.data
+        keep, _, order_keys, aug_keys, lrs = wave.inputs
+        return _compiled_epochs(wave.plan, wave.mesh)(x_all, y_all, keep, order_keys, aug_keys,
+                                                      lrs, state, *bounds)
+    fn = _compiled_epochs(wave.plan, None)
+    outs = []
+    for r in range(wave.num_models):  # dispatched without waiting: devices run concurrently
+        device = _device_of(wave, r)
+        keep, _, order_key, aug_key, lr = jax.device_put(tuple(a[r] for a in wave.inputs), device)
+        row = jax.device_put(jax.tree_util.tree_map(lambda leaf: leaf[r], state), device)
+        outs.append(fn(*wave.data[device], keep, order_key, aug_key, lr, row, *bounds))
+    return _stack_on_host(outs)
+
+
+def _device_of(wave: Wave, r: int):
+    return wave.devices[r % len(wave.devices)]
+
+
+def _stack_on_host(states: list) -> TrainState:
+    return jax.tree_util.tree_map(lambda *leaves: np.stack([np.asarray(x) for x in leaves]), *states)
+
+
+def state_to_host(wave: Wave, state: TrainState) -> TrainState:
+    """A host copy (numpy) of the real models' rows of ``state``: safe to keep while the
+    device buffers are donated to the next segment (e.g. by an asynchronous checkpoint)."""
+    return jax.tree_util.tree_map(lambda leaf: np.array(np.asarray(leaf)[:wave.num_models]), state)
+
+
+def state_from_host(wave: Wave, host_state: TrainState) -> TrainState:
+    """The inverse of :func:`state_to_host`: pad with dummies and place on the devices."""
+    if wave.mesh is None:
+        return jax.tree_util.tree_map(np.asarray, host_state)
+    padded = jax.tree_util.tree_map(lambda leaf: parallel.pad_models(leaf, wave.num_padded), host_state)
+    return parallel.put_models(padded, wave.mesh)
+
+
+def abstract_state(wave: Wave) -> TrainState:
+    """Shapes and dtypes of :func:`state_to_host`'s result (jax.ShapeDtypeStruct leaves)."""
+    keys = jax.ShapeDtypeStruct((wave.num_models, 2), jnp.uint32)
+    return jax.eval_shape(jax.vmap(functools.partial(_init_one, wave.plan)), keys)
+
+
+def finish(wave: Wave, state: TrainState) -> TrainResult:
+    """The :class:`TrainResult` of a fully trained wave (dummy models dropped)."""
+    host = jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[:wave.num_models],
+                                  (state.diverged, state.history, state.steps))
+    diverged, history, steps = host
+    params, model_state = jax.tree_util.tree_map(
+        lambda leaf: leaf[:wave.num_models] if leaf.shape[0] != wave.num_models else leaf,
+        (state.params, state.model_state))
+    return TrainResult(
+        params=params, model_state=model_state, diverged=np.asarray(diverged, bool),
+        final_loss=np.where(diverged, np.nan, history[:, -1]).astype(np.float32),
+        loss_history=np.asarray(history, np.float32), steps=np.asarray(steps, np.int32),
+        model_ids=wave.model_ids, strategy=wave.strategy,
+        seconds=time.perf_counter() - wave.started)
+
+
+def segment_hlo(wave: Wave) -> str:
+    """Compiled HLO text of the wave's training program (to check it has no collectives)."""
+    if wave.mesh is None:
+        raise JmemError("strategy='sequential' has no sharded program to inspect")
+    x_all, y_all = wave.data
+    keep, init_keys, order_keys, aug_keys, lrs = wave.inputs
+    state = _compiled_init(wave.plan, wave.mesh)(init_keys)
+    lowered = _compiled_epochs(wave.plan, wave.mesh).lower(
+        x_all, y_all, keep, order_keys, aug_keys, lrs, state, np.int32(0), np.int32(1))
+    return lowered.compile().as_text()
+
+
 def train_models(keep, dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig,
-                 seed: int, model_ids=None, learning_rates=None) -> TrainResult:
+                 seed: int, model_ids=None, learning_rates=None, devices=None) -> TrainResult:
     """Train R models, model r on the training examples where ``keep[r]`` is True.
 
     keep: bool[R, N] with N = dataset.num_train; every row must select >= 1 example.
@@ -329,36 +540,16 @@ def train_models(keep, dataset: Dataset, model_cfg: ModelConfig, train_cfg: Trai
     model_ids: int[R], default ``arange(R)``: with ``seed`` they fully determine each model's
       init / data order / augmentation, so a runner can train any partition into waves.
     learning_rates: float32[R] or None (all ``train_cfg.learning_rate``): per-model base rate.
+    devices: the devices to shard the model axis over (default: all of this process's).
 
-    All R models are one wave: split larger runs with :func:`choose_wave_size`.
+    All R models are one wave: split larger runs with :func:`choose_wave_size`; to train a
+    wave in segments (checkpoints), use :func:`prepare_wave` / :func:`init_state` /
+    :func:`train_epochs` / :func:`finish`, which this function composes.
     Returns a :class:`TrainResult` with host-side numpy summaries and device-side params.
     """
-    start = time.perf_counter()
-    keep, ids, lrs = _validate(keep, dataset, model_cfg, train_cfg, model_ids, learning_rates)
-    strategy = resolve_strategy(model_cfg, train_cfg)
-    bsz = train_cfg.batch_size
-    plan = _Plan(model_cfg, _cache_key_cfg(train_cfg), dataset.num_classes,
-                 tuple(dataset.example_shape), int(-(-keep.sum(axis=1).max() // bsz)),
-                 _conv_impl(strategy))
-    x_all = jnp.asarray(dataset.x_train, jnp.float32)
-    y_all = jnp.asarray(dataset.y_train, jnp.int32)
-    per_model = (jnp.asarray(keep), rng.model_keys(seed, "init", ids),
-                 rng.model_keys(seed, "data_order", ids), rng.model_keys(seed, "augment", ids),
-                 jnp.asarray(lrs))
-    if strategy == "sequential":
-        fn = _compiled(plan, batched=False)
-        outs = [fn(x_all, y_all, *(a[r] for a in per_model)) for r in range(len(ids))]
-        params, state, diverged, history, steps = jax.tree_util.tree_map(
-            lambda *leaves: jnp.stack(leaves), *outs)
-    else:
-        params, state, diverged, history, steps = _compiled(plan, batched=True)(x_all, y_all, *per_model)
-    diverged = np.asarray(diverged)
-    history = np.asarray(history, np.float32)
-    return TrainResult(
-        params=params, model_state=state, diverged=diverged,
-        final_loss=np.where(diverged, np.nan, history[:, -1]).astype(np.float32),
-        loss_history=history, steps=np.asarray(steps, np.int32), model_ids=ids,
-        strategy=strategy, seconds=time.perf_counter() - start)
+    wave = prepare_wave(keep, dataset, model_cfg, train_cfg, seed, model_ids, learning_rates, devices)
+    state = train_epochs(wave, init_state(wave), 0, wave.epochs)
+    return finish(wave, state)
 
 
 # ----------------------------------------------------------------------------- waves
@@ -383,9 +574,9 @@ def estimate_model_bytes(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset
 
 
 def available_device_bytes() -> int:
-    """Free bytes on the default device (its memory stats), else free host memory."""
+    """Free bytes on this process's first device (its memory stats), else free host memory."""
     try:
-        stats = jax.devices()[0].memory_stats()
+        stats = jax.local_devices()[0].memory_stats()
     except Exception:  # noqa: BLE001 - backends without stats raise various errors
         stats = None
     if stats and "bytes_limit" in stats:
@@ -393,16 +584,31 @@ def available_device_bytes() -> int:
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
+# Largest wave per device. On CPU the per-model cost is lowest at 8-32 models (their
+# parameters and optimizer state still fit in cache; measured in benchmarks/RESULTS.md: the
+# digits MLP's cost per model rises from 0.39x of R=1 at R=32 to 0.52x at R=128), and small
+# waves also keep the progress bar and checkpoints fine-grained. Accelerators want width.
+MAX_WAVE_PER_DEVICE = {"cpu": 32}
+DEFAULT_MAX_WAVE = 1024
+
+
+def default_max_wave() -> int:
+    """The per-device wave cap of the default backend (32 on CPU, 1024 elsewhere)."""
+    return MAX_WAVE_PER_DEVICE.get(jax.default_backend(), DEFAULT_MAX_WAVE)
+
+
 def choose_wave_size(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset,
                      available_bytes: int | None = None, headroom: float = 0.5,
-                     max_wave: int = 1024) -> int:
-    """Models to train at once: ``train_cfg.wave_size`` if > 0, else what fits in memory.
+                     max_wave: int | None = None) -> int:
+    """Models to train at once on one device: ``train_cfg.wave_size`` if > 0, else what fits.
 
     Uses ``headroom`` of the available bytes (``available_device_bytes()`` by default) after
     the dataset itself, divided by :func:`estimate_model_bytes`; capped by
-    ``train_cfg.num_models`` and ``max_wave`` (larger waves gain nothing on these models and
-    make waves coarse). Always >= 1.
+    ``train_cfg.num_models`` and ``max_wave`` (default :func:`default_max_wave`: larger waves
+    gain nothing on these models and make waves coarse). Always >= 1.
     """
+    if max_wave is None:
+        max_wave = default_max_wave()
     if train_cfg.wave_size > 0:
         return min(train_cfg.wave_size, train_cfg.num_models)
     if available_bytes is None:

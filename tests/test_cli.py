@@ -91,3 +91,57 @@ def test_non_run_directory_is_refused(tmp_path, capsys):
     assert run_cli("train", SMALL, "--workdir", tmp_path, "--no-progress") == 2
     assert "holds no config.json" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["precious.txt"]
+
+
+# ----------------------------------------------------------------------------- devices, signals
+
+
+def _child(code: str, **env):
+    import os
+    import subprocess
+    import sys
+
+    full_env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JMEM_CPU_DEVICES")}
+    full_env.update(JAX_PLATFORMS="cpu", **env)
+    run = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout.strip()
+
+
+_COUNT_DEVICES = ("import sys; from jmem.cli import configure_host_devices; "
+                  "configure_host_devices(sys.argv[1:] or {argv}); import jax; "
+                  "print(len(jax.devices()))")
+
+
+@pytest.mark.parametrize("argv,env,expected", [
+    (["train", "x.py", "--devices", "3"], {}, "3"),
+    (["train", "x.py"], {"JMEM_CPU_DEVICES": "2"}, "2"),
+    (["train", "x.py", "--devices=3"], {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}, "1"),
+])
+def test_cli_exposes_cpu_cores_as_devices_before_jax_starts(argv, env, expected):
+    assert _child(_COUNT_DEVICES.format(argv=argv), **env) == expected
+
+
+def test_importing_the_cli_imports_no_jax():
+    code = "import sys, jmem.cli, jmem.runner; print(sorted(m for m in sys.modules if m.startswith('jax')))"
+    assert _child(code) == "[]"
+
+
+def test_host_device_flag_is_added_once_and_never_overrides_the_user():
+    from jmem.cli import xla_flags_with_host_devices
+
+    count, eigen = "--xla_force_host_platform_device_count", "--xla_cpu_multi_thread_eigen"
+    assert xla_flags_with_host_devices("", 2) == f"{count}=2 {eigen}=false"
+    assert xla_flags_with_host_devices("--xla_foo=1", 4) == f"--xla_foo=1 {count}=4 {eigen}=false"
+    assert xla_flags_with_host_devices(f"{eigen}=true", 4) == f"{eigen}=true {count}=4"
+    mine = f"{count}=8"
+    assert xla_flags_with_host_devices(mine, 2) == mine
+
+
+def test_bad_execution_flags_are_one_line_errors(tmp_path, capsys):
+    assert run_cli("train", SMALL, "--workdir", tmp_path / "w", "--checkpoint-every-epochs", "-1") == 2
+    assert "--checkpoint-every-epochs=-1 must be >= 0" in capsys.readouterr().err
+    assert run_cli("train", SMALL, "--workdir", tmp_path / "w", "--coordinator", "127.0.0.1:1") == 2
+    assert "give all three" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()

@@ -41,11 +41,11 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch, digi
     calls = []
     real_train_wave = runner.train_wave
 
-    def train_wave_then_die(inputs, config, start, stop):
+    def train_wave_then_die(inputs, config, start, stop, **kwargs):
         if len(calls) == 2:
             raise KeyboardInterrupt
         calls.append((start, stop))
-        return real_train_wave(inputs, config, start, stop)
+        return real_train_wave(inputs, config, start, stop, **kwargs)
 
     monkeypatch.setattr(runner, "train_wave", train_wave_then_die)
     with pytest.raises(KeyboardInterrupt):
@@ -54,7 +54,8 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch, digi
     assert not (tmp_path / artifacts.MARGINS_TRAIN).exists()
 
     calls.clear()
-    monkeypatch.setattr(runner, "train_wave", lambda *a: (calls.append(a[2:]), real_train_wave(*a))[1])
+    monkeypatch.setattr(runner, "train_wave",
+                        lambda *a, **k: (calls.append(a[2:]), real_train_wave(*a, **k))[1])
     runner.run_training(config, tmp_path, digits, progress=False, log=lambda *_: None)
     assert calls == [(4, 6), (6, 8)]  # only the unfinished waves were trained
     for name in ARRAYS:

@@ -284,7 +284,9 @@ def test_choose_wave_size(small_digits):
     data = small_digits.x_train.nbytes + small_digits.y_train.nbytes
     assert choose_wave_size(MLP, cfg, small_digits, available_bytes=2 * (data + 10 * per_model)) == 10
     assert choose_wave_size(MLP, cfg, small_digits, available_bytes=1) == 1
-    assert choose_wave_size(MLP, cfg, small_digits, available_bytes=10 ** 15) == 500
+    assert choose_wave_size(MLP, cfg, small_digits, available_bytes=10 ** 15, max_wave=1024) == 500
+    # With no explicit cap, the backend's: 32 models per device on CPU (cache-sized waves).
+    assert choose_wave_size(MLP, cfg, small_digits, available_bytes=10 ** 15) == 32
     assert choose_wave_size(MLP, dataclasses.replace(cfg, wave_size=7), small_digits) == 7
     assert 1 <= choose_wave_size(MLP, cfg, small_digits) <= 500
     # patches trade memory for speed: a conv model's estimate grows with the patch matrices
