@@ -86,7 +86,7 @@ from jax import lax  # noqa: E402
 from jmem.dataset import Dataset  # noqa: E402
 from jmem.errors import JmemError  # noqa: E402
 from jmem.hparams import ModelConfig, TrainConfig  # noqa: E402
-from jmem.models import apply_one, build_model, init_one  # noqa: E402
+from jmem.models import apply_one, build_model, init_one, layer_shapes  # noqa: E402
 from jmem.subsets import make_keep  # noqa: E402
 from jmem.train import choose_wave_size, resolve_strategy, train_models  # noqa: E402
 
@@ -187,26 +187,12 @@ def make_workload(name: str, backend: str, epochs: int | None = None, num_train:
 # ============================================================================ FLOPs
 
 
-def _layer_shapes(model_cfg: ModelConfig, num_classes: int, example_shape: tuple[int, ...]):
-    """(param shapes, layer-output shapes) of one model on one example, from shapes only."""
-    module = build_model(model_cfg, num_classes)
-    x = jnp.zeros((1,) + tuple(example_shape), jnp.float32)
-
-    def run(key):
-        variables = module.init(key, x, train=False)
-        _, inter = module.apply(variables, x, train=False, capture_intermediates=True,
-                                mutable=["intermediates"])
-        return variables["params"], inter["intermediates"]
-
-    return jax.eval_shape(run, jax.random.PRNGKey(0))
-
-
 def forward_macs(model_cfg: ModelConfig, num_classes: int, example_shape: tuple[int, ...]) -> int:
     """Multiply-adds of one forward pass on one example: sum over dense and conv kernels of
     ``kernel.size * output positions`` (positions = product of the layer output's spatial
     dims; 1 for a dense layer). Biases, norms and activations are not counted (they are
     O(1/fan-in) of the total)."""
-    params, inter = _layer_shapes(model_cfg, num_classes, example_shape)
+    params, inter = layer_shapes(model_cfg, num_classes, example_shape)
     outputs = {tuple(getattr(k, "key", getattr(k, "idx", None)) for k in path): leaf
                for path, leaf in jax.tree_util.tree_flatten_with_path(inter)[0]}
     total = 0

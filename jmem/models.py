@@ -304,12 +304,10 @@ def param_count(model_cfg: ModelConfig, num_classes: int, example_shape: tuple[i
     return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes))
 
 
-def activation_elems(model_cfg: ModelConfig, num_classes: int, example_shape: tuple[int, ...],
-                     conv_impl: str = "lax") -> int:
-    """Values of all layer outputs for ONE example (plus conv patch matrices for "patches").
-
-    Computed from shapes only (``jax.eval_shape``); used to size waves and prediction chunks.
-    """
+def layer_shapes(model_cfg: ModelConfig, num_classes: int, example_shape: tuple[int, ...],
+                 conv_impl: str = "lax"):
+    """(param shapes, layer-output shapes) of one model on ONE example: two pytrees of
+    ``jax.ShapeDtypeStruct``, from shapes only (``jax.eval_shape``, nothing is computed)."""
     module = build_model(model_cfg, num_classes, conv_impl)
     x = jnp.zeros((1,) + tuple(example_shape), jnp.float32)
 
@@ -319,7 +317,16 @@ def activation_elems(model_cfg: ModelConfig, num_classes: int, example_shape: tu
                                 mutable=["intermediates"])
         return variables["params"], inter["intermediates"]
 
-    params, inter = jax.eval_shape(run, jax.random.PRNGKey(0))
+    return jax.eval_shape(run, jax.random.PRNGKey(0))
+
+
+def activation_elems(model_cfg: ModelConfig, num_classes: int, example_shape: tuple[int, ...],
+                     conv_impl: str = "lax") -> int:
+    """Values of all layer outputs for ONE example (plus conv patch matrices for "patches").
+
+    Used to size waves and prediction chunks.
+    """
+    params, inter = layer_shapes(model_cfg, num_classes, example_shape, conv_impl)
     elems = sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(inter))
     if conv_impl == "patches":
         # A conv's patch matrix holds (window * C_in) values per output position.

@@ -1,7 +1,5 @@
 """Wave-by-wave training: nothing computed is lost, and wave size does not change results."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 
