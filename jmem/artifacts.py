@@ -69,6 +69,15 @@ def save_array(path: Path, array: np.ndarray) -> None:
             os.fsync(f.fileno())
 
 
+def save_arrays(path: Path, arrays: dict) -> None:
+    """Atomically write several named arrays as one ``.npz`` file."""
+    with _atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def load_array(path: Path, mmap: bool = False) -> np.ndarray:
     """Read a ``.npy`` file; a missing file is a :class:`JmemError` naming it."""
     path = Path(path)

@@ -242,19 +242,18 @@ def cmd_score(args) -> int:
 def cmd_leakage(args) -> int:
     from jmem import artifacts, config as config_lib
     from jmem.data import load_dataset
-    from jmem.leakage import find_leakage, format_leakage_summary, write_duplicates_csv
+    from jmem.leakage import format_leakage_summary, write_duplicates_csv
+    from jmem.runner import detect_leakage
 
     target = Path(args.target)
     if (target / artifacts.CONFIG).exists():  # a run directory: its dataset, its settings
         config = config_lib.from_dict(artifacts.load_json(target / artifacts.CONFIG))
-        name, data_dir = config.data.name, args.data_dir or config.data.data_dir
-        metric, threshold = config.leakage.metric, config.leakage.threshold or None
         out = args.out or target / artifacts.DUPLICATES
-    else:
-        name, data_dir, metric, threshold = args.target, args.data_dir, "cosine", None
+    else:  # a dataset name or .npz path: the default leakage settings
+        config = config_lib.Config(data=config_lib.DataConfig(name=args.target))
         out = args.out or Path(artifacts.DUPLICATES)
-    dataset = load_dataset(name, data_dir=data_dir or None)
-    result = find_leakage(dataset, metric=metric, threshold=threshold)
+    dataset = load_dataset(config.data.name, data_dir=(args.data_dir or config.data.data_dir) or None)
+    result = detect_leakage(config, dataset)
     write_duplicates_csv(out, result)
     print(format_leakage_summary(result, dataset))
     print(f"wrote {out}")

@@ -104,19 +104,25 @@ def prepare_inputs(config: Config, dataset: Dataset) -> RunInputs:
                      np.asarray(labels, np.int32), np.asarray(canaries, bool))
 
 
-def measure_leakage(config: Config, dataset: Dataset):
-    """Near-duplicates of ``dataset`` and, if ``config.leakage.clean_test``, the dataset with a
-    leakage-free extra test set attached. Returns (dataset, LeakageResult)."""
+def detect_leakage(config: Config, dataset: Dataset):
+    """Train/test near-duplicates of ``dataset`` as ``config.leakage`` asks: a LeakageResult."""
     from jmem import leakage
 
-    threshold = config.leakage.threshold or None
     features = None
     if config.leakage.features:
         from jmem.features import trained_features
 
         features = trained_features(dataset, config.model, config.train, config.seed)
-    result = leakage.find_leakage(dataset, metric=config.leakage.metric, threshold=threshold,
-                                  features=features)
+    return leakage.find_leakage(dataset, metric=config.leakage.metric,
+                                threshold=config.leakage.threshold or None, features=features)
+
+
+def measure_leakage(config: Config, dataset: Dataset):
+    """Near-duplicates of ``dataset`` and, if ``config.leakage.clean_test``, the dataset with a
+    leakage-free extra test set attached. Returns (dataset, LeakageResult)."""
+    from jmem import leakage
+
+    result = detect_leakage(config, dataset)
     if config.leakage.clean_test:
         # Published lists (CIFAR) beat detection where they exist; detection elsewhere.
         known = None if dataset.name in leakage.KNOWN_LIST_ROWS else result
@@ -439,14 +445,7 @@ class _LazyCheckpoints:
 
 
 def save_wave(workdir: Path, start: int, stop: int, arrays: dict) -> None:
-    path = wave_path(workdir, start, stop)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    artifacts.save_arrays(wave_path(workdir, start, stop), arrays)
 
 
 # ----------------------------------------------------------------------------- assembly
@@ -495,6 +494,7 @@ def cleanup(workdir: Path) -> None:
 def is_complete(workdir: Path) -> bool:
     """A run directory is complete once ``models.csv`` (written last) exists."""
     return (Path(workdir) / artifacts.MODEL_METRICS).exists()
+
 
 def model_metrics(inputs: RunInputs, arrays: dict) -> dict:
     """Per-model columns: id, rate, subset size, diverged, final loss, test accuracies."""
@@ -629,7 +629,7 @@ def _train_share(start: _Start, config, workdir: Path, execution: Execution,
             f"{start.wave_size} ({config.model.kind}, strategy={config.train.strategy}) on "
             f"{len(start.devices)} {start.devices[0].platform} device(s)"
             + (f" x {num_processes} processes" if num_processes > 1 else ""))
-    bar = _progress_bar(sum(b - a for a, b in mine), 0, progress and me == 0)
+    bar = _progress_bar(sum(b - a for a, b in mine), progress and me == 0)
     for first, stop in mine:
         if stop_request.requested:
             raise Preempted(f"{prefix}stopped before models {first}-{stop - 1}")
@@ -688,8 +688,8 @@ def summarize(workdir: Path, inputs: RunInputs, seconds: float, trained: int) ->
     }
 
 
-def _progress_bar(total: int, initial: int, enabled: bool):
+def _progress_bar(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit="model", desc="train", disable=not enabled,
+    return tqdm(total=total, unit="model", desc="train", disable=not enabled,
                 dynamic_ncols=True, smoothing=0.1)

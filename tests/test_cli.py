@@ -145,3 +145,15 @@ def test_bad_execution_flags_are_one_line_errors(tmp_path, capsys):
     assert run_cli("train", SMALL, "--workdir", tmp_path / "w", "--coordinator", "127.0.0.1:1") == 2
     assert "give all three" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
+
+
+def test_leakage_command_on_a_dataset_and_on_a_run_directory(trained, tmp_path, capsys):
+    by_name = tmp_path / "by_name.csv"
+    assert run_cli("leakage", "digits", "--out", by_name) == 0
+    assert "Leakage in digits" in capsys.readouterr().out
+    lines = by_name.read_text().splitlines()
+    assert lines[0] == "test_index,train_index,distance,detector" and len(lines) > 1
+    # A run directory uses its recorded dataset and settings: the same pairs as the run wrote.
+    by_run = tmp_path / "by_run.csv"
+    assert run_cli("leakage", trained, "--out", by_run) == 0
+    assert by_run.read_text() == (trained / artifacts.DUPLICATES).read_text() == by_name.read_text()
