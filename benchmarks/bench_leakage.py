@@ -2,7 +2,7 @@
 
 Random data of CIFAR's shape (50,000 train x 10,000 test, 32x32x3 = 3,072 values each, already
 "normalised"): the detector's cost does not depend on the content. Reports the wall time of
-each stage of ``jmem.leakage.find_leakage`` and the process's peak resident set size (RSS)
+each stage of ``jmem.data.leakage.find_leakage`` and the process's peak resident set size (RSS)
 against the RSS with the data alone, i.e. what the detector adds on top of the dataset.
 
 Run:  python benchmarks/bench_leakage.py [--train 50000] [--test 10000] [--no-within-test]
@@ -42,8 +42,8 @@ def main() -> None:
 
     import jax
 
-    from jmem import leakage
-    from jmem.dataset import Dataset
+    from jmem.data import leakage
+    from jmem.data.dataset import Dataset
 
     rng = np.random.default_rng(0)
     x_train = rng.standard_normal((args.train, 32, 32, 3), dtype=np.float32)

@@ -21,7 +21,8 @@ import time
 
 import numpy as np
 
-from jmem import scoring, thresholds
+from jmem.scores import estimators as scoring
+from jmem.scores import thresholds
 
 
 def peak_rss_gib() -> float:
@@ -67,7 +68,7 @@ def main(argv=None) -> dict:
     p.add_argument("--skip-placebo", action="store_true")
     p.add_argument("--score-run", metavar="DIR", default=None,
                    help="also write the arrays to DIR as a run directory and time "
-                        "jmem.score_run.score_run end to end (files, CSV, every method)")
+                        "jmem.study.scoring.score_run end to end (files, CSV, every method)")
     args = p.parse_args(argv)
     R, N, T = (400, 5000, 1000) if args.small else (args.models, args.examples, args.test)
 
@@ -128,7 +129,7 @@ def time_score_run(run_dir, keep, margins, margins_test, lt, lte, chunk) -> dict
     import subprocess
     from pathlib import Path
 
-    from jmem import artifacts
+    from jmem.study import rundir as artifacts
 
     d = Path(run_dir)
     for name, arr in [(artifacts.KEEP, keep), (artifacts.MARGINS_TRAIN, margins),
@@ -138,7 +139,7 @@ def time_score_run(run_dir, keep, margins, margins_test, lt, lte, chunk) -> dict
     canary = np.zeros(keep.shape[1], bool)
     canary[:50] = True  # the planted memorized examples stand in for canaries
     artifacts.save_array(d / artifacts.CANARIES, canary)
-    code = ("import sys; from jmem.score_run import ScoreOptions, format_summary, score_run; "
+    code = ("import sys; from jmem.study.scoring import ScoreOptions, format_summary, score_run; "
             f"s = score_run(sys.argv[1], ScoreOptions(chunk_size={chunk}, "
             f"influence_chunk_size={chunk})); print(format_summary(s))")
     t = time.perf_counter()

@@ -8,7 +8,7 @@ Variant ``small``: 4 models, 1 epoch (smoke test on mocked data).
 """
 
 from jmem.config import Config, DataConfig, SubsetConfig, with_variant
-from jmem.hparams import ModelConfig, TrainConfig
+from jmem.engine.hparams import ModelConfig, TrainConfig
 
 
 def get_config(variant: str = "") -> Config:

@@ -14,7 +14,7 @@ Variant ``small`` (tests, CI smoke): 16 models, 3 epochs, seconds.
 """
 
 from jmem.config import Config, DataConfig, SubsetConfig, with_variant
-from jmem.hparams import ModelConfig, TrainConfig
+from jmem.engine.hparams import ModelConfig, TrainConfig
 
 
 def get_config(variant: str = "") -> Config:

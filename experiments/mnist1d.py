@@ -9,7 +9,7 @@ Variant ``small``: 8 models, 2 epochs.
 """
 
 from jmem.config import Config, DataConfig, SubsetConfig, with_variant
-from jmem.hparams import ModelConfig, TrainConfig
+from jmem.engine.hparams import ModelConfig, TrainConfig
 
 
 def get_config(variant: str = "") -> Config:

@@ -1,9 +1,9 @@
 """jmem: train many small JAX models on random subsets at once to measure memorization.
 
-The package is split by responsibility (see DESIGN in the README):
-``data`` (datasets as arrays), ``subsets`` (keep-mask designs), ``models`` / ``train`` /
-``predict`` (the vectorized trainer), ``scoring`` / ``thresholds`` (pure statistics),
-``leakage`` (train/test near-duplicates), ``artifacts`` (the run directory) and ``cli``.
+The package is split by role (see "Code map" in the README): ``engine`` (models, the
+vectorized trainer, prediction, sharding, checkpoints), ``data`` (datasets, keep-mask
+designs, canaries, leakage detection), ``scores`` (pure statistics), ``study`` (the stages
+acting on a run directory), ``bench`` (the benchmark) and ``cli`` (the command).
 """
 
 __version__ = "0.1.0"

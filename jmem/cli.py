@@ -18,12 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from jmem.engine.host_devices import CPU_DEVICES_ENV, configure_host_devices, env_int
 from jmem.errors import JmemError
-
-
-CPU_DEVICES_ENV = "JMEM_CPU_DEVICES"
-HOST_DEVICE_FLAG = "--xla_force_host_platform_device_count"
-EIGEN_FLAG = "--xla_cpu_multi_thread_eigen"
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -33,16 +29,6 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", required=True, type=Path, help="run directory to write (or resume)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_execution_args(parser)
-
-
-def _env_int(name: str):
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise JmemError(f"${name}={text!r} must be an integer") from None
 
 
 def _add_execution_args(parser: argparse.ArgumentParser) -> None:
@@ -66,55 +52,9 @@ def _add_execution_args(parser: argparse.ArgumentParser) -> None:
                        help="multi-process job: this process's index in [0, P) ($JMEM_PROCESS_ID)")
 
 
-def default_cpu_devices() -> int:
-    """Host-platform devices to create when nothing asks otherwise: one per usable core.
-
-    Measured on the 2-core CPU (README, "Scale-out and resume"): one device keeps only ~1.3 cores busy;
-    two devices (Eigen pool off) trained the digits MLP at 1.94x and the MNIST-1D CNN at
-    1.30x the models/s of one.
-    """
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def xla_flags_with_host_devices(flags: str, count: int) -> str:
-    """``$XLA_FLAGS`` with ``count`` host devices added, unless it already sets a count.
-
-    With one device per core each device already runs on its own thread; XLA:CPU's shared
-    intra-op (Eigen) thread pool then only makes the devices contend, so it is turned off
-    (unless the flags set it): measured 1.95x one device's models/s for the digits MLP on 2
-    cores with it off, 1.5x (and erratic) with it on.
-    """
-    if HOST_DEVICE_FLAG in flags:
-        return flags
-    flags = f"{flags} {HOST_DEVICE_FLAG}={count}".strip()
-    if EIGEN_FLAG not in flags:
-        flags += f" {EIGEN_FLAG}=false"
-    return flags
-
-
-def configure_host_devices(argv: list[str]) -> None:
-    """Ask XLA:CPU for host-platform devices before JAX starts (a no-op once it has).
-
-    The count is ``--devices N`` if given, else ``$JMEM_CPU_DEVICES``, else one per core. It
-    only affects the CPU backend: on a machine with an accelerator, JAX's devices are the
-    accelerators, and the extra host devices stay unused.
-    """
-    if "jax" in sys.modules:  # too late: the backend may already exist (e.g. under pytest)
-        return
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--devices", type=int, default=None)
-    known, _ = pre.parse_known_args(argv)
-    count = known.devices or _env_int(CPU_DEVICES_ENV) or default_cpu_devices()
-    if count > 1:
-        os.environ["XLA_FLAGS"] = xla_flags_with_host_devices(os.environ.get("XLA_FLAGS", ""), count)
-
-
 def execution_from_args(args):
-    """The :class:`jmem.runner.Execution` of the parsed flags."""
-    from jmem.runner import Execution
+    """The :class:`jmem.study.training.Execution` of the parsed flags."""
+    from jmem.study.training import Execution
 
     return Execution(devices=args.devices or 0,
                      checkpoint_every_seconds=args.checkpoint_every_seconds,
@@ -124,12 +64,12 @@ def execution_from_args(args):
 def initialize_distributed(args) -> bool:
     """Join a multi-process job if the flags or ``$JMEM_COORDINATOR`` etc. ask for one."""
     coordinator = args.coordinator or os.environ.get("JMEM_COORDINATOR") or None
-    num_processes = args.num_processes if args.num_processes is not None else _env_int("JMEM_NUM_PROCESSES")
-    process_id = args.process_id if args.process_id is not None else _env_int("JMEM_PROCESS_ID")
+    num_processes = args.num_processes if args.num_processes is not None else env_int("JMEM_NUM_PROCESSES")
+    process_id = args.process_id if args.process_id is not None else env_int("JMEM_PROCESS_ID")
     auto = args.distributed == "auto"
     if not auto and coordinator is None and num_processes is None and process_id is None:
         return False
-    from jmem import parallel
+    from jmem.engine import parallel
 
     return parallel.initialize_distributed(coordinator, num_processes, process_id, auto=auto)
 
@@ -167,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_data)
 
     p = sub.add_parser("bench", help="throughput benchmark of mass subset training (models/s, % of peak, baselines)")
-    from jmem import bench  # imports JAX: main() has already set the host device count
+    from jmem.bench import command as bench  # imports JAX: main() has already set the host device count
 
     bench.add_arguments(p)
     p.set_defaults(handler=bench.run)
@@ -194,7 +134,7 @@ def load_config(args):
 
 
 def _load_dataset(config):
-    from jmem.data import load_dataset
+    from jmem.data.loaders import load_dataset
 
     return load_dataset(config.data.name, data_dir=config.data.data_dir or None)
 
@@ -203,7 +143,7 @@ def cmd_train(args) -> int:
     config = load_config(args)
     execution = execution_from_args(args)
     initialize_distributed(args)
-    from jmem.runner import run_training
+    from jmem.study.training import run_training
 
     dataset = _load_dataset(config)
     summary = run_training(config, args.workdir, dataset, progress=not args.no_progress,
@@ -214,7 +154,7 @@ def cmd_train(args) -> int:
 
 def cmd_run(args) -> int:
     cmd_train(args)
-    from jmem import parallel
+    from jmem.engine import parallel
 
     if parallel.process_index() != 0:  # process 0 scores the assembled run
         return 0
@@ -222,7 +162,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from jmem.score_run import ScoreOptions, format_summary, score_run
+    from jmem.study.scoring import ScoreOptions, format_summary, score_run
     from jmem import config as config_lib
     import dataclasses
 
@@ -240,10 +180,11 @@ def cmd_score(args) -> int:
 
 
 def cmd_leakage(args) -> int:
-    from jmem import artifacts, config as config_lib
-    from jmem.data import load_dataset
-    from jmem.leakage import format_leakage_summary, write_duplicates_csv
-    from jmem.runner import detect_leakage
+    from jmem.study import rundir as artifacts
+    from jmem import config as config_lib
+    from jmem.data.loaders import load_dataset
+    from jmem.data.leakage import format_leakage_summary
+    from jmem.study.leakage import detect_leakage, write_duplicates_csv
 
     target = Path(args.target)
     if (target / artifacts.CONFIG).exists():  # a run directory: its dataset, its settings
@@ -261,7 +202,7 @@ def cmd_leakage(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from jmem.data import KNOWN_DATASETS, describe, load_dataset
+    from jmem.data.loaders import KNOWN_DATASETS, describe, load_dataset
 
     if args.list or not args.name:
         for name, text in KNOWN_DATASETS.items():
@@ -289,7 +230,7 @@ def main(argv=None) -> int:
         print(f"jmem: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:
-        from jmem.runner import EXIT_PREEMPTED, Preempted
+        from jmem.study.training import EXIT_PREEMPTED, Preempted
 
         if not isinstance(err, Preempted):
             raise

@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 
 from jmem.errors import JmemError
-from jmem.hparams import ModelConfig, TrainConfig
+from jmem.engine.hparams import ModelConfig, TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +37,7 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SubsetConfig:
-    """How keep-masks are drawn (see ``jmem.subsets``).
+    """How keep-masks are drawn (see ``jmem.data.subsets``).
 
     design: "fixed" (exactly round(rate*N) per model, Feldman & Zhang), "bernoulli", or
       "balanced" (each example in exactly round(rate*R) models, LiRA).
@@ -66,7 +66,7 @@ class SubsetConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LeakageConfig:
-    """Train/test near-duplicates (see ``jmem.leakage``), measured before training.
+    """Train/test near-duplicates (see ``jmem.data.leakage``), measured before training.
 
     clean_test: attach a leakage-free test set ``test_clean`` (the test set minus examples
       with a training near-duplicate: the Barz & Denzler lists for CIFAR, detection
@@ -74,7 +74,7 @@ class LeakageConfig:
     metric: "cosine" or "l2" for the pixel-space detector.
     threshold: distance below which a pair is a duplicate (0 = the detector's default).
     features: also compare in the penultimate-layer feature space of one model of the run's
-      architecture trained on the whole training set (``jmem.features``).
+      architecture trained on the whole training set (``jmem.study.leakage``).
     """
 
     clean_test: bool = True

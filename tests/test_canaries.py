@@ -1,10 +1,10 @@
-"""Tests of jmem.canaries.make_canaries."""
+"""Tests of jmem.data.canaries.make_canaries."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from jmem.canaries import make_canaries
+from jmem.data.canaries import make_canaries
 from jmem.errors import JmemError
 
 

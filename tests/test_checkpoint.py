@@ -7,9 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from jmem import checkpoint, train
-from jmem.data import load_dataset
-from jmem.hparams import ModelConfig, TrainConfig
+from jmem.engine import checkpoint
+from jmem.engine import trainer as train
+from jmem.data.loaders import load_dataset
+from jmem.engine.hparams import ModelConfig, TrainConfig
 
 MLP = ModelConfig(kind="mlp", width=16)
 BN_CNN = ModelConfig(kind="cnn", width=4, depth=1, norm="batchnorm")

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from jmem import artifacts, runner
+from jmem.study import rundir as artifacts
+from jmem.study import training as runner
 from jmem.cli import main
 
 SMALL = "experiments/digits.py:small"
@@ -109,7 +110,7 @@ def _child(code: str, **env):
     return run.stdout.strip()
 
 
-_COUNT_DEVICES = ("import sys; from jmem.cli import configure_host_devices; "
+_COUNT_DEVICES = ("import sys; from jmem.engine.host_devices import configure_host_devices; "
                   "configure_host_devices(sys.argv[1:] or {argv}); import jax; "
                   "print(len(jax.devices()))")
 
@@ -124,12 +125,12 @@ def test_cli_exposes_cpu_cores_as_devices_before_jax_starts(argv, env, expected)
 
 
 def test_importing_the_cli_imports_no_jax():
-    code = "import sys, jmem.cli, jmem.runner; print(sorted(m for m in sys.modules if m.startswith('jax')))"
+    code = "import sys, jmem.cli, jmem.study.training; print(sorted(m for m in sys.modules if m.startswith('jax')))"
     assert _child(code) == "[]"
 
 
 def test_host_device_flag_is_added_once_and_never_overrides_the_user():
-    from jmem.cli import xla_flags_with_host_devices
+    from jmem.engine.host_devices import xla_flags_with_host_devices
 
     count, eigen = "--xla_force_host_platform_device_count", "--xla_cpu_multi_thread_eigen"
     assert xla_flags_with_host_devices("", 2) == f"{count}=2 {eigen}=false"

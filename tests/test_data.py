@@ -1,4 +1,4 @@
-"""Tests for jmem.data: every loader (TFDS ones on tfds mock data, offline) and every error."""
+"""Tests for jmem.data.loaders: every loader (TFDS ones on tfds mock data, offline) and every error."""
 
 import hashlib
 import random
@@ -8,9 +8,9 @@ import urllib.request
 import numpy as np
 import pytest
 
-from jmem import data
-from jmem.data import KNOWN_DATASETS, describe, digits_split, load_dataset, parse_source_ids
-from jmem.dataset import Dataset
+from jmem.data import loaders as data
+from jmem.data.loaders import KNOWN_DATASETS, describe, digits_split, load_dataset, parse_source_ids
+from jmem.data.dataset import Dataset
 from jmem.errors import JmemError
 
 tfds = pytest.importorskip("tensorflow_datasets")
@@ -248,7 +248,7 @@ def fake_cifar(builder, split, **kwargs):
 
 
 def test_cifar_ids_parsed_and_missing_extra_skipped(tmp_path, caplog, no_network):
-    caplog.set_level("INFO", logger="jmem.data")
+    caplog.set_level("INFO", logger="jmem.data.loaders")
     with tfds.testing.mock_data(as_data_source_fn=fake_cifar):
         ds = load_dataset("cifar10", data_dir=str(tmp_path))
     np.testing.assert_array_equal(ds.train_source_ids, [3, 0, 2, 1])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jmem import artifacts
+from jmem.study import rundir as artifacts
 from jmem.cli import main
 
 

@@ -4,10 +4,10 @@ import dataclasses
 
 import numpy as np
 
-from jmem.data import load_dataset
-from jmem.features import trained_features
-from jmem.hparams import ModelConfig, TrainConfig
-from jmem.leakage import find_leakage
+from jmem.data.loaders import load_dataset
+from jmem.study.leakage import trained_features
+from jmem.engine.hparams import ModelConfig, TrainConfig
+from jmem.data.leakage import find_leakage
 
 
 def test_trained_features_find_a_planted_duplicate():

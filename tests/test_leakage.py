@@ -1,4 +1,4 @@
-"""Tests of jmem.leakage: detection on planted duplicates, known lists, mapping, clean test sets."""
+"""Tests of jmem.data.leakage: detection on planted duplicates, known lists, mapping, clean test sets."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from jmem import leakage as L
-from jmem.data import parse_source_ids
-from jmem.dataset import Dataset
+from jmem.data import leakage as L
+from jmem.study import leakage as study_leakage
+from jmem.data.loaders import parse_source_ids
+from jmem.data.dataset import Dataset
 from jmem.errors import JmemError
 
 SIZE = 32
@@ -261,11 +262,11 @@ def test_calibration_against_planted_list(planted_result):
 
 def test_duplicates_csv_round_trip(tmp_path, planted_result):
     path = tmp_path / "run" / "duplicates.csv"
-    L.write_duplicates_csv(path, planted_result)
+    study_leakage.write_duplicates_csv(path, planted_result)
     lines = path.read_text().splitlines()
     assert lines[0] == "test_index,train_index,distance,detector"
     assert len(lines) == 1 + N_PLANTED
-    table = L.read_duplicates_csv(path)
+    table = study_leakage.read_duplicates_csv(path)
     np.testing.assert_array_equal(table["test_index"], planted_result.pairs["test_index"])
     np.testing.assert_array_equal(table["train_index"], planted_result.pairs["train_index"])
     assert list(path.parent.iterdir()) == [path]  # atomic write leaves no temporary file

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from jmem.errors import JmemError
-from jmem.hparams import ModelConfig
-from jmem.models import (Conv, activation_elems, apply_one, build_model, check_input, features,
+from jmem.engine.hparams import ModelConfig
+from jmem.engine.models import (Conv, activation_elems, apply_one, build_model, check_input, features,
                          init_models, num_classes_of, param_count)
 
 

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from jmem import parallel
+from jmem.engine import parallel
 from jmem.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,10 +80,12 @@ def test_too_many_devices_is_refused():
 _FOUR_DEVICES = textwrap.dedent("""
     import dataclasses, json, sys
     import jax, numpy as np
-    from jmem import parallel, runner, train
+    from jmem.engine import parallel
+    from jmem.study import training as runner
+    from jmem.engine import trainer as train
     from jmem.config import apply_overrides, load_experiment
-    from jmem.data import load_dataset
-    from jmem.hparams import ModelConfig, TrainConfig
+    from jmem.data.loaders import load_dataset
+    from jmem.engine.hparams import ModelConfig, TrainConfig
 
     out = {"devices": len(jax.local_devices())}
     # Positive control: a program that does reduce over the model axis is caught.

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from jmem.errors import JmemError
-from jmem.hparams import ModelConfig
-from jmem.models import apply_one, build_model, init_models
-from jmem.predict import accuracy, margins_from_logits, predict_features, predict_margins
+from jmem.engine.hparams import ModelConfig
+from jmem.engine.models import apply_one, build_model, init_models
+from jmem.engine.predict import accuracy, margins_from_logits, predict_features, predict_margins
 
 NUM_CLASSES = 4
 

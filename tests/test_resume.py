@@ -1,7 +1,7 @@
 """Preemption without loss: `jmem train` killed anywhere, resumed, equals an uninterrupted run.
 
 Each run is a real process (``python -m jmem train``) killed by a fault point
-(``JMEM_TEST_KILL_AT``, see ``jmem.runner.fault_point``) rather than by a timer, so every
+(``JMEM_TEST_KILL_AT``, see ``jmem.study.training.fault_point``) rather than by a timer, so every
 test is deterministic. The run directories are compared file by file, byte for byte.
 """
 
@@ -16,7 +16,8 @@ import jax
 import numpy as np
 import pytest
 
-from jmem import artifacts, runner
+from jmem.study import rundir as artifacts
+from jmem.study import training as runner
 from jmem.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,7 +140,7 @@ def _hold_lock(workdir: Path) -> subprocess.Popen:
     """A process holding the workdir's lock through jmem's own code until killed."""
     code = textwrap.dedent(f"""
         import time
-        from jmem.runner import workdir_lock
+        from jmem.study.training import workdir_lock
         with workdir_lock({str(workdir)!r}):
             print("locked", flush=True)
             time.sleep(120)

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from jmem import artifacts, runner
+from jmem.study import rundir as artifacts
+from jmem.study import training as runner
 from jmem.config import apply_overrides, load_experiment
-from jmem.data import load_dataset
+from jmem.data.loaders import load_dataset
 
 ARRAYS = (artifacts.KEEP, artifacts.LABELS_TRAIN, artifacts.MARGINS_TRAIN, artifacts.MARGINS_TEST)
 

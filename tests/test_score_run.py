@@ -1,4 +1,4 @@
-"""Tests of jmem.score_run on synthetic run directories built in tmp_path."""
+"""Tests of jmem.study.scoring on synthetic run directories built in tmp_path."""
 
 import csv
 import json
@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from jmem import artifacts as A
-from jmem.canaries import make_canaries
+from jmem.study import rundir as A
+from jmem.data.canaries import make_canaries
 from jmem.errors import JmemError
-from jmem.score_run import ScoreOptions, format_summary, score_run
+from jmem.study.scoring import ScoreOptions, format_summary, score_run
 
 R, N, T, C = 120, 400, 60, 5
 DOC_COLUMNS = ["index", "label", "is_canary", "n_in", "n_out", "correct_in", "correct_out",

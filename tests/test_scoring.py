@@ -1,4 +1,4 @@
-"""Tests of jmem.scoring: hand cases, a naive reference loop, invariances, statistical validity."""
+"""Tests of jmem.scores.estimators: hand cases, a naive reference loop, invariances, statistical validity."""
 
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import stats
 
-from jmem import scoring
+from jmem.scores import estimators as scoring
 from jmem.errors import JmemError
 
 
@@ -317,8 +317,8 @@ def test_influence_summary_refuses_too_many_pairs_and_big_matrix():
 
 
 def test_import_graph_stays_light():
-    code = ("import sys, jmem.scoring, jmem.thresholds, jmem.canaries, jmem.score_run; "
+    code = ("import sys, jmem.scores.estimators, jmem.scores.thresholds, jmem.data.canaries, jmem.study.scoring; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('flax', 'optax') "
-            "or m in ('jmem.train', 'jmem.models', 'jmem.predict')]; "
+            "or m in ('jmem.engine.trainer', 'jmem.engine.models', 'jmem.engine.predict')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

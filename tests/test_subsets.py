@@ -1,4 +1,4 @@
-"""Tests for jmem.subsets: designs, determinism, prefix stability, helpers, errors."""
+"""Tests for jmem.data.subsets: designs, determinism, prefix stability, helpers, errors."""
 
 import hashlib
 import subprocess
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jmem.errors import JmemError
-from jmem.subsets import (
+from jmem.data.subsets import (
     make_keep,
     model_rates_for,
     pack_keep,
@@ -80,7 +80,7 @@ def test_balanced_is_prefix_stable_in_examples():
 
 
 def test_rows_do_not_depend_on_chunking(monkeypatch):
-    import jmem.subsets as subsets
+    import jmem.data.subsets as subsets
 
     whole, _ = make_keep(6, 9, 100, "fixed", 0.5)
     col, _ = make_keep(6, 12, 100, "balanced", [0.5, 0.25, 0.75])
@@ -129,7 +129,7 @@ def test_large_design_is_fast_enough():
 
 
 def test_subsets_module_imports_no_training_stack():
-    code = "import sys, jmem.subsets; bad = [m for m in ('flax', 'optax', 'jmem.train') if m in sys.modules]; print(bad)"
+    code = "import sys, jmem.data.subsets; bad = [m for m in ('flax', 'optax', 'jmem.engine.trainer') if m in sys.modules]; print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -1,4 +1,4 @@
-"""Tests of jmem.thresholds: selections, BH, the placebo null, ROC/AUROC, canary metrics."""
+"""Tests of jmem.scores.thresholds: selections, BH, the placebo null, ROC/AUROC, canary metrics."""
 
 import json
 
@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import stats
 
-from jmem import scoring, thresholds as th
+from jmem.scores import estimators as scoring
+from jmem.scores import thresholds as th
 from jmem.errors import JmemError
 
 

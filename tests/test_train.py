@@ -7,11 +7,11 @@ import jax
 import numpy as np
 import pytest
 
-from jmem.dataset import Dataset
+from jmem.data.dataset import Dataset
 from jmem.errors import JmemError
-from jmem.hparams import ModelConfig, TrainConfig
-from jmem.predict import accuracy, predict_margins
-from jmem.train import (choose_wave_size, crop_flip, estimate_model_bytes, lr_factor,
+from jmem.engine.hparams import ModelConfig, TrainConfig
+from jmem.engine.predict import accuracy, predict_margins
+from jmem.engine.trainer import (choose_wave_size, crop_flip, estimate_model_bytes, lr_factor,
                         resolve_strategy, train_models)
 
 # ----------------------------------------------------------------------------- datasets

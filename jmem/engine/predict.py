@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jmem.errors import JmemError
-from jmem.hparams import ModelConfig
-from jmem.models import activation_elems, apply_one, build_model, check_input, num_classes_of
+from jmem.engine.hparams import ModelConfig
+from jmem.engine.models import activation_elems, apply_one, build_model, check_input, num_classes_of
 
 PREDICT_STRATEGIES = ("auto", "vmap", "patches", "sequential")
 

@@ -1,7 +1,7 @@
 """Model and training settings: plain, validated dataclasses with no JAX import.
 
 These are the ``model`` and ``train`` sections of an experiment config. Library functions in
-``jmem.models`` / ``jmem.train`` take them as explicit arguments; only the CLI reads configs.
+``jmem.engine.models`` / ``jmem.engine.trainer`` take them as explicit arguments; only the CLI reads configs.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class TrainConfig:
     augment: "none" or "crop_flip" (random crop with padding + horizontal flip, images only).
     crop_padding: pixels of zero padding on each side before the random crop ("crop_flip").
     compute_dtype: "float32" or "bfloat16" (accelerators).
-    strategy: how models are batched (see ``jmem.train``): "auto", "vmap", "sequential",
+    strategy: how models are batched (see ``jmem.engine.trainer``): "auto", "vmap", "sequential",
       "patches".
     wave_size: models trained at once (0 = chosen from available memory).
     """

@@ -30,7 +30,7 @@ import numpy as np
 from scipy import stats
 
 from jmem.errors import JmemError
-from jmem.scoring import as_keep, check_finite, check_margins
+from jmem.scores.estimators import as_keep, check_finite, check_margins
 
 PLACEBO_BLOCK = 1024  # columns per placebo RNG block; fixed so results never depend on chunking
 
@@ -225,7 +225,7 @@ class PlaceboNull:
     variance_matched: bool
 
 
-def placebo_scores(keep, margins, *, seed: int, match_variance: bool = True,
+def placebo_scores(keep, margins, *, seed, match_variance: bool = True,
                    name: str = "margins") -> PlaceboNull:
     """Placebo memorization: the seed-noise null (critique, correction 3).
 
@@ -240,12 +240,13 @@ def placebo_scores(keep, margins, *, seed: int, match_variance: bool = True,
     ``sqrt((1/n_in + 1/n_out) / (1/a + 1/b))`` so its spread matches a real-split null;
     without it the null is wider and thresholds are conservative.
 
-    keep: bool[R, N]; margins: float[R, N]. Randomness comes from the "placebo" stream of
-    :mod:`jmem.rng` (seed), one generator per fixed block of 1024 examples, so results do not
-    depend on any chunk size or on other settings.
+    keep: bool[R, N]; margins: float[R, N]. seed: an int or a sequence of ints, the entropy
+    of numpy's SeedSequence; the scoring stage passes the words of the "placebo" stream of
+    :mod:`jmem.rng` (``rng.stream_words(seed, "placebo")``), so this module needs no JAX.
+    One generator per fixed block of 1024 examples, so results do not depend on any chunk
+    size or on other settings.
     """
-    from jmem.canaries import numpy_stream  # lazy: imports jax
-
+    entropy = [int(seed)] if np.ndim(seed) == 0 else [int(w) for w in seed]
     keep = as_keep(keep)
     num_models, num_examples = keep.shape
     margins = check_margins(margins, num_models, num_examples, name)
@@ -260,7 +261,7 @@ def placebo_scores(keep, margins, *, seed: int, match_variance: bool = True,
         m = np.asarray(margins[:, sl])
         check_finite(m, name, start)
         correct = m.T > 0
-        gen = numpy_stream(seed, "placebo", block)
+        gen = np.random.default_rng([*entropy, block])
         # Random order among in models; out models sort last (u = 2 > any uniform draw).
         # A stable sort makes tied draws resolve by model index on every platform.
         u = np.where(k, gen.random(k.shape, dtype=np.float32), np.float32(2))

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jmem.dataset import Dataset
+from jmem.data.dataset import Dataset
 from jmem.errors import JmemError
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ A wave's checkpoints live in ``<workdir>/checkpoints/wave_<start>_<stop>/<epoch>
 step = epochs completed). Each holds, for the wave's W real models (never the dummies that
 pad a wave to the device count, so a checkpoint restores onto any number of devices):
 
-* ``leaves``: every leaf of the :class:`jmem.train.TrainState` pytree (params, BatchNorm
+* ``leaves``: every leaf of the :class:`jmem.engine.trainer.TrainState` pytree (params, BatchNorm
   statistics, optimizer state, diverged flags, step counters, loss history), float32 /
   int32 / bool arrays with leading axis W, named by their position in the flattened tree;
 * ``epoch`` (int64[]), ``model_ids`` (int64[W]) and ``checksum`` (int64[], CRC-32 over the
@@ -103,7 +103,7 @@ class WaveCheckpoints:
         the arrays are handed over, while the files are written in the background.
 
         ``host_state`` must not be modified afterwards (it is read asynchronously); pass a
-        copy (``jmem.train.state_to_host``), never device buffers that training donates.
+        copy (``jmem.engine.trainer.state_to_host``), never device buffers that training donates.
         """
         record = _record(epoch, model_ids, host_state)
         self._manager.save(epoch, args=self._ocp.args.StandardSave(record), force=True)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jmem.errors import JmemError
-from jmem.hparams import ModelConfig
+from jmem.engine.hparams import ModelConfig
 
 CONV_IMPLS = ("lax", "patches")
 
@@ -289,7 +289,7 @@ def features(model_cfg: ModelConfig, params, state, x, conv_impl: str | None = N
     """Penultimate-layer features of R models (inference mode).
 
     params/state: pytrees with a leading model axis R. x: float32[T, ...].
-    Returns float32[R, T, D]. For many examples call it in chunks (see ``jmem.predict``).
+    Returns float32[R, T, D]. For many examples call it in chunks (see ``jmem.engine.predict``).
     """
     impl = conv_impl or ("lax" if model_cfg.kind == "mlp" else "patches")
     module = build_model(model_cfg, num_classes_of(params), impl)

@@ -1,6 +1,6 @@
 """Score a run directory: per-example scores, selections, canary metrics, influence pairs.
 
-:func:`score_run` reads the trainer's arrays (file names in :mod:`jmem.artifacts`):
+:func:`score_run` reads the trainer's arrays (file names in :mod:`jmem.study.rundir`):
 ``keep.npy`` bool[R, N], ``margins_train.npy`` float[R, N], ``labels_train.npy`` int[N],
 ``margins_test.npy`` float[R, T], ``labels_test.npy`` int[T], and if present
 ``model_rates.npy`` float[R], ``canaries.npy`` bool[N] and extra test sets
@@ -53,7 +53,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jmem import artifacts, scoring, thresholds
+from jmem import rng
+from jmem.study import rundir as artifacts
+from jmem.scores import estimators as scoring
+from jmem.scores import thresholds
 from jmem.errors import JmemError
 
 CANARY_SCORES = ("mem", "fractional", "lira", "neg_log10_p", "one_minus_cscore")
@@ -71,9 +74,9 @@ class ScoreOptions:
     influencers_k: top influencers kept per test example (in the returned summary only).
     null_fpr: false-positive level of the placebo-null threshold; placebo_seed: its seed
       ("placebo" stream); placebo_match_variance: rescale placebo scores to the real split's
-      variance (see :func:`jmem.thresholds.placebo_scores`).
+      variance (see :func:`jmem.scores.thresholds.placebo_scores`).
     canary_tpr: TPR at which FPR is reported and the canary threshold is set.
-    confidence: level of the ``mem`` intervals. fractional_floor: see :mod:`jmem.scoring`.
+    confidence: level of the ``mem`` intervals. fractional_floor: see :mod:`jmem.scores.estimators`.
     rate: score only the models of this inclusion rate (needs model_rates.npy); None = all
       models (pooled if the run has several rates; per-rate columns are written anyway).
     chunk_size: training examples per chunk for per-example statistics;
@@ -299,7 +302,7 @@ def score_run(run_dir, options: ScoreOptions | None = None) -> dict:
     cscore = scoring.cscore_over_rates(by_rate) if pooled else s.cscore
 
     q_values = thresholds.bh_adjust(s.p_value)
-    placebo = thresholds.placebo_scores(keep, margins, seed=opt.placebo_seed,
+    placebo = thresholds.placebo_scores(keep, margins, seed=rng.stream_words(opt.placebo_seed, "placebo"),
                                         match_variance=opt.placebo_match_variance,
                                         name="margins_train.npy")
     canary = run.canaries

@@ -1,12 +1,12 @@
 """``jmem train``: draw keep-masks, train R models wave by wave, write the run directory.
 
-The run directory (see ``jmem.artifacts`` and the README) is written so that nothing already
+The run directory (see ``jmem.study.rundir`` and the README) is written so that nothing already
 computed is lost, whatever kills the process:
 
 * every finished wave's outputs land atomically under ``waves/`` before the next wave starts;
 * within a wave, training runs in short segments (a few seconds each); the in-flight state
   is checkpointed with orbax every ``checkpoint_every_epochs`` epochs and/or every
-  ``checkpoint_every_seconds`` (``jmem.checkpoint``), and when SIGTERM arrives;
+  ``checkpoint_every_seconds`` (``jmem.engine.checkpoint``), and when SIGTERM arrives;
 * a re-run of the same command skips finished waves and resumes the others from their
   latest usable checkpoint; the final arrays are assembled once every model is done.
 
@@ -35,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jmem import artifacts, config as config_lib
+from jmem.study import rundir as artifacts
+from jmem import config as config_lib
 from jmem.config import Config
-from jmem.dataset import Dataset
+from jmem.data.dataset import Dataset
 from jmem.errors import JmemError
 
 WAVES_DIR = "waves"
@@ -92,8 +93,8 @@ class RunInputs:
 
 def prepare_inputs(config: Config, dataset: Dataset) -> RunInputs:
     """Canaries and keep-masks for ``config`` on ``dataset`` (no training, no files)."""
-    from jmem.canaries import make_canaries
-    from jmem.subsets import make_keep
+    from jmem.data.canaries import make_canaries
+    from jmem.data.subsets import make_keep
 
     labels, canaries = make_canaries(config.seed, dataset.y_train, dataset.num_classes,
                                      config.subsets.canary_fraction)
@@ -102,32 +103,6 @@ def prepare_inputs(config: Config, dataset: Dataset) -> RunInputs:
     dataset = dataclasses.replace(dataset, y_train=np.asarray(labels, np.int32))
     return RunInputs(dataset, keep, np.asarray(model_rates, np.float32),
                      np.asarray(labels, np.int32), np.asarray(canaries, bool))
-
-
-def detect_leakage(config: Config, dataset: Dataset):
-    """Train/test near-duplicates of ``dataset`` as ``config.leakage`` asks: a LeakageResult."""
-    from jmem import leakage
-
-    features = None
-    if config.leakage.features:
-        from jmem.features import trained_features
-
-        features = trained_features(dataset, config.model, config.train, config.seed)
-    return leakage.find_leakage(dataset, metric=config.leakage.metric,
-                                threshold=config.leakage.threshold or None, features=features)
-
-
-def measure_leakage(config: Config, dataset: Dataset):
-    """Near-duplicates of ``dataset`` and, if ``config.leakage.clean_test``, the dataset with a
-    leakage-free extra test set attached. Returns (dataset, LeakageResult)."""
-    from jmem import leakage
-
-    result = detect_leakage(config, dataset)
-    if config.leakage.clean_test:
-        # Published lists (CIFAR) beat detection where they exist; detection elsewhere.
-        known = None if dataset.name in leakage.KNOWN_LIST_ROWS else result
-        dataset = leakage.leakage_free_test(dataset, known)
-    return dataset, result
 
 
 def check_workdir(workdir: Path, config: Config) -> bool:
@@ -296,7 +271,7 @@ def pending_waves(done: np.ndarray, wave_size: int) -> list[tuple[int, int]]:
 def auto_wave_size(config: Config, dataset: Dataset, num_devices: int, num_processes: int) -> int:
     """``train.wave_size``, or what fits in one device's memory times the device count,
     capped so that every process gets at least one wave."""
-    from jmem.train import choose_wave_size
+    from jmem.engine.trainer import choose_wave_size
 
     num_models = config.train.num_models
     if config.train.wave_size:
@@ -333,8 +308,10 @@ def train_wave(inputs: RunInputs, config: Config, start: int, stop: int, workdir
     Returns arrays keyed by name: margins_train float32[W, N], margins_test float32[W, T],
     margins_<extra> float32[W, T_k], diverged bool[W], final_loss float32[W].
     """
-    from jmem import checkpoint, parallel, train
-    from jmem.predict import predict_margins
+    from jmem.engine import checkpoint
+    from jmem.engine import parallel
+    from jmem.engine import trainer as train
+    from jmem.engine.predict import predict_margins
 
     ids = np.arange(start, stop)
     wave = train.prepare_wave(inputs.keep[start:stop], inputs.dataset, config.model, config.train,
@@ -382,7 +359,7 @@ def _train_segments(wave, state, epoch: int, saver: "_LazyCheckpoints", executio
     """Run ``wave`` from ``epoch`` to the end in segments; checkpoint between segments."""
     import jax
 
-    from jmem import train
+    from jmem.engine import trainer as train
 
     length, last_save = 1, time.monotonic()
     while epoch < wave.epochs:
@@ -407,7 +384,7 @@ def _train_segments(wave, state, epoch: int, saver: "_LazyCheckpoints", executio
 
 
 class _LazyCheckpoints:
-    """A wave's :class:`jmem.checkpoint.WaveCheckpoints`, opened on first use (short waves
+    """A wave's :class:`jmem.engine.checkpoint.WaveCheckpoints`, opened on first use (short waves
     that never checkpoint leave no directory), or nothing when ``directory`` is None."""
 
     def __init__(self, directory: Path | None):
@@ -416,7 +393,7 @@ class _LazyCheckpoints:
 
     def _get(self):
         if self._open is None:
-            from jmem.checkpoint import WaveCheckpoints
+            from jmem.engine.checkpoint import WaveCheckpoints
 
             self._open = WaveCheckpoints(self.directory)
         return self._open
@@ -485,7 +462,7 @@ def cleanup(workdir: Path) -> None:
     """Remove ``waves/`` and ``checkpoints/`` of a complete run."""
     import shutil
 
-    from jmem.checkpoint import CHECKPOINTS_DIR
+    from jmem.engine.checkpoint import CHECKPOINTS_DIR
 
     for name in (WAVES_DIR, CHECKPOINTS_DIR):
         shutil.rmtree(Path(workdir) / name, ignore_errors=True)
@@ -550,7 +527,7 @@ def run_training(config: Config, workdir: Path, dataset: Dataset, progress: bool
     ``workdir`` on a filesystem they all see); see the module docstring.
     Returns a summary: models, models/s, diverged count, mean test accuracy.
     """
-    from jmem import parallel
+    from jmem.engine import parallel
 
     workdir = Path(workdir)
     me = parallel.process_index()
@@ -587,7 +564,7 @@ def _start(config, workdir: Path, dataset, execution: Execution, lock: contextli
     """Every process derives the inputs; process 0 also checks and locks the workdir,
     writes or finds the inputs, and decides the wave size; then it broadcasts its decision
     (a failure included, so that no process waits forever for a process that gave up)."""
-    from jmem import parallel
+    from jmem.engine import parallel
 
     num_processes, me = parallel.process_count(), parallel.process_index()
     status, wave_size, done = _STATUS_RUN, 0, np.zeros(config.train.num_models, bool)
@@ -598,6 +575,8 @@ def _start(config, workdir: Path, dataset, execution: Execution, lock: contextli
             check_workdir(workdir, config)  # refuse before writing anything, even a lock
             workdir.mkdir(parents=True, exist_ok=True)
             lock.enter_context(workdir_lock(workdir))
+        from jmem.study.leakage import measure_leakage
+
         dataset, leaks = measure_leakage(config, dataset)
         inputs = prepare_inputs(config, dataset)
         if me == 0:
@@ -618,7 +597,8 @@ def _start(config, workdir: Path, dataset, execution: Execution, lock: contextli
 def _train_share(start: _Start, config, workdir: Path, execution: Execution,
                  stop_request: StopRequest, progress: bool, log) -> int:
     """Train this process's round-robin share of the pending waves; returns its model count."""
-    from jmem import checkpoint, parallel
+    from jmem.engine import checkpoint
+    from jmem.engine import parallel
 
     num_processes, me = parallel.process_count(), parallel.process_index()
     waves = pending_waves(start.done, start.wave_size)
@@ -657,7 +637,8 @@ def _prepare_workdir(workdir: Path, config: Config, inputs: RunInputs, leaks, de
         log(f"{workdir}: training already complete; nothing to do")
         return _STATUS_COMPLETE, 0, done
     if not resuming:
-        from jmem.leakage import format_leakage_summary, write_duplicates_csv
+        from jmem.data.leakage import format_leakage_summary
+        from jmem.study.leakage import write_duplicates_csv
 
         write_duplicates_csv(workdir / artifacts.DUPLICATES, leaks)
         fault_point("inputs")

@@ -4,11 +4,11 @@ The unit of work is a *wave*: R models given by ``keep: bool[R, N]`` and ``model
 Training a wave is one jitted computation (``lax.fori_loop`` over epochs, inner ``lax.scan``
 over steps); the dataset lives on the device and a batch is an index gather. The epoch
 bounds are traced arguments, so a wave can be trained in segments (to checkpoint between
-them, see ``jmem.runner``) by one compiled program, with bitwise the same result as in one
+them, see ``jmem.study.training``) by one compiled program, with bitwise the same result as in one
 call: :func:`prepare_wave`, :func:`init_state`, :func:`train_epochs`, :func:`finish`.
 
 Several devices: the model axis of a wave is sharded over them with ``jax.shard_map`` (the
-dataset replicated on each, see ``jmem.parallel``); the program has no collectives.
+dataset replicated on each, see ``jmem.engine.parallel``); the program has no collectives.
 
 **A model is a function of (seed, model id, its own keep row, configs) only.** Its init,
 data-order and augmentation keys are ``rng.model_keys(seed, stream, model_ids)``; its
@@ -25,7 +25,7 @@ A model never reads an example outside its subset: slots past ``n_r`` are replac
 Batching strategies (``TrainConfig.strategy``):
 
 * ``"vmap"``: ``vmap`` over the models of a wave. Convolutions become grouped convolutions.
-* ``"patches"``: ``vmap`` with convolutions as patches x matmul (``jmem.models.Conv``), so the
+* ``"patches"``: ``vmap`` with convolutions as patches x matmul (``jmem.engine.models.Conv``), so the
   model axis becomes a batched GEMM. Identical to ``"vmap"`` for the MLP.
 * ``"sequential"``: one model at a time, each fully jitted (one compilation per wave shape);
   with several devices, model r runs on device ``r % D`` (dispatched without waiting).
@@ -51,11 +51,12 @@ import numpy as np
 import optax
 from jax import lax
 
-from jmem import parallel, rng
-from jmem.dataset import Dataset
+from jmem.engine import parallel
+from jmem import rng
+from jmem.data.dataset import Dataset
 from jmem.errors import JmemError
-from jmem.hparams import ModelConfig, TrainConfig
-from jmem.models import activation_elems, apply_one, build_model, check_input, init_one, param_count
+from jmem.engine.hparams import ModelConfig, TrainConfig
+from jmem.engine.models import activation_elems, apply_one, build_model, check_input, init_one, param_count
 
 STRATEGIES = ("vmap", "patches", "sequential")
 

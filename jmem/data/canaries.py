@@ -12,23 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from jmem.errors import JmemError
-
-
-def numpy_stream(seed: int, name: str, *path: int) -> np.random.Generator:
-    """A numpy Generator seeded from the named :mod:`jmem.rng` stream (and optional sub-ids).
-
-    The stream key (uint32[2]) plus ``path`` seed numpy's SeedSequence, so a sub-stream
-    (e.g. a block of examples) is fixed by its id alone. Imports jax lazily.
-    """
-    import jax
-
-    from jmem import rng
-
-    key = rng.stream(int(seed), name)
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):  # typed keys (custom PRNG mode)
-        key = jax.random.key_data(key)
-    words = [int(w) for w in np.asarray(key, dtype=np.uint32).ravel()]
-    return np.random.default_rng([*words, *(int(p) for p in path)])
+from jmem.rng import numpy_stream
 
 
 def make_canaries(seed: int, labels, num_classes: int, fraction: float):

@@ -1,0 +1,39 @@
+"""A plain-text summary of a :class:`LeakageResult`: leaked share per detector and per class."""
+
+from __future__ import annotations
+
+
+from jmem.data.dataset import Dataset
+from jmem.errors import JmemError
+from jmem.data.leakage.detect import LeakageResult
+
+def format_leakage_summary(result: LeakageResult, dataset: Dataset) -> str:
+    """A plain-text summary: leaked share of the test set per detector and per class, and
+    within-test duplicates."""
+    if result.num_test != dataset.num_test:
+        raise JmemError(f"leakage result has {result.num_test} test examples but dataset {dataset.name!r} has {dataset.num_test}")
+    t = dataset.num_test
+    leaked = result.leaked
+    lines = [
+        f"Leakage in {dataset.name}: {int(leaked.sum()):,} of {t:,} test examples ({_pct(leaked.sum(), t)}) "
+        f"have a near-duplicate among {dataset.num_train:,} training examples.",
+    ]
+    for detector in result.nearest:
+        mask = result.leaked_by(detector)
+        lines.append(
+            f"  {detector:<8} ({result.metric}, threshold {result.thresholds[detector]:g}): "
+            f"{int(mask.sum()):,} ({_pct(mask.sum(), t)})"
+        )
+    if result.within_test is not None:
+        wp = result.within_test_pairs
+        noun = "pair" if len(wp) == 1 else "pairs"
+        lines.append(f"Within the test set: {len(wp):,} {noun} of near-duplicate test examples (pixel detector).")
+    lines.append("Per class (leaked / test examples):")
+    lines.append(f"  {'class':>5} {'leaked':>7} {'test':>7} {'share':>7}")
+    for c, (n_leak, n_test) in enumerate(zip(result.leaked_per_class(), result.test_per_class())):
+        lines.append(f"  {c:>5} {int(n_leak):>7,} {int(n_test):>7,} {_pct(n_leak, n_test):>7}")
+    return "\n".join(lines) + "\n"
+
+
+def _pct(num, den) -> str:
+    return f"{100.0 * float(num) / float(den):.2f}%" if den else "n/a"
