@@ -224,3 +224,14 @@ def test_report_refuses_incomplete_run_directories(tmp_path, capsys):
     assert "run `jmem score" in capsys.readouterr().err
     assert not (tmp_path / A.REPORT).exists()
     assert main(["report", str(tmp_path), "--half-width", "0"]) == 2
+
+
+def test_report_with_too_few_models_for_split_halves(tmp_path):
+    build_run(tmp_path, extra=False)
+    for name in (A.KEEP, A.MARGINS_TRAIN, A.MARGINS_TEST, A.MODEL_RATES):
+        A.save_array(tmp_path / name, np.load(tmp_path / name)[:3])
+    score_run(tmp_path)
+    out = build_report(tmp_path, export_fz=False)
+    text, links = linked_pngs(tmp_path)
+    check_pngs(tmp_path, links)
+    assert "split halves need at least 4 models" in text and out["reliability"] is None

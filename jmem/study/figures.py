@@ -188,7 +188,7 @@ def split_half_plot(mem_a, mem_b, rho: float, jaccard: dict, n_selected: dict, p
     return _save(fig, path)
 
 
-def stability_plot(rows: list, path) -> Path:
+def stability_plot(rows: list, path, order_text: str = "by model id") -> Path:
     """Spearman and mean |difference| of the first-k scores against all R, over k."""
     fig, axes = _figure(10, 4.2, ncols=2)
     ks = [r["k"] for r in rows]
@@ -200,7 +200,7 @@ def stability_plot(rows: list, path) -> Path:
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_xticks(ks, [str(k) for k in ks])
-        ax.set_xlabel("models used (the first k, by model id)")
+        ax.set_xlabel(f"models used (the first k, {order_text})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("Spearman with the all-model scores")

@@ -376,6 +376,8 @@ def compute_reliability(view: RunView, *, half_width: float = 0.1) -> dict:
     kw = dict(confidence=opt.confidence, fractional_floor=opt.fractional_floor,
               chunk_size=opt.chunk_size)
     canary = view.canary
+    if keep.shape[0] < 4:
+        return None
     sh = reliability.split_half(keep, margins, selector=_selector(opt, canary), **kw)
     order = None
     if run.model_rates is not None and rows is None:
@@ -396,14 +398,19 @@ def compute_reliability(view: RunView, *, half_width: float = 0.1) -> dict:
         subset=(fixed == 1) if fixed is not None and np.any(fixed == 1) else None)
     return {"split_half": sh, "stability": stab, "models_needed": need,
             "half_width": half_width, "confidence": opt.confidence,
-            "run_rates": run_rates, "num_models": int(keep.shape[0])}
+            "run_rates": run_rates, "num_models": int(keep.shape[0]),
+            "interleaved": order is not None}
 
 
-def reliability_section(view: RunView, rel: dict, fig_dir: Path) -> list:
+def reliability_section(view: RunView, rel: dict | None, fig_dir: Path) -> list:
+    if rel is None:
+        return ["## How reliable are these estimates?", "",
+                "Not estimated: split halves need at least 4 models.", ""]
     sh = rel["split_half"]
     figures.split_half_plot(sh.scores[0].mem, sh.scores[1].mem, sh.spearman["mem"], sh.jaccard,
                             sh.n_selected, fig_dir / "split_half.png")
-    figures.stability_plot(rel["stability"], fig_dir / "stability.png")
+    figures.stability_plot(rel["stability"], fig_dir / "stability.png",
+                           "interleaved over the rates" if rel["interleaved"] else "by model id")
     R = rel["num_models"]
     rows = [[n, _f(sh.spearman[n]), _f(sh.projected_r[n]), _f(sh.projected_2r[n]), sh.n_defined[n]]
             for n in sh.spearman]
@@ -432,17 +439,24 @@ def reliability_section(view: RunView, rel: dict, fig_dir: Path) -> list:
               _f(r.get("spearman_cscore")), _f(r.get("mean_abs_diff_cscore"), ".4f"),
               r.get("n_defined_mem")] for r in rel["stability"]]
     lines += ["### Stability versus the number of models", "",
-              "Scores from the first k models against the scores from all of them (the first k "
-              "are among all, so this shows convergence rather than an independent repeat).", ""]
+              "Scores from the first k models"
+              + (" (taken in turn from each rate)" if rel["interleaved"] else "")
+              + " against the scores from all of them (the first k are among all, so this "
+              "shows convergence rather than an independent repeat).", ""]
     lines += _table(["k", "Spearman mem", "mean abs diff mem", "Spearman C-score",
                      "mean abs diff C-score", "examples defined"], srows)
     lines += [_img(f"{rundir.REPORT_FIGURES}/stability.png", "stability"), ""]
     h, conf = rel["half_width"], rel["confidence"]
     has_sub = any("subset_median" in r for r in rel["models_needed"])
+    curve = view.thresholds.get("rate_curve") or []
+    per_rate = {round(p["rate"], 6): p["num_models"] for p in curve if view.thresholds.get("rate") is None}
+    if not per_rate:
+        per_rate = {round(x, 6): R for x in rel["run_rates"]}
     nrows = []
     for r in rel["models_needed"]:
-        mark = " (this run)" if any(abs(r["rate"] - x) < 1e-6 for x in rel["run_rates"]) else ""
-        row = [f"{r['rate']:g}{mark}", r["q50"], r["q90"], r["q99"], r["max"], r["worst_case"]]
+        have = per_rate.get(round(r["rate"], 6))
+        row = [f"{r['rate']:g}", have if have is not None else "–", r["q50"], r["q90"], r["q99"],
+               r["max"], r["worst_case"]]
         if has_sub:
             row.append(r.get("subset_median", "n/a"))
         nrows.append(row)
@@ -451,10 +465,13 @@ def reliability_section(view: RunView, rel: dict, fig_dir: Path) -> list:
               "per-example accuracies (binomial variance with `rate·R` models in and "
               "`(1 − rate)·R` out; accuracies smoothed by half a count and assumed not to "
               "change with the rate, so rates far from this run's are rough guidance). The "
-              "worst case (accuracies of 1/2) bounds every example. This run has "
-              f"R = {R}.", ""]
-    lines += _table(["rate", "median example", "90% of examples", "99% of examples", "all examples",
-                     "worst case"] + (["median, fixed-selected"] if has_sub else []), nrows)
+              "worst case (accuracies of 1/2) bounds every example. R counts the models "
+              "at that rate; the second column is how many this run has there"
+              + (" (accuracies pooled over the run's rates)" if len(per_rate) > 1 else "")
+              + ".", ""]
+    lines += _table(["rate", "models in this run", "median example", "90% of examples",
+                     "99% of examples", "all examples", "worst case"]
+                    + (["median, fixed-selected"] if has_sub else []), nrows)
     return lines
 
 
@@ -601,7 +618,7 @@ def examples_section(view: RunView, fig_dir: Path) -> list:
         i = int(i)
         tag = ", canary" if canary is not None and canary[i] else ""
         r = {"train_x": ds.x_train[i],
-             "train_title": f"train #{i}, label {int(s['label'][i])}{tag}\nmem {s['mem'][i]:.2f}"}
+             "train_title": f"train #{i}, label {int(s['label'][i])}\nmem {s['mem'][i]:.2f}{tag}"}
         if j is None:
             r["test_title"] = "no same-class\ntest example"
             return r
@@ -647,10 +664,11 @@ def examples_section(view: RunView, fig_dir: Path) -> list:
     return lines
 
 
-def files_section(view: RunView, exported: Path | None) -> list:
-    lines = ["## Files", "",
-             f"- `{rundir.RELIABILITY}`: the reliability numbers above.",
-             f"- `{rundir.REPORT_FIGURES}/`: the plots of this report."]
+def files_section(view: RunView, exported: Path | None, has_reliability: bool) -> list:
+    lines = ["## Files", ""]
+    if has_reliability:
+        lines.append(f"- `{rundir.RELIABILITY}`: the reliability numbers above.")
+    lines.append(f"- `{rundir.REPORT_FIGURES}/`: the plots of this report.")
     if exported is not None:
         lines.append(f"- `{exported.name}`: the scores in Feldman & Zhang's released layout "
                      "(`tr_mem`, `tr_labels`, `tt_labels`, per class K `infl_matrix_class{K}` "
@@ -695,12 +713,14 @@ def build_report(run_dir, *, export_fz: bool = True, half_width: float = 0.1) ->
     lines += removal_section(view, fig_dir)
     lines += ablation_section(view, fig_dir)
     lines += examples_section(view, fig_dir)
-    lines += files_section(view, exported)
-    rel_json = {"num_models": rel["num_models"], "split_half": rel["split_half"].to_dict(),
-                "stability": rel["stability"], "models_needed": rel["models_needed"],
-                "half_width": rel["half_width"], "confidence": rel["confidence"]}
-    rundir.save_json(d / rundir.RELIABILITY, thresholds.to_jsonable(rel_json))
+    lines += files_section(view, exported, rel is not None)
+    if rel is not None:
+        rel_json = {"num_models": rel["num_models"], "split_half": rel["split_half"].to_dict(),
+                    "stability": rel["stability"], "models_needed": rel["models_needed"],
+                    "half_width": rel["half_width"], "confidence": rel["confidence"]}
+        rundir.save_json(d / rundir.RELIABILITY, thresholds.to_jsonable(rel_json))
     rundir.save_text(d / rundir.REPORT, "\n".join(lines))
     return {"report": d / rundir.REPORT, "figures": sorted(fig_dir.glob("*.png")),
-            "reliability": d / rundir.RELIABILITY, "fz_layout": exported,
+            "reliability": d / rundir.RELIABILITY if rel is not None else None,
+            "fz_layout": exported,
             "verdict": (view.retrain or {}).get("verdict")}
