@@ -141,3 +141,18 @@ def test_models_needed_table():
     assert rows[0]["worst_case"] == int(np.ceil(stats.norm.ppf(0.975) ** 2 * 0.25 * 4 / 0.01))
     sm = reliability.smoothed_accuracy(np.array([10, 0]), np.array([10, 0]))
     assert sm[0] == pytest.approx(10.5 / 11) and np.isnan(sm[1])
+
+
+def test_halves_of_a_multi_rate_run_hold_every_rate():
+    rates = np.tile([0.1, 0.3, 0.5, 0.7], 6)  # cycles with period 4: even ids would be 0.1/0.5
+    a, b = reliability.alternating_halves(24, rates)
+    assert a.size == b.size == 12 and np.intersect1d(a, b).size == 0
+    for r in (0.1, 0.3, 0.5, 0.7):
+        assert (rates[a] == r).sum() == (rates[b] == r).sum() == 3
+    even, odd = reliability.alternating_halves(5)
+    assert even.tolist() == [0, 2, 4] and odd.tolist() == [1, 3]
+    keep, margins, _ = graded_run(6, 24, 200)
+    sh = reliability.split_half(keep, margins, halves=(a, b))
+    assert sh.num_models == (12, 12)
+    with pytest.raises(JmemError, match="disjoint"):
+        reliability.split_half(keep, margins, halves=(a, a))

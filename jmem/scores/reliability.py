@@ -4,7 +4,8 @@ Pure numpy/scipy. All scores are computed by :func:`jmem.scores.estimators.compu
 from ``keep: bool[R, N]`` and ``margins: float[R, N]`` (row ``r`` = model id ``r``); nothing
 here re-defines a score or a selection method.
 
-- :func:`split_half`: scores from the even-id models against scores from the odd-id models.
+- :func:`split_half`: scores from the even-id models against scores from the odd-id models
+  (in a multi-rate run, even and odd within each rate: :func:`alternating_halves`).
   Spearman rank correlation per score, the Jaccard overlap of each selection method's selected
   set (methods are supplied by the caller as a *selector*, so the very thresholds of the
   scoring stage are used), and the Spearman-Brown projection of the half-vs-half correlation
@@ -131,23 +132,51 @@ class SplitHalf:
                 "n_selected": self.n_selected}
 
 
-def split_half(keep, margins, *, selector: Selector | None = None,
+def alternating_halves(num_models: int, model_rates=None):
+    """The two halves of a split: (rows_a, rows_b), int64 model rows.
+
+    Without rates: even and odd model ids. With ``model_rates: float[R]``: even and odd
+    positions *within each rate group*, so both halves hold every rate equally (a run whose
+    rates cycle with an even period would otherwise put different rates in the two halves).
+    """
+    if model_rates is None:
+        rows = np.arange(num_models)
+        return rows[0::2], rows[1::2]
+    _, group = estimators.group_rates(model_rates, num_models)
+    a, b = [], []
+    for g in np.unique(group):
+        rows = np.flatnonzero(group == g)
+        a.append(rows[0::2])
+        b.append(rows[1::2])
+    return np.sort(np.concatenate(a)), np.sort(np.concatenate(b))
+
+
+def split_half(keep, margins, *, selector: Selector | None = None, halves=None,
                score_names=SCORE_NAMES, **score_kwargs) -> SplitHalf:
     """Split-half reliability of the scores of ``keep: bool[R, N]``, ``margins: float[R, N]``.
 
-    Models with even row index (model id) form one half, odd the other. ``selector`` (see
-    :data:`Selector`) gives each half's selections for the Jaccard overlaps; None = no
-    overlaps. ``score_kwargs`` go to :func:`jmem.scores.estimators.compute_scores`.
-    Needs R >= 4.
+    By default models with even row index (model id) form one half, odd the other; ``halves``
+    = (rows_a, rows_b) chooses others (see :func:`alternating_halves` for multi-rate runs).
+    ``selector`` (see :data:`Selector`) gives each half's selections for the Jaccard
+    overlaps; None = no overlaps. ``score_kwargs`` go to
+    :func:`jmem.scores.estimators.compute_scores`. Needs R >= 4.
     """
     keep = estimators.as_keep(keep)
     num_models = keep.shape[0]
     if num_models < 4:
         raise JmemError(f"split-half reliability needs at least 4 models; the run has {num_models}")
     margins = estimators.check_margins(margins, *keep.shape, score_kwargs.get("name", "margins"))
+    if halves is None:
+        # Basic slicing: views, even of memory maps.
+        parts = [(keep[0::2], margins[0::2]), (keep[1::2], margins[1::2])]
+    else:
+        rows_a, rows_b = (np.asarray(h, np.int64) for h in halves)
+        if np.intersect1d(rows_a, rows_b).size or min(rows_a.size, rows_b.size) < 2 or \
+                rows_a.min() < 0 or max(rows_a.max(), rows_b.max()) >= num_models:
+            raise JmemError(f"halves must be two disjoint sets of >= 2 model rows in [0, {num_models})")
+        parts = [(keep[rows_a], margins[rows_a]), (keep[rows_b], margins[rows_b])]
     halves = []
-    for start in (0, 1):
-        k, m = keep[start::2], margins[start::2]  # basic slicing: views, even of memory maps
+    for k, m in parts:
         s = estimators.compute_scores(k, m, **score_kwargs)
         sel = dict(selector(s, k, m)) if selector is not None else {}
         halves.append((s, sel))

@@ -72,7 +72,7 @@ def score_histograms(scores: dict, canary, thresholds: dict, path) -> Path:
                            label=f"{label} = {value:.3g}")
         ax.set_xlabel(SCORE_LABELS.get(name, name))
         ax.set_ylabel("examples (log scale)")
-        ax.legend(fontsize=7, loc="upper center")
+        ax.legend(fontsize=7, loc="best", framealpha=0.9)
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
     fig.suptitle("Per-example scores (dashed lines: selection thresholds on mem, canary cuts on the others)")

@@ -378,12 +378,13 @@ def compute_reliability(view: RunView, *, half_width: float = 0.1) -> dict:
     canary = view.canary
     if keep.shape[0] < 4:
         return None
-    sh = reliability.split_half(keep, margins, selector=_selector(opt, canary), **kw)
-    order = None
+    order, halves = None, None
     if run.model_rates is not None and rows is None:
         rates = run.model_rates
         if np.unique(np.round(rates, 6)).size > 1:
             order = reliability.interleaved_order(rates)
+            halves = reliability.alternating_halves(keep.shape[0], rates)
+    sh = reliability.split_half(keep, margins, selector=_selector(opt, canary), halves=halves, **kw)
     stab = reliability.stability(keep, margins, order=order, **kw)
     s = view.scores
     a_in = reliability.smoothed_accuracy(s["correct_in"], s["n_in"])
@@ -417,11 +418,16 @@ def reliability_section(view: RunView, rel: dict | None, fig_dir: Path) -> list:
     lines = ["## How reliable are these estimates?", "",
              "### Split halves", "",
              f"The scores recomputed from the {sh.num_models[0]} even-id models and from the "
-             f"{sh.num_models[1]} odd-id models separately, compared example by example. "
+             f"{sh.num_models[1]} odd-id models separately"
+             + (" (even and odd within each rate, so both halves hold every rate)"
+                if rel["interleaved"] else "") + ", compared example by example. "
              "Spearman-Brown projects the half-vs-half correlation to an estimate from all "
              f"{R} models and from {2 * R} (approximate for rank correlations).", ""]
     lines += _table(["score", "Spearman (R/2 vs R/2)", f"projected to R = {R}",
                      f"projected to 2R = {2 * R}", "examples"], rows)
+    lines += ["A projected correlation near 1 means a repeat of this run with new models would "
+              "rank the examples the same way; the Jaccard overlaps below say whether it would "
+              "select the same ones.", ""]
     fit = float(np.mean(view.scores["acc_in"] == 1))
     if fit > 0.5:
         lines += [f"{fit:.0%} of the examples are classified correctly by every model that "
@@ -472,6 +478,16 @@ def reliability_section(view: RunView, rel: dict | None, fig_dir: Path) -> list:
     lines += _table(["rate", "models in this run", "median example", "90% of examples",
                      "99% of examples", "all examples", "worst case"]
                     + (["median, fixed-selected"] if has_sub else []), nrows)
+    s = view.scores
+    a_in = reliability.smoothed_accuracy(s["correct_in"], s["n_in"])
+    a_out = reliability.smoothed_accuracy(s["correct_out"], s["n_out"])
+    for rate, have in sorted(per_rate.items()):
+        need = reliability.models_needed(a_in, a_out, rate, h, conf)
+        need = need[np.isfinite(need)]
+        if need.size:
+            lines.append(f"At rate {rate:g} this run's {have} models give ±{h:g} or better for "
+                         f"{np.mean(need <= have):.1%} of the examples.")
+    lines.append("")
     return lines
 
 
