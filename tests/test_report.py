@@ -90,13 +90,15 @@ def retrain_fixture():
 
 def ablation_fixture():
     factors = ["rate", "definition", "threshold", "leakage"]
-    cells = [{"levels": {f: bool((i >> k) & 1) for k, f in enumerate(factors)},
-              "diff_pp": -1.0 + 0.2 * i / 15, "ci_low": -1.5, "ci_high": 0.0} for i in range(16)]
-    effects = [{"factor": f, "effect_pp": e, "ci_low": e - 0.3, "ci_high": e + 0.3}
+    cells = [{"name": f"cell{i}", "levels": {f: bool((i >> k) & 1) for k, f in enumerate(factors)},
+              "diff_pp": -1.0 + 0.2 * i / 15, "ci_low": -1.5, "ci_high": 0.0, "p_perm": 0.04}
+             for i in range(16)]
+    effects = [{"factors": [f], "factor": f, "estimate": e, "effect_pp": e, "ci_low": e - 0.3,
+                "ci_high": e + 0.3, "p_perm": 0.01, "p_holm": 0.0123}
                for f, e in zip(factors, (0.5, 0.2, -0.1, 0.3))]
-    return {"factors": factors, "cells": cells, "main_effects": effects,
-            "interactions": [{"factor": "rate x definition", "effect_pp": 0.05,
-                              "ci_low": -0.2, "ci_high": 0.3}]}
+    return {"factors": factors, "seeds": 6, "cells": cells, "main_effects": effects,
+            "interactions": [{"factors": ["rate", "definition"], "effect_pp": 0.05,
+                              "ci_low": None, "ci_high": 0.3, "p_holm": None}]}
 
 
 def test_report_renders_on_a_trained_run(trained_run, tmp_path, capsys):
@@ -139,6 +141,8 @@ def test_sections_follow_retrain_and_ablation_files(trained_run, tmp_path):
     assert "1 diverged retrained model" in text
     assert "figures/removal_curve.png" in links and "figures/ablation_main_effects.png" in links
     assert "## Ablation of the four corrections" in text and "rate x definition" in text
+    assert "| cell5 | on | off | on | off |" in text and "0.0123" in text
+    assert "6 retraining seeds per cell" in text
     assert text.count("| on |") + text.count("| off |") > 0
     assert out["fz_layout"] is None
     # Removed again: the sections go and their stale plots are deleted.

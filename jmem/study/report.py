@@ -553,23 +553,30 @@ def ablation_section(view: RunView, fig_dir: Path) -> list:
              "in that cell: accuracy after removing the selected examples minus after removing "
              "matched random ones (percentage points; negative = memorized examples were "
              "needed).", ""]
-    rows = [[*("on" if c.get("levels", {}).get(f) else "off" for f in factors),
-             _ci(c.get("diff_pp"), c.get("ci_low"), c.get("ci_high"))] for c in ab.get("cells", [])]
-    lines += _table([*factors, "selected − matched (pp) [95% CI]"], rows)
-    effects = [(e["factor"], e["effect_pp"], e["ci_low"], e["ci_high"]) for e in ab.get("main_effects", [])]
+    rows = [[c.get("name", ""), *("on" if c.get("levels", {}).get(f) else "off" for f in factors),
+             _ci(c.get("diff_pp"), c.get("ci_low"), c.get("ci_high")), _f(c.get("p_perm"), ".3g")]
+            for c in ab.get("cells", [])]
+    if ab.get("seeds"):
+        lines += [f"{ab['seeds']} retraining seeds per cell.", ""]
+    lines += _table(["cell", *factors, "selected − matched (pp) [95% CI]", "p (sign-flip)"], rows)
+    main = ab.get("main_effects", [])
+    effects = [(e.get("factor") or " x ".join(e.get("factors", [])), e.get("effect_pp"),
+                e.get("ci_low"), e.get("ci_high")) for e in main]
     if effects:
         figures.effects_plot(effects, fig_dir / "ablation_main_effects.png",
                              "Main effect of each correction on the removal result")
         lines += ["Main effects (average change of that difference when the correction is "
                   "switched on; positive = the correction makes removal look less costly):", ""]
-        lines += _table(["correction", "main effect (pp) [95% CI]"],
-                        [[e[0], _ci(*e[1:])] for e in effects])
+        lines += _table(["correction", "main effect (pp) [95% CI]", "p (Holm)"],
+                        [[e[0], _ci(*e[1:]), _f(m.get("p_holm"), ".3g")]
+                         for e, m in zip(effects, main)])
         lines += [_img(f"{rundir.REPORT_FIGURES}/ablation_main_effects.png", "ablation main effects"), ""]
     inter = ab.get("interactions", [])
     if inter:
         lines += ["Interactions:", ""] + _table(
-            ["interaction", "effect (pp) [95% CI]"],
-            [[e.get("factor") or " x ".join(e.get("factors", [])), _ci(e.get("effect_pp"), e.get("ci_low"), e.get("ci_high"))]
+            ["interaction", "effect (pp) [95% CI]", "p (Holm)"],
+            [[e.get("factor") or " x ".join(e.get("factors", [])),
+              _ci(e.get("effect_pp"), e.get("ci_low"), e.get("ci_high")), _f(e.get("p_holm"), ".3g")]
              for e in inter])
     return lines
 
