@@ -156,3 +156,18 @@ def test_halves_of_a_multi_rate_run_hold_every_rate():
     assert sh.num_models == (12, 12)
     with pytest.raises(JmemError, match="disjoint"):
         reliability.split_half(keep, margins, halves=(a, a))
+
+
+def test_variance_check_matches_binomial_noise():
+    # Examples with fixed true accuracies: the halves' disagreement is pure binomial noise.
+    rng = np.random.default_rng(7)
+    R, N = 200, 4000
+    keep = np.zeros((R, N), bool)
+    for i in range(N):  # a fixed design: exactly 140 of 200 models in
+        keep[rng.choice(R, 140, replace=False), i] = True
+    p_in, p_out = rng.uniform(0.3, 1, N), rng.uniform(0, 0.9, N)
+    correct = np.where(keep, rng.random((R, N)) < p_in, rng.random((R, N)) < p_out)
+    margins = np.where(correct, 1.0, -1.0).astype(np.float32)
+    sh = reliability.split_half(keep, margins)
+    check = reliability.variance_check(*sh.scores, p_in, p_out)
+    assert check["ratio"] == pytest.approx(1.0, abs=0.06) and check["n_examples"] == N

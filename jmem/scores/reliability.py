@@ -324,3 +324,27 @@ def models_needed_table(acc_in, acc_out, rates=DEFAULT_RATES, *, half_width: flo
         row["n_examples"] = int(need.size)
         rows.append(row)
     return rows
+
+
+def variance_check(half_a: estimators.ExampleScores, half_b: estimators.ExampleScores,
+                   acc_in, acc_out) -> dict:
+    """Does the binomial variance behind :func:`models_needed` match the run's own noise?
+
+    half_a, half_b: the split halves' scores; acc_in, acc_out: float[N] accuracies of the
+    whole run (e.g. :func:`smoothed_accuracy`). Two independent halves give
+    ``E[(mem_a - mem_b)^2] = Var(mem_a) + Var(mem_b)``; the binomial formula predicts each
+    from the halves' own ``n_in``/``n_out``. Returns JSON-ready ``observed`` (mean squared
+    difference), ``predicted`` (mean predicted variance of the difference), ``ratio``
+    (observed / predicted: below 1 means models_needed is conservative) and ``n_examples``.
+    """
+    a_in, a_out = np.asarray(acc_in, np.float64), np.asarray(acc_out, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = sum(a_in * (1 - a_in) / h.n_in + a_out * (1 - a_out) / h.n_out
+                  for h in (half_a, half_b))
+        diff2 = (half_a.mem - half_b.mem) ** 2
+    ok = np.isfinite(var) & np.isfinite(diff2)
+    if not ok.any():
+        return {"observed": None, "predicted": None, "ratio": None, "n_examples": 0}
+    observed, predicted = float(diff2[ok].mean()), float(var[ok].mean())
+    return {"observed": observed, "predicted": predicted,
+            "ratio": observed / predicted if predicted > 0 else None, "n_examples": int(ok.sum())}

@@ -397,7 +397,8 @@ def compute_reliability(view: RunView, *, half_width: float = 0.1) -> dict:
     need = reliability.models_needed_table(
         a_in, a_out, table_rates, half_width=half_width, confidence=opt.confidence,
         subset=(fixed == 1) if fixed is not None and np.any(fixed == 1) else None)
-    return {"split_half": sh, "stability": stab, "models_needed": need,
+    check = reliability.variance_check(sh.scores[0], sh.scores[1], a_in, a_out)
+    return {"split_half": sh, "stability": stab, "models_needed": need, "variance_check": check,
             "half_width": half_width, "confidence": opt.confidence,
             "run_rates": run_rates, "num_models": int(keep.shape[0]),
             "interleaved": order is not None}
@@ -481,6 +482,16 @@ def reliability_section(view: RunView, rel: dict | None, fig_dir: Path) -> list:
     s = view.scores
     a_in = reliability.smoothed_accuracy(s["correct_in"], s["n_in"])
     a_out = reliability.smoothed_accuracy(s["correct_out"], s["n_out"])
+    vc = rel["variance_check"]
+    if vc["ratio"] is not None:
+        r = vc["ratio"]
+        reading = ("the table overstates the models needed (the half-count smoothing is "
+                   "conservative for examples every model gets right)" if r < 0.9 else
+                   "the table understates the models needed by about that factor" if r > 1.1
+                   else "the formula describes this run's noise")
+        lines += [f"Check on this run: the squared differences of `mem` between the split halves "
+                  f"average {vc['observed']:.3g}, against {vc['predicted']:.3g} predicted by the "
+                  f"same formula: ratio {r:.2f}, so {reading}.", ""]
     for rate, have in sorted(per_rate.items()):
         need = reliability.models_needed(a_in, a_out, rate, h, conf)
         need = need[np.isfinite(need)]
@@ -740,6 +751,7 @@ def build_report(run_dir, *, export_fz: bool = True, half_width: float = 0.1) ->
     if rel is not None:
         rel_json = {"num_models": rel["num_models"], "split_half": rel["split_half"].to_dict(),
                     "stability": rel["stability"], "models_needed": rel["models_needed"],
+                    "variance_check": rel["variance_check"],
                     "half_width": rel["half_width"], "confidence": rel["confidence"]}
         rundir.save_json(d / rundir.RELIABILITY, thresholds.to_jsonable(rel_json))
     rundir.save_text(d / rundir.REPORT, "\n".join(lines))
