@@ -67,16 +67,6 @@ def test_bad_alpha():
         P.pvalue_threshold(np.zeros(3), np.zeros(3), alpha=1.5)
 
 
-def test_split_halves_alternate_within_each_rate():
-    rates = np.array([0.7, 0.95] * 6)
-    a, b = P.split_halves(rates)
-    assert not (a & b).any() and (a | b).all()
-    for r in (0.7, 0.95):
-        assert a[rates == r].sum() == b[rates == r].sum() == 3
-    a1, b1 = P.split_halves(None, num_models=5)
-    np.testing.assert_array_equal(a1, [True, False, True, False, True])
-
-
 def test_cell_selections_use_each_rates_models():
     gen = np.random.default_rng(1)
     keep = gen.random((40, 50)) < 0.7

@@ -116,28 +116,6 @@ def all_protocols() -> list[Protocol]:
     return [Protocol.from_levels(levels) for levels in factorial.cell_levels(list(FACTORS))]
 
 
-def split_halves(model_rates, num_models: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Two disjoint halves of the models for cross-fitting: (bool[R], bool[R]).
-
-    Models alternate between halves *within each inclusion rate* (the 1st, 3rd, ... model of
-    a rate go to half A), so both halves hold every rate in equal shares. Splitting by model
-    id parity alone would put all models of one rate in one half when a run cycles through
-    two rates (model r has rate ``rates[r % 2]``). model_rates: float[R], or None with
-    ``num_models`` (a single-rate run: even ids vs odd ids).
-    """
-    if model_rates is None:
-        if num_models is None:
-            raise JmemError("split_halves needs model_rates or num_models")
-        a = np.arange(num_models) % 2 == 0
-        return a, ~a
-    rates = np.round(np.asarray(model_rates, np.float64), 6)
-    a = np.zeros(rates.shape[0], bool)
-    for rate in np.unique(rates):
-        rows = np.flatnonzero(rates == rate)
-        a[rows[::2]] = True
-    return a, ~a
-
-
 def rate_rows(model_rates, rate: float) -> np.ndarray:
     """bool[R]: the models drawn at inclusion rate ``rate`` (to 6 decimals)."""
     rates = np.round(np.asarray(model_rates, np.float64), 6)
@@ -153,7 +131,7 @@ def cell_selections(keep, margins, model_rates, *, low_rate: float, high_rate: f
 
     keep: bool[R, N]; margins: float[R, N]; model_rates: float[R]. The rate factor chooses
     the models of ``low_rate`` (off) or ``high_rate`` (on); ``rows`` (bool[R], optional)
-    restricts them further, e.g. to one cross-fitting half. placebo_seed: entropy of the
+    restricts them further, e.g. to one cross-fitting half (:func:`jmem.scores.reliability.alternating_halves`). placebo_seed: entropy of the
     placebo null (see :func:`jmem.scores.thresholds.placebo_scores`).
     """
     out = {}
