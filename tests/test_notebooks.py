@@ -8,6 +8,7 @@ kernel that is not this interpreter (the kernel must import this checkout's jmem
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
@@ -42,18 +43,34 @@ def kernel_env(monkeypatch, tmp_path):
     return monkeypatch
 
 
-def execute(name: str) -> nbformat.NotebookNode:
-    """Run notebooks/<name> top to bottom in a python3 kernel (cwd: notebooks/); return it executed."""
+def execute(name: str, then=None) -> nbformat.NotebookNode:
+    """Run notebooks/<name> top to bottom in a python3 kernel (cwd: notebooks/); return it executed.
+
+    ``then(nb, run_again)``, if given, runs in the same kernel afterwards; ``run_again(i)``
+    re-executes cell ``i`` and returns it.
+    """
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell(CHECK_KERNEL))
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, startup_timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
-    client.execute()  # raises CellExecutionError on the first failing cell
+    with client.setup_kernel():
+        for index, cell in enumerate(nb.cells):  # raises CellExecutionError on a failing cell
+            client.execute_cell(cell, index)
+        if then is not None:
+            then(nb, lambda i: client.execute_cell(nb.cells[i], i))
+        nb.cells.append(nbformat.v4.new_code_cell(CHECK_KERNEL))
+        client.execute_cell(nb.cells[-1], len(nb.cells) - 1)
     kernel_python = text_of(nb.cells[-1]).strip().removeprefix("KERNEL_PYTHON=")
     assert Path(kernel_python).resolve() == Path(sys.executable).resolve(), (
         f"the kernel runs {kernel_python}, not {sys.executable}: install ipykernel into this "
         f"environment (python -m ipykernel install --sys-prefix)")
     return nb
+
+
+def cell_index(nb, needle: str) -> int:
+    """The index of the one code cell whose source contains ``needle``."""
+    found = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and needle in c.source]
+    assert len(found) == 1, (needle, found)
+    return found[0]
 
 
 def text_of(cell) -> str:
@@ -64,9 +81,12 @@ def all_text(nb) -> str:
     return "\n".join(text_of(c) for c in nb.cells if c.cell_type == "code")
 
 
+def images_of(cell) -> int:
+    return sum("image/png" in o.get("data", {}) for o in cell.get("outputs", []))
+
+
 def images(nb) -> int:
-    return sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
-               for o in c.get("outputs", []))
+    return sum(images_of(c) for c in nb.cells if c.cell_type == "code")
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +121,23 @@ def write_removal_result(path: Path) -> None:
 def test_quickstart_runs_a_study_through_the_cli_in_a_kernel(kernel_env, tmp_path):
     kernel_env.setenv("JMEM_NB_TINY", "1")
     kernel_env.setenv("JMEM_NB_WORKDIR", str(tmp_path))
-    nb = execute("quickstart.ipynb")
+    later = {}
+
+    def with_later_stages(nb, run_again):
+        """Re-run the removal and report cells on a run directory that has both stages' files."""
+        run = next(p for p in tmp_path.iterdir() if p.is_dir())
+        if not (run / "retrain" / artifacts.RETRAIN).exists():  # a jmem without the removal stage
+            write_removal_result(run / "retrain" / artifacts.RETRAIN)
+        if not (run / "report.md").exists():  # a jmem without the report stage
+            (run / "figures").mkdir()
+            png = next(o["data"]["image/png"] for c in nb.cells for o in c.get("outputs", [])
+                       if "image/png" in o.get("data", {}))
+            (run / "figures" / "scores.png").write_bytes(base64.b64decode(png))
+            (run / "report.md").write_text("# Report\n\nVerdict: see below.\n\n## Scores\n\n![](figures/scores.png)\n")
+        later["removal"] = run_again(cell_index(nb, "retrain = find_retrain(WORKDIR)"))
+        later["report"] = run_again(cell_index(nb, 'report = WORKDIR / "report.md"'))
+
+    nb = execute("quickstart.ipynb", then=with_later_stages)
     text = all_text(nb)
     runs = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert len(runs) == 1, runs
@@ -109,12 +145,14 @@ def test_quickstart_runs_a_study_through_the_cli_in_a_kernel(kernel_env, tmp_pat
     assert (run / artifacts.SCORES).exists() and (run / artifacts.THRESHOLDS).exists()
     assert "backend 'cpu'" in text
     assert "scored 1352 examples with 16 models" in text  # the CLI's own summary, streamed
-    keep = np.load(run / artifacts.KEEP)
-    assert keep.shape == (16, 1352)
+    assert np.load(run / artifacts.KEEP).shape == (16, 1352)
     # keep-masks, score histogram + acc_in/acc_out, then the report's figures or the inline ones.
     assert images(nb) >= 4
+    # The removal and report cells with those stages' files: the verdict, the forest plot, the figures.
+    assert "VERDICT:" in text_of(later["removal"]) and images_of(later["removal"]) == 1
+    assert "figures" in text_of(later["report"]) and images_of(later["report"]) >= 1
 
-    # The explorer opens the quickstart's run: one rate, no removal result, no report.
+    # The explorer opens the quickstart's run: one rate, no pairs needed, its removal result.
     kernel_env.setenv("JMEM_NB_RUN", str(run))
     explored = all_text(execute("explore.ipynb"))
     assert "matches scores.csv" in explored
