@@ -112,12 +112,30 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(p)
     p.set_defaults(handler=bench.run)
 
-    for name, text in (("retrain", "the removal experiment (not yet available)"),
-                       ("report", "markdown report and plots of a run (not yet available)")):
+    for name, text in (("retrain", "the removal experiment (not yet available)"),):
         p = sub.add_parser(name, help=text)
         p.add_argument("args", nargs="*")
         p.set_defaults(handler=_not_yet(name))
+
+    p = sub.add_parser("report", help="report.md with plots, reliability of the estimates, F&Z-layout export")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--no-export", action="store_true", help="do not write fz_layout.npz")
+    p.add_argument("--half-width", type=float, default=0.1, metavar="H",
+                   help="target half-width of the mem interval in the models-needed table (default 0.1)")
+    p.set_defaults(handler=cmd_report)
     return parser
+
+
+def cmd_report(args) -> int:
+    from jmem.study.report import build_report
+
+    out = build_report(args.run_dir, export_fz=not args.no_export, half_width=args.half_width)
+    if out["verdict"]:
+        print(out["verdict"])
+    print(f"wrote {out['report']} ({len(out['figures'])} plots)")
+    if out["fz_layout"] is not None:
+        print(f"wrote {out['fz_layout']}")
+    return 0
 
 
 def _not_yet(name):

@@ -65,3 +65,39 @@ def test_rules_find_the_memorized_block(scored):
 def test_bad_alpha():
     with pytest.raises(JmemError, match="raw_alpha"):
         P.pvalue_threshold(np.zeros(3), np.zeros(3), alpha=1.5)
+
+
+def test_split_halves_alternate_within_each_rate():
+    rates = np.array([0.7, 0.95] * 6)
+    a, b = P.split_halves(rates)
+    assert not (a & b).any() and (a | b).all()
+    for r in (0.7, 0.95):
+        assert a[rates == r].sum() == b[rates == r].sum() == 3
+    a1, b1 = P.split_halves(None, num_models=5)
+    np.testing.assert_array_equal(a1, [True, False, True, False, True])
+
+
+def test_cell_selections_use_each_rates_models():
+    gen = np.random.default_rng(1)
+    keep = gen.random((40, 50)) < 0.7
+    margins = np.where(keep, 1.0, -1.0).astype(np.float32)  # everything memorized at both rates
+    rates = np.array([0.7, 0.95] * 20)
+    sel = P.cell_selections(keep, margins, rates, low_rate=0.7, high_rate=0.95, placebo_seed=0)
+    assert len(sel) == 8
+    assert sel[(False, False, False)].selected.all()
+    with pytest.raises(JmemError, match="rate=0.5 matches no model"):
+        P.cell_selections(keep, margins, rates, low_rate=0.5, high_rate=0.95, placebo_seed=0)
+
+
+def test_ablation_summary_recovers_the_rate_effect():
+    gen = np.random.default_rng(2)
+    shared = gen.normal(0, 2, 30)
+    diffs = {c: shared + (-1.0 if c.rate else 0.0) + gen.normal(0, 0.3, 30) for c in P.all_protocols()}
+    out = P.ablation_summary(diffs, resamples=1000, rng=np.random.default_rng(3))
+    main = {e["factor"]: e for e in out["main_effects"]}
+    assert main["rate"]["effect_pp"] == pytest.approx(-1.0, abs=0.15)
+    assert main["rate"]["ci_high"] < 0
+    assert abs(main["leakage"]["effect_pp"]) < 0.15
+    assert len(out["cells"]) == 16 and len(out["interactions"]) == 6
+    with pytest.raises(JmemError, match="all 16 cells"):
+        P.ablation_summary({P.FZ: shared}, rng=np.random.default_rng(0))

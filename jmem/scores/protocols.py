@@ -27,9 +27,7 @@ import dataclasses
 import numpy as np
 
 from jmem.errors import JmemError
-from jmem.scores import thresholds
-from jmem.scores.estimators import ExampleScores
-from jmem.scores.factorial import cell_levels
+from jmem.scores import estimators, factorial, paired, thresholds
 
 FACTORS = ("rate", "definition", "threshold", "leakage")
 
@@ -97,7 +95,7 @@ def pvalue_threshold(p_values, effect, alpha: float = 0.05, min_effect: float = 
         "expected_false_positives_if_all_null": alpha * n_tests, "n_nan": int(np.isnan(p).sum())})
 
 
-def select(protocol: Protocol, scores: ExampleScores, placebo: np.ndarray,
+def select(protocol: Protocol, scores: estimators.ExampleScores, placebo: np.ndarray,
            options: SelectionOptions = SelectionOptions()) -> thresholds.ThresholdResult:
     """The removal set of ``protocol`` from the scores of the models at its rate.
 
@@ -115,4 +113,84 @@ def select(protocol: Protocol, scores: ExampleScores, placebo: np.ndarray,
 
 def all_protocols() -> list[Protocol]:
     """The 16 cells, all-off (F&Z) first, in the order of :func:`jmem.scores.factorial.cell_levels`."""
-    return [Protocol.from_levels(levels) for levels in cell_levels(list(FACTORS))]
+    return [Protocol.from_levels(levels) for levels in factorial.cell_levels(list(FACTORS))]
+
+
+def split_halves(model_rates, num_models: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint halves of the models for cross-fitting: (bool[R], bool[R]).
+
+    Models alternate between halves *within each inclusion rate* (the 1st, 3rd, ... model of
+    a rate go to half A), so both halves hold every rate in equal shares. Splitting by model
+    id parity alone would put all models of one rate in one half when a run cycles through
+    two rates (model r has rate ``rates[r % 2]``). model_rates: float[R], or None with
+    ``num_models`` (a single-rate run: even ids vs odd ids).
+    """
+    if model_rates is None:
+        if num_models is None:
+            raise JmemError("split_halves needs model_rates or num_models")
+        a = np.arange(num_models) % 2 == 0
+        return a, ~a
+    rates = np.round(np.asarray(model_rates, np.float64), 6)
+    a = np.zeros(rates.shape[0], bool)
+    for rate in np.unique(rates):
+        rows = np.flatnonzero(rates == rate)
+        a[rows[::2]] = True
+    return a, ~a
+
+
+def rate_rows(model_rates, rate: float) -> np.ndarray:
+    """bool[R]: the models drawn at inclusion rate ``rate`` (to 6 decimals)."""
+    rates = np.round(np.asarray(model_rates, np.float64), 6)
+    rows = rates == round(float(rate), 6)
+    if not rows.any():
+        raise JmemError(f"rate={rate} matches no model; the run's rates are {sorted(set(rates.tolist()))}")
+    return rows
+
+
+def cell_selections(keep, margins, model_rates, *, low_rate: float, high_rate: float, placebo_seed,
+                    rows=None, options: SelectionOptions = SelectionOptions()) -> dict:
+    """The 8 removal sets of the ablation: selection_key -> ThresholdResult.
+
+    keep: bool[R, N]; margins: float[R, N]; model_rates: float[R]. The rate factor chooses
+    the models of ``low_rate`` (off) or ``high_rate`` (on); ``rows`` (bool[R], optional)
+    restricts them further, e.g. to one cross-fitting half. placebo_seed: entropy of the
+    placebo null (see :func:`jmem.scores.thresholds.placebo_scores`).
+    """
+    out = {}
+    for high in (False, True):
+        use = rate_rows(model_rates, high_rate if high else low_rate)
+        if rows is not None:
+            use &= np.asarray(rows, bool)
+        k, m = np.asarray(keep)[use], np.asarray(margins)[use]
+        scores = estimators.compute_scores(k, m)
+        placebo = thresholds.placebo_scores(k, m, seed=placebo_seed).scores
+        for definition in (False, True):
+            for threshold in (False, True):
+                cell = Protocol(high, definition, threshold, False)
+                out[cell.selection_key] = select(cell, scores, placebo, options)
+    return out
+
+
+def ablation_summary(diffs: dict, *, level: float = 0.95, resamples: int = 10_000,
+                     rng: np.random.Generator) -> dict:
+    """The ablation's JSON record from each cell's per-seed paired differences.
+
+    diffs: Protocol -> float[S] (selected minus class-matched random removal, pp, on the
+    cell's test set; the same S seeds in every cell). Returns {"factors", "cells": [{"name",
+    "levels", "diff_pp", "ci_low", "ci_high", "p_perm"}], "main_effects", "interactions"}.
+    """
+    cells = all_protocols()
+    missing = [c.name for c in cells if c not in diffs]
+    if missing:
+        raise JmemError(f"ablation needs all 16 cells; missing {missing[:3]}")
+    responses = np.stack([np.asarray(diffs[c], np.float64) for c in cells], axis=1)
+    cell_rows = []
+    for c, col in zip(cells, responses.T):
+        low, high = paired.bootstrap_mean_ci(col, level=level, resamples=resamples, rng=rng)
+        cell_rows.append({"name": c.name, "levels": c.levels, "diff_pp": float(col.mean()),
+                          "ci_low": low, "ci_high": high, "p_perm": paired.sign_flip_pvalue(col, rng=rng)})
+    effects = factorial.factorial_effects(responses, [c.levels for c in cells], order=2, level=level,
+                                          resamples=resamples, rng=rng)
+    return {"factors": list(FACTORS), "seeds": int(responses.shape[0]), "cells": cell_rows,
+            "main_effects": [e.to_json() for e in effects if len(e.factors) == 1],
+            "interactions": [e.to_json() for e in effects if len(e.factors) == 2]}

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,11 @@ THRESHOLDS = "thresholds.json"
 PAIRS = "pairs.csv"
 DUPLICATES = "duplicates.csv"
 RETRAIN = "retrain.json"
+ABLATION = "ablation.json"
 REPORT = "report.md"
+REPORT_FIGURES = "figures"           # the report's PNG plots, linked from report.md
+FZ_EXPORT = "fz_layout.npz"          # scores in Feldman & Zhang's released file layout
+RELIABILITY = "reliability.json"     # split-half, stability and models-needed numbers of the report
 
 
 def margins_extra_name(test_name: str) -> str:
@@ -75,6 +80,21 @@ def save_arrays(path: Path, arrays: dict) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
+            os.fsync(f.fileno())
+
+
+def save_arrays_streaming(path: Path, items) -> None:
+    """Atomically write ``(name, array)`` pairs from an iterable as one ``.npz`` file.
+
+    Each array is written into the archive as soon as it is produced, so a caller can build
+    large arrays one at a time without holding them all (``np.load`` reads the result).
+    """
+    with _atomic_path(path) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, array in items:
+                with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
 
 
