@@ -146,7 +146,8 @@ def test_quickstart_runs_a_study_through_the_cli_in_a_kernel(kernel_env, tmp_pat
     assert "backend 'cpu'" in text
     assert "scored 1352 examples with 16 models" in text  # the CLI's own summary, streamed
     assert np.load(run / artifacts.KEEP).shape == (16, 1352)
-    # keep-masks, score histogram + acc_in/acc_out, then the report's figures or the inline ones.
+    # keep-masks, score histogram + acc_in/acc_out, then the report's figures (`jmem report`,
+    # run by the notebook when `jmem run` did not) or, with a jmem without it, the inline ones.
     assert images(nb) >= 4
     # The removal and report cells with those stages' files: the verdict, the forest plot, the figures.
     assert "VERDICT:" in text_of(later["removal"]) and images_of(later["removal"]) == 1
