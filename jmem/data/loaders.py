@@ -94,7 +94,6 @@ def _finish(raw: Dataset) -> Dataset:
     """Validate raw arrays (before NaNs could spread through normalisation), then normalise."""
     _check_finite(raw)
     _validate(raw)
-    _check_classes(raw)
     mean, std = channel_stats(raw.x_train)
     extras = {k: (normalise(x, mean, std), y) for k, (x, y) in raw.extra_tests.items()}
     out = dataclasses.replace(
@@ -118,12 +117,14 @@ def _validate(ds: Dataset) -> Dataset:
         raise JmemError(f"dataset {ds.name!r}: {message}") from err
 
 
-def _check_classes(ds: Dataset) -> None:
+def _check_classes(ds: Dataset, declared: bool = True) -> None:
     """Labels must be dense: classes 0..C-1 with C <= N, every class in the training set.
 
     Checked before anything allocates per-class memory (one stray label of 10^6 would make a
     million-way classifier). A class seen only in a test set is allowed with a warning: no
-    model can learn it, so its test examples are never classified correctly.
+    model can learn it, so its test examples are never classified correctly. A class with no
+    example at all is an error when C was inferred from the labels (``declared=False``), a
+    warning when the dataset declares its ``num_classes``.
     """
     c, n = ds.num_classes, ds.num_train
     if c > n:
@@ -140,13 +141,17 @@ def _check_classes(ds: Dataset) -> None:
         seen_in_test[np.unique(y)] = True
     absent = np.flatnonzero(counts == 0)
     not_dense = absent[~seen_in_test[absent]]
-    if not_dense.size:
+    if not_dense.size and not declared:
         raise JmemError(f"dataset {ds.name!r}: class {int(not_dense[0])} of 0..{c - 1} has no "
                         f"example ({not_dense.size} such classes); labels must be dense 0..C-1 "
                         "with every class in the training set")
-    if absent.size:
-        from jmem.errors import warn
+    from jmem.errors import warn
 
+    if not_dense.size:
+        warn(f"dataset {ds.name!r}: num_classes={c} but class {int(not_dense[0])} has no example "
+             f"({not_dense.size} such classes); their outputs are never trained")
+    absent = absent[seen_in_test[absent]]
+    if absent.size:
         split = next(name for name, y in tests if np.isin(absent, y).any())
         warn(f"dataset {ds.name!r}: class {int(absent[0])} occurs in {split} but never in "
              f"y_train ({absent.size} such classes); no model can classify those examples")
@@ -327,9 +332,14 @@ def load_npz(path: str) -> Dataset:
         num_classes = int(value)
     else:
         num_classes = int(max(y_train.max(initial=-1), y_test.max(initial=-1))) + 1
-    return Dataset(
+    dataset = Dataset(
         name=str(path), x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, num_classes=num_classes
     )
+    labels = [y_train, y_test]
+    if all(y.size == 0 or y.min() >= 0 for y in labels) and num_classes >= 2 \
+            and all(y.size == 0 or y.max() < num_classes for y in labels):
+        _check_classes(dataset, declared="num_classes" in arrays)  # else: _finish names the label
+    return dataset
 
 
 def _npz_images(path: str, key: str, x: np.ndarray) -> np.ndarray:
