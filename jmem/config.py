@@ -212,6 +212,8 @@ def parse_value(text: str, current, field: str):
                                 "empty; separate the values with single commas, e.g. 0.5,0.7")
             return tuple(float(t) for t in items)
         return text
+    except JmemError:
+        raise
     except ValueError:
         expected = "number" if current is None else type(current).__name__
         raise JmemError(f"--set {field}={text!r}: expected a {expected}") from None

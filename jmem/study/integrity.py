@@ -149,7 +149,7 @@ def check_dataset(run_dir: Path, manifest: dict, dataset) -> None:
     """JmemError if ``dataset`` is not the one the run was started on, naming the array."""
     recorded = manifest["dataset"].get("arrays", {})
     current = dataset_fingerprint(dataset)["arrays"]
-    for key in sorted(set(recorded) | set(current)):
+    for key in list(recorded) + [k for k in current if k not in recorded]:  # x_train first
         old, new = recorded.get(key), current.get(key)
         if old == new:
             continue
