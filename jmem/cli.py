@@ -81,8 +81,15 @@ def initialize_distributed(args) -> bool:
     return parallel.initialize_distributed(coordinator, num_processes, process_id, auto=auto)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``jmem train: error: ...``), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="jmem",
         description="Train many small JAX models on random subsets at once to measure memorization.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -228,6 +235,9 @@ def cmd_score(args) -> int:
             raise JmemError(f"unknown scoring option {name!r}; known: {', '.join(f.name for f in dataclasses.fields(options))}")
         value = config_lib.parse_value(text, getattr(options, name), f"score.{name}")
         options = dataclasses.replace(options, **{name: value})
+    if args.run_dir.is_dir() and not os.access(args.run_dir, os.W_OK):
+        raise JmemError(f"run directory {str(args.run_dir)!r} is not writable; scoring writes "
+                        "scores.csv, thresholds.json and pairs.csv into it")
     summary = score_run(args.run_dir, options)
     print(format_summary(summary))
     return 0
@@ -247,6 +257,9 @@ def cmd_leakage(args) -> int:
     else:  # a dataset name or .npz path: the default leakage settings
         config = config_lib.Config(data=config_lib.DataConfig(name=args.target))
         out = args.out or Path(artifacts.DUPLICATES)
+    if Path(out).is_dir():  # before the detection, not after
+        raise JmemError(f"--out {str(out)!r} is a directory; give a file name, e.g. "
+                        f"{str(Path(out) / artifacts.DUPLICATES)!r}")
     dataset = load_dataset(config.data.name, data_dir=(args.data_dir or config.data.data_dir) or None)
     result = detect_leakage(config, dataset)
     write_duplicates_csv(out, result)

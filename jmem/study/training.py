@@ -27,7 +27,6 @@ import fcntl
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from collections import Counter
@@ -174,8 +173,8 @@ def workdir_lock(workdir: Path):
         raise JmemError(f"--workdir {str(workdir)!r} is in use by another jmem process "
                         f"(pid {holder}); wait for it to finish or stop it") from None
     except OSError as err:  # a filesystem without locks: run, but say so
-        print(f"warning: cannot lock {path} ({err.strerror}); make sure no other jmem process "
-              "writes this workdir", file=sys.stderr)
+        warn(f"cannot lock {path} ({err.strerror}); make sure no other jmem process "
+             "writes this workdir")
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}@{socket.gethostname()}\n".encode(), 0)
@@ -325,7 +324,7 @@ def train_wave(inputs: RunInputs, config: Config, start: int, stop: int, workdir
     try:
         epoch, state = 0, None
         restored = saver.restore_latest(train.abstract_state(wave), ids,
-                                        warn=lambda message: print(message, file=sys.stderr))
+                                        warn=warn)
         if restored is not None:
             epoch, host_state = restored
             state = train.state_from_host(wave, host_state)
