@@ -424,3 +424,39 @@ def test_files_get_the_umask_mode(complete):
     modes = {p.name: p.stat().st_mode & 0o777 for p in complete.iterdir()
              if p.is_file() and p.name != runner.LOCK}
     assert modes and set(modes.values()) == {0o666 & ~mask}, modes
+
+
+# ----------------------------------------------------------------------------- the real entry point
+
+
+def _subprocess(*argv):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JMEM_CPU_DEVICES")}
+    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return subprocess.run([sys.executable, "-m", "jmem", *map(str, argv)], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_help_and_devices_beyond_the_cores_in_a_fresh_process(tmp_path):
+    """`python -m jmem`: host devices are configured before JAX starts (not so in-process)."""
+    run = _subprocess("--help")
+    assert run.returncode == 0 and "% of peak" in " ".join(run.stdout.split()), run.stderr
+    cores = len(os.sched_getaffinity(0))
+    run = _subprocess("train", SMALL, "--devices", cores + 98, "--workdir", tmp_path / "w")
+    assert_error((run.returncode, run.stdout, run.stderr), f"--devices={cores + 98}",
+                 f"{cores} CPU core")
+    assert not (tmp_path / "w").exists()
+
+
+def test_flag_errors_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", SMALL])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--workdir" in err and err.startswith("jmem train: error:")
+
+
+def test_leakage_out_directory_checked_before_detection(tmp_path, capsys):
+    assert_error(jmem(capsys, "leakage", "digits", "--out", tmp_path), "--out", "is a directory")
