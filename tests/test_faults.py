@@ -460,3 +460,10 @@ def test_flag_errors_are_one_line(tmp_path, capsys):
 
 def test_leakage_out_directory_checked_before_detection(tmp_path, capsys):
     assert_error(jmem(capsys, "leakage", "digits", "--out", tmp_path), "--out", "is a directory")
+
+
+def test_a_damaged_manifest_is_named_with_the_way_out(finished, capsys):
+    (finished / artifacts.MANIFEST).write_text("{trunc")
+    assert_error(jmem(capsys, "score", finished), "manifest.json is not valid JSON", "delete it")
+    (finished / artifacts.MANIFEST).unlink()
+    assert jmem(capsys, "score", finished)[0] == 0

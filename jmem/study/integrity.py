@@ -92,10 +92,15 @@ def load_manifest(run_dir: Path) -> dict | None:
     path = Path(run_dir) / MANIFEST
     if not path.exists():
         return None
-    manifest = artifacts.load_json(path, expect=dict)
+    hint = "delete it to accept the run's files as they are now, unverified"
+    try:
+        manifest = artifacts.load_json(path, expect=dict)
+    except JmemError as err:
+        raise JmemError(f"{err}; {hint}") from err
     for section in ("dataset", "inputs", "waves", "outputs"):
         if not isinstance(manifest.get(section), dict):
-            raise JmemError(f"{path} is damaged: its {section!r} section is missing or not an object")
+            raise JmemError(f"{path} is damaged: its {section!r} section is missing or not an "
+                            f"object; {hint}")
     return manifest
 
 

@@ -207,13 +207,15 @@ def load_run(run_dir) -> RunArrays:
 
 
 def _diverged(path: Path, num_models: int) -> np.ndarray | None:
-    """bool[R], the ``diverged`` column of models.csv; None if the run has no models.csv."""
+    """bool[R], the ``diverged`` column of models.csv; None without models.csv or column."""
     if not path.exists():
         return None
     lines = path.read_text().splitlines()
     header = lines[0].split(",") if lines else []
-    if "diverged" not in header or len(lines) - 1 != num_models:
-        raise JmemError(f"{path} is damaged: expected a 'diverged' column and {num_models} rows")
+    if "diverged" not in header:
+        return None
+    if len(lines) - 1 != num_models:
+        raise JmemError(f"{path} has {len(lines) - 1} rows; expected one per model ({num_models})")
     column = header.index("diverged")
     try:
         return np.array([int(line.split(",")[column]) for line in lines[1:]], bool)
