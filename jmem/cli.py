@@ -191,6 +191,9 @@ def cmd_train(args) -> int:
     from jmem.study.training import run_training
 
     dataset = _load_dataset(config)
+    num_test = (dataset.num_test * (2 if config.leakage.clean_test else 1)  # + test_clean
+                + sum(y.shape[0] for _, y in dataset.extra_tests.values()))
+    config_lib.check_run_size(config, dataset.num_train, num_test, _memory_bytes())
     for message in config_lib.suspicious_settings(config, dataset.num_train):
         warn(message)
     summary = run_training(config, args.workdir, dataset, progress=not args.no_progress,
@@ -198,6 +201,14 @@ def cmd_train(args) -> int:
     print(json.dumps(summary, indent=2))
     report_diverged(summary)
     return 0
+
+
+def _memory_bytes() -> int:
+    """This machine's physical memory in bytes (no limit where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
 
 
 def report_diverged(summary: dict) -> None:

@@ -132,7 +132,11 @@ def from_dict(raw: dict, cls=Config):
             kwargs[key] = from_dict(value, hints[key])
         else:
             kwargs[key] = tuple(value) if isinstance(value, list) else value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a value of the wrong type, e.g. "epochs": "ten"
+        raise JmemError(f"config section {cls.__name__} has a value of the wrong type "
+                        f"({err}): {kwargs}") from err
 
 
 def flatten(config_dict: dict, prefix: str = "") -> dict:
@@ -217,6 +221,20 @@ def parse_value(text: str, current, field: str):
     except ValueError:
         expected = "number" if current is None else type(current).__name__
         raise JmemError(f"--set {field}={text!r}: expected a {expected}") from None
+
+
+def check_run_size(config: Config, num_train: int, num_test: int, memory_bytes: int) -> None:
+    """JmemError if the run's R x N arrays cannot fit in memory (refused before training).
+
+    The keep-masks (bool[R, N]) and the assembled margins (float32[R, N + T]) are held in
+    memory at once; ``memory_bytes`` is the machine's physical memory.
+    """
+    r = config.train.num_models
+    need = r * num_train + 4 * r * (num_train + num_test)
+    if need > memory_bytes:
+        raise JmemError(f"train.num_models={r}: the run's arrays (keep-masks and margins on "
+                        f"{num_train} + {num_test} examples) need {need / 2**30:.1f} GiB, more than "
+                        f"this machine's {memory_bytes / 2**30:.1f} GiB of memory")
 
 
 def suspicious_settings(config: Config, num_train: int) -> list[str]:

@@ -467,3 +467,17 @@ def test_a_damaged_manifest_is_named_with_the_way_out(finished, capsys):
     assert_error(jmem(capsys, "score", finished), "manifest.json is not valid JSON", "delete it")
     (finished / artifacts.MANIFEST).unlink()
     assert jmem(capsys, "score", finished)[0] == 0
+
+
+def test_a_run_too_large_for_memory_is_refused_before_it_starts(data, tmp_path, capsys):
+    workdir = tmp_path / "w"
+    assert_error(jmem(capsys, *train_args(data, workdir, "--set", "train.num_models=1000000000")),
+                 "train.num_models=1000000000", "GiB of memory")
+    assert not workdir.exists()
+
+
+def test_a_run_config_json_with_a_wrongly_typed_value(unfinished, capsys):
+    config = json.loads((unfinished / artifacts.CONFIG).read_text())
+    config["train"]["epochs"] = "ten"
+    (unfinished / artifacts.CONFIG).write_text(json.dumps(config))
+    assert_error(jmem(capsys, "leakage", unfinished), "TrainConfig", "wrong type")
