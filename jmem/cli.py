@@ -263,6 +263,11 @@ def cmd_leakage(args) -> int:
 
     target = Path(args.target)
     if (target / artifacts.CONFIG).exists():  # a run directory: its dataset, its settings
+        from jmem.study import integrity
+
+        manifest = integrity.load_manifest(target)
+        if manifest is not None:
+            integrity.check_files(target, manifest, "inputs", names=[artifacts.CONFIG])
         config = config_lib.from_dict(artifacts.load_json(target / artifacts.CONFIG, expect=dict))
         out = args.out or target / artifacts.DUPLICATES
     else:  # a dataset name or .npz path: the default leakage settings

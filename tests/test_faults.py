@@ -340,8 +340,10 @@ def test_config_json_that_is_not_an_object(unfinished, data, capsys):
     before = snapshot(unfinished)
     assert_error(jmem(capsys, *train_args(data, unfinished)), "config.json",
                  "not a JSON object")
-    assert_error(jmem(capsys, "leakage", unfinished), "config.json", "not a JSON object")
+    assert_error(jmem(capsys, "leakage", unfinished), "config.json is damaged or was changed")
     assert snapshot(unfinished) == before
+    (unfinished / artifacts.MANIFEST).unlink()  # a hand-made run directory: read as it is
+    assert_error(jmem(capsys, "leakage", unfinished), "config.json", "not a JSON object")
     (unfinished / artifacts.CONFIG).write_text("{not json")
     assert_error(jmem(capsys, "leakage", unfinished), "config.json", "not valid JSON")
 
@@ -480,4 +482,5 @@ def test_a_run_config_json_with_a_wrongly_typed_value(unfinished, capsys):
     config = json.loads((unfinished / artifacts.CONFIG).read_text())
     config["train"]["epochs"] = "ten"
     (unfinished / artifacts.CONFIG).write_text(json.dumps(config))
+    (unfinished / artifacts.MANIFEST).unlink()
     assert_error(jmem(capsys, "leakage", unfinished), "TrainConfig", "wrong type")

@@ -170,10 +170,13 @@ def check_dataset(run_dir: Path, manifest: dict, dataset) -> None:
                         f"{old['sha256'][:12]}); use the original dataset or a new workdir")
 
 
-def check_files(run_dir: Path, manifest: dict, section: str) -> None:
-    """JmemError naming the first file of ``section`` that is missing or whose bytes differ."""
+def check_files(run_dir: Path, manifest: dict, section: str, names=None) -> None:
+    """JmemError naming the first file of ``section`` (or of its ``names``) that is missing
+    or whose bytes differ."""
     run_dir = Path(run_dir)
     for name, digest in manifest[section].items():
+        if names is not None and name not in names:
+            continue
         path = run_dir / name
         if not path.is_file():
             raise JmemError(f"run directory {str(run_dir)!r}: {name} is missing ({MANIFEST} "
