@@ -143,18 +143,18 @@ def _check_classes(ds: Dataset, declared: bool = True) -> None:
     not_dense = absent[~seen_in_test[absent]]
     if not_dense.size and not declared:
         raise JmemError(f"dataset {ds.name!r}: class {int(not_dense[0])} of 0..{c - 1} has no "
-                        f"example ({not_dense.size} such classes); labels must be dense 0..C-1 "
+                        f"example ({not_dense.size} in all); labels must be dense 0..C-1 "
                         "with every class in the training set")
     from jmem.errors import warn
 
     if not_dense.size:
         warn(f"dataset {ds.name!r}: num_classes={c} but class {int(not_dense[0])} has no example "
-             f"({not_dense.size} such classes); their outputs are never trained")
+             f"({not_dense.size} in all); their outputs are never trained")
     absent = absent[seen_in_test[absent]]
     if absent.size:
         split = next(name for name, y in tests if np.isin(absent, y).any())
         warn(f"dataset {ds.name!r}: class {int(absent[0])} occurs in {split} but never in "
-             f"y_train ({absent.size} such classes); no model can classify those examples")
+             f"y_train ({absent.size} in all); no model can classify those examples")
 
 
 def _check_finite(ds: Dataset) -> None:

@@ -166,8 +166,8 @@ def check_dataset(run_dir: Path, manifest: dict, dataset) -> None:
         if old["shape"] != new["shape"] or old["dtype"] != new["dtype"]:
             raise JmemError(f"{where}: {key} is {new['dtype']}{tuple(new['shape'])}, the run's was "
                             f"{old['dtype']}{tuple(old['shape'])}; use the original dataset or a new workdir")
-        raise JmemError(f"{where}: the values of {key} differ (sha256 {new['sha256'][:12]} vs "
-                        f"{old['sha256'][:12]}); use the original dataset or a new workdir")
+        raise JmemError(f"{where}: the values of {key} differ (sha256 now {new['sha256'][:12]}, "
+                        f"the run's {old['sha256'][:12]}); use the original dataset or a new workdir")
 
 
 def check_files(run_dir: Path, manifest: dict, section: str, names=None) -> None:
