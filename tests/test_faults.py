@@ -9,7 +9,9 @@ tracebacks (bad .npz, truncated run files under score, truncated wave, config.js
 object, bad config path, read-only / file / full workdir); runaway work (label 10^6,
 bench --out DIR, --devices 100); accepted without a word (lr inf, momentum 2, batch > data,
 rates with an empty item, one class, test-only class, deleted canaries / extra margins,
-diverged models); file modes; kill and resume (the full matrix is tests/test_resume.py).
+diverged models); file modes; kill and resume (here: a process dying after a wave file,
+resumed bitwise identical; the full kill matrix, damaged checkpoints falling back to an older
+step and SIGTERM are tests/test_resume.py).
 
 Runs are tiny (4 MLPs, 1 epoch, a 300-example .npz) and in-process, so JAX starts once.
 """
@@ -484,3 +486,18 @@ def test_a_run_config_json_with_a_wrongly_typed_value(unfinished, capsys):
     (unfinished / artifacts.CONFIG).write_text(json.dumps(config))
     (unfinished / artifacts.MANIFEST).unlink()
     assert_error(jmem(capsys, "leakage", unfinished), "TrainConfig", "wrong type")
+
+
+def test_resume_of_a_run_without_a_manifest_records_one(unfinished, complete, data, capsys):
+    """A run directory of an older jmem: resumed with a warning, verified from then on."""
+    (unfinished / artifacts.MANIFEST).unlink()
+    code, _, err = jmem(capsys, *train_args(data, unfinished))
+    assert code == 0, err
+    (line,) = warnings_of(err)
+    assert "has no manifest.json" in line
+    ours, reference = snapshot(unfinished), snapshot(complete)
+    assert ours.pop(artifacts.MANIFEST) and reference.pop(artifacts.MANIFEST)
+    assert ours == reference
+    manifest = integrity.verify_run(unfinished)
+    assert sorted(manifest["inputs"]) == sorted(json.loads(
+        (complete / artifacts.MANIFEST).read_text())["inputs"])
