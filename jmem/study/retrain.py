@@ -264,8 +264,8 @@ def build_design(run: scoring.RunArrays, cfg: RetrainConfig, opt: scoring.ScoreO
     full = np.zeros((cfg.seeds, n), bool)
     arms.append(Arm("full", "full", None, None, None, full))
     for name, method, tau, removed, info in candidates:
-        what = {"user": f"retrain.remove={cfg.remove!r}"}.get(
-            name, f"retrain.methods: {name}" if method else f"retrain.sweep: mem >= {tau:g}")
+        what = (f"retrain.methods: {name}" if method else f"retrain.remove={cfg.remove!r}"
+                if tau is None else f"retrain.sweep: mem >= {tau:g}")
         if not removed.any():
             skipped[name] = "selects no example"
             continue
@@ -474,13 +474,14 @@ def _p(p: float) -> str:
 
 
 def interval(c: paired.Comparison) -> tuple[float, float]:
-    """The interval a verdict quotes: the two-level one (seeds and test examples) when there
-    is one, since a claim about test accuracy is a claim about the test distribution."""
-    return (c.ci2_low, c.ci2_high) if c.ci2_low is not None else (c.ci_low, c.ci_high)
+    """The interval a verdict decides on: the seed bootstrap, the one that matches the paired
+    permutation test and the minimum detectable effect (all three take the test set as
+    given and ask what another draw of training seeds would do)."""
+    return c.ci_low, c.ci_high
 
 
 def direction(c: paired.Comparison) -> str:
-    """"lower" / "higher" when the quoted interval excludes 0 on that side AND the paired
+    """"lower" / "higher" when the seed interval excludes 0 on that side AND the paired
     permutation test rejects at ``SIGNIFICANCE``; "none" when the interval contains 0;
     "inconclusive" when the two disagree (few seeds: the bootstrap interval is too narrow)."""
     low, high = interval(c)
@@ -491,9 +492,12 @@ def direction(c: paired.Comparison) -> str:
     return "lower" if high < 0 else "higher"
 
 
-def _effect(c: paired.Comparison) -> str:
+def _effect(c: paired.Comparison, two_level: bool = False) -> str:
     low, high = interval(c)
-    return f"{_pp(c.mean_diff)} pp [{_pp(low)}, {_pp(high)}]"
+    text = f"{_pp(c.mean_diff)} pp [{_pp(low)}, {_pp(high)}]"
+    if two_level and c.ci2_low is not None:
+        text += (f" (resampling test examples too: [{_pp(c.ci2_low)}, {_pp(c.ci2_high)}])")
+    return text
 
 
 def _conclusion(c: paired.Comparison, set_label: str) -> str:
@@ -531,7 +535,9 @@ def verdict_text(design: Design, comparisons: list[dict], share: dict, num_examp
     """The verdict paragraph: per removal set, selected vs class-matched random on the test
     and leakage-free test sets (and every other set), then the F&Z baselines and share."""
     by = {(e["a"], e["b"], e["test_set"]): e["comparison"] for e in comparisons}
-    lines = []
+    lines = [f"Removal experiment, {design.seeds} seeds per arm (seed s of every arm shares its "
+             "initialisation and data order). Differences are arm minus arm in percentage points "
+             "(pp) with 95% bootstrap intervals over seeds; p: paired sign-flip permutation test."]
     for g in design.groups.values():
         sel, matched = f"{g.name}:selected", f"{g.name}:matched"
         k = int(g.removed.sum())
@@ -540,7 +546,7 @@ def verdict_text(design: Design, comparisons: list[dict], share: dict, num_examp
             lines.append(f"{_label(g)}: too few non-diverged seeds to compare.")
             continue
         text = (f"Removing the {k} examples selected by {_label(g)} ({100 * k / num_examples:.1f}% "
-                f"of {num_examples}) changed test accuracy by {_effect(main)} relative to "
+                f"of {num_examples}) changed test accuracy by {_effect(main, True)} relative to "
                 f"removing {k} class-matched random examples (paired permutation {_p(main.p_perm)}, "
                 f"{main.n_seeds} seeds)")
         others = []
@@ -550,7 +556,7 @@ def verdict_text(design: Design, comparisons: list[dict], share: dict, num_examp
             if c is None:
                 continue
             size = (f" ({int(g.influenced.sum())} examples)" if ts == "influenced" else "")
-            others.append(f"on the {_SET_LABELS.get(ts, ts)} set{size} by {_effect(c)} "
+            others.append(f"on the {_SET_LABELS.get(ts, ts)} set{size} by {_effect(c, ts == 'test_clean')} "
                           f"({_p(c.p_perm)}; minimum detectable effect {_pp(c.mde)} pp)")
         text += ("; " + "; ".join(others) if others else "") + "."
         verdicts = [f"removing them {_conclusion(main, 'test')}"]
@@ -745,8 +751,10 @@ def run_retrain(run_dir, overrides: list[str] = (), dataset: Dataset | None = No
     if parallel.process_count() > 1:
         raise JmemError("jmem retrain runs in one process (its waves fit one host); drop the "
                         "multi-process flags")
+    labels_test = run.test_sets["test"][1]
+    num_classes = int(max(run.labels_train.max(), labels_test.max())) + 1
+    design = build_design(run, cfg, opt, config.seed, num_classes)  # bad input fails here, cheaply
     dataset = retrain_dataset(config, run, dataset)
-    design = build_design(run, cfg, opt, config.seed, dataset.num_classes)
     keep, ids = design.keep, design.model_ids
     out = run_dir / RETRAIN_DIR
     train_config = dataclasses.replace(config, train=dataclasses.replace(config.train,
