@@ -186,7 +186,7 @@ def cmd_retrain(args) -> int:
 
     summary = run_retrain(args.run_dir, args.overrides, execution=execution,
                           progress=not args.no_progress)
-    print(summary.pop("verdict"), end="")
+    print(summary.pop("verdict").rstrip() + "\n")
     print(json.dumps(summary, indent=2))
     return 0
 
