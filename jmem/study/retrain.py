@@ -432,6 +432,7 @@ def compare_arms(design: Design, outcomes: Outcomes, seed: int, resamples: int) 
     for members in families.values():
         for i, c in zip(members, paired.adjust_holm([entries[i]["comparison"] for i in members])):
             entries[i]["comparison"] = c
+            entries[i]["family_size"] = len(members)
     return entries
 
 
@@ -465,8 +466,16 @@ def shares(design: Design, outcomes: Outcomes, seed: int, resamples: int) -> dic
 # ---------------------------------------------------------------------------------------------
 
 def _pp(x: float) -> str:
+    """Two decimals with a real minus sign; one significant digit where two decimals would
+    print a non-zero bound as 0.00 (so "[−0.32, −0.004]" does not read as touching 0)."""
     text = f"{abs(x):.2f}"
+    if text == "0.00" and x != 0:
+        text = f"{abs(x):.1g}"
     return f"\u2212{text}" if x < 0 and text != "0.00" else text
+
+
+def _share(x: float) -> str:
+    return f"{x:.2f}".replace("-", "\u2212")
 
 
 def _p(p: float) -> str:
@@ -480,14 +489,21 @@ def interval(c: paired.Comparison) -> tuple[float, float]:
     return c.ci_low, c.ci_high
 
 
+def decisive_p(c: paired.Comparison) -> float:
+    """The p-value a verdict decides on: Holm-adjusted within the comparison's family (the
+    same comparison across methods, or across sweep points) when there is one."""
+    return c.p_holm if c.p_holm is not None else c.p_perm
+
+
 def direction(c: paired.Comparison) -> str:
     """"lower" / "higher" when the seed interval excludes 0 on that side AND the paired
-    permutation test rejects at ``SIGNIFICANCE``; "none" when the interval contains 0;
-    "inconclusive" when the two disagree (few seeds: the bootstrap interval is too narrow)."""
+    permutation test (Holm-adjusted, :func:`decisive_p`) rejects at ``SIGNIFICANCE``; "none"
+    when the interval contains 0; "inconclusive" when the two disagree (an effect near the
+    detection limit, or few seeds, where the bootstrap interval is a little narrow)."""
     low, high = interval(c)
     if low <= 0 <= high:
         return "none"
-    if c.p_perm >= SIGNIFICANCE:
+    if decisive_p(c) >= SIGNIFICANCE:
         return "inconclusive"
     return "lower" if high < 0 else "higher"
 
@@ -508,7 +524,8 @@ def _conclusion(c: paired.Comparison, set_label: str) -> str:
         return f"does not lower {set_label} accuracy (it raises it)"
     if d == "inconclusive":
         return (f"has an inconclusive effect on {set_label} accuracy (the interval excludes 0 but "
-                f"the permutation test does not reject, {_p(c.p_perm)}; more seeds needed)")
+                f"the {'Holm-adjusted ' if c.p_holm is not None and c.p_holm != c.p_perm else ''}"
+                f"permutation test does not reject, {_p(decisive_p(c))}; more seeds needed)")
     return (f"does not lower {set_label} accuracy detectably (an effect of {_pp(c.mde)} pp or "
             "larger would have been detected with 80% power)")
 
@@ -530,11 +547,19 @@ def _label(g: Group) -> str:
     return f"the user set {info['path']}"
 
 
+def _holm_text(c: paired.Comparison, size: int, g: Group) -> str:
+    if size < 2 or c.p_holm is None:
+        return ""
+    over = "sweep points" if g.method is None else "methods"
+    return f", Holm-adjusted over {size} {over} {_p(c.p_holm)}"
+
+
 def verdict_text(design: Design, comparisons: list[dict], share: dict, num_examples: int,
                  excluded: int) -> str:
     """The verdict paragraph: per removal set, selected vs class-matched random on the test
     and leakage-free test sets (and every other set), then the F&Z baselines and share."""
     by = {(e["a"], e["b"], e["test_set"]): e["comparison"] for e in comparisons}
+    family = {(e["a"], e["b"], e["test_set"]): e.get("family_size", 1) for e in comparisons}
     lines = [f"Removal experiment, {design.seeds} seeds per arm (seed s of every arm shares its "
              "initialisation and data order). Differences are arm minus arm in percentage points "
              "(pp) with 95% bootstrap intervals over seeds; p: paired sign-flip permutation test."]
@@ -547,8 +572,9 @@ def verdict_text(design: Design, comparisons: list[dict], share: dict, num_examp
             continue
         text = (f"Removing the {k} examples selected by {_label(g)} ({100 * k / num_examples:.1f}% "
                 f"of {num_examples}) changed test accuracy by {_effect(main, True)} relative to "
-                f"removing {k} class-matched random examples (paired permutation {_p(main.p_perm)}, "
-                f"{main.n_seeds} seeds)")
+                f"removing {k} class-matched random examples (paired permutation {_p(main.p_perm)}"
+                + _holm_text(main, family[(sel, matched, "test")], g)
+                + f", {main.n_seeds} seeds)")
         others = []
         for ts in ("test_clean", "influenced", "rest", *sorted({e["test_set"] for e in comparisons}
                                                               - {"test", "test_clean", "influenced", "rest"})):
@@ -557,7 +583,8 @@ def verdict_text(design: Design, comparisons: list[dict], share: dict, num_examp
                 continue
             size = (f" ({int(g.influenced.sum())} examples)" if ts == "influenced" else "")
             others.append(f"on the {_SET_LABELS.get(ts, ts)} set{size} by {_effect(c, ts == 'test_clean')} "
-                          f"({_p(c.p_perm)}; minimum detectable effect {_pp(c.mde)} pp)")
+                          f"({_p(c.p_perm)}{_holm_text(c, family[(sel, matched, ts)], g)}; "
+                          f"minimum detectable effect {_pp(c.mde)} pp)")
         text += ("; " + "; ".join(others) if others else "") + "."
         verdicts = [f"removing them {_conclusion(main, 'test')}"]
         clean = by.get((sel, matched, "test_clean"))
@@ -574,10 +601,10 @@ def verdict_text(design: Design, comparisons: list[dict], share: dict, num_examp
             text += " Test accuracy change " + ", and ".join(base) + "."
         sh = share.get(g.name, {})
         if sh.get("estimate") is not None:
-            rng_text = (f" [{sh['low']:.2f}, {sh['high']:.2f}]" if sh.get("low") is not None
+            rng_text = (f" [{_share(sh['low'])}, {_share(sh['high'])}]" if sh.get("low") is not None
                         else " (interval undefined: the total change is not distinguishable from 0)")
             text += (f" Feldman & Zhang's accounting: the {sh['influenced_size']} influenced test "
-                     f"examples carry a share {sh['estimate']:.2f}{rng_text} of the change against "
+                     f"examples carry a share {_share(sh['estimate'])}{rng_text} of the change against "
                      "the full training set.")
         lines.append(text)
     for name, why in design.skipped.items():
@@ -646,6 +673,7 @@ def record(design: Design, outcomes: Outcomes, comparisons: list[dict], accuracy
         "comparisons": [{"name": e["name"], "a": e["a"], "b": e["b"], "test_set": e["test_set"],
                          "group": e["group"], "method": e["method"], "tau": e["tau"],
                          "direction": direction(e["comparison"]),
+                         "holm_family_size": e.get("family_size", 1),
                          **e["comparison"].to_json()} for e in comparisons],
         "share_of_change": share,
         "excluded_diverged": int(outcomes.diverged.sum()),
