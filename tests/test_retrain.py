@@ -258,3 +258,23 @@ def test_killed_retrain_resumes_bitwise_identical(tmp_path, capsys):
     assert [k for k in a if a[k] != b[k]] == []
     assert main(["retrain", str(work), *SMALL, "--no-progress"]) == 0
     assert "already complete" in capsys.readouterr().out
+
+
+def _comparison(low, high, p, p_holm=None):
+    from jmem.scores.paired import Comparison
+
+    return Comparison(n_seeds=50, level=0.95, mean_a=90.0, mean_b=90.0, mean_diff=(low + high) / 2,
+                      ci_low=low, ci_high=high, ci2_low=None, ci2_high=None, p_perm=p,
+                      p_welch=p, effect_size=0.0, sd_diff=1.0, mde=0.4, p_holm=p_holm)
+
+
+def test_direction_needs_interval_and_holm_adjusted_test_to_agree():
+    assert rt.direction(_comparison(-0.6, -0.2, 0.001)) == "lower"
+    assert rt.direction(_comparison(0.2, 0.6, 0.001)) == "higher"
+    assert rt.direction(_comparison(-0.2, 0.3, 0.6)) == "none"
+    assert rt.direction(_comparison(-0.6, -0.2, 0.2)) == "inconclusive"
+    assert rt.direction(_comparison(-0.6, -0.2, 0.01, p_holm=0.09)) == "inconclusive"
+    assert rt.direction(_comparison(-0.3, -2e-15, 0.01)) == "none"  # a bound on 0 is 0
+    assert "does not lower test accuracy detectably (an effect of 0.40 pp" in \
+        rt._conclusion(_comparison(-0.2, 0.3, 0.6), "test")
+    assert rt._pp(-0.004) == "\u22120.004" and rt._pp(0.0) == "0.00"

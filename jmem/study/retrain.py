@@ -482,11 +482,19 @@ def _p(p: float) -> str:
     return "p < 0.001" if p < 0.001 else (f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}")
 
 
+ROUNDING_PP = 1e-9  # |bound| below this (pp) is 0: quantile interpolation leaves ~1e-15
+
+
+def _snap(x: float) -> float:
+    return 0.0 if abs(x) < ROUNDING_PP else x
+
+
 def interval(c: paired.Comparison) -> tuple[float, float]:
     """The interval a verdict decides on: the seed bootstrap, the one that matches the paired
     permutation test and the minimum detectable effect (all three take the test set as
-    given and ask what another draw of training seeds would do)."""
-    return c.ci_low, c.ci_high
+    given and ask what another draw of training seeds would do). Bounds within rounding of
+    0 are 0 (differences are multiples of 100/T pp, so a bound can sit exactly on 0)."""
+    return _snap(c.ci_low), _snap(c.ci_high)
 
 
 def decisive_p(c: paired.Comparison) -> float:
@@ -512,7 +520,8 @@ def _effect(c: paired.Comparison, two_level: bool = False) -> str:
     low, high = interval(c)
     text = f"{_pp(c.mean_diff)} pp [{_pp(low)}, {_pp(high)}]"
     if two_level and c.ci2_low is not None:
-        text += (f" (resampling test examples too: [{_pp(c.ci2_low)}, {_pp(c.ci2_high)}])")
+        text += (f" (resampling test examples too: [{_pp(_snap(c.ci2_low))}, "
+                 f"{_pp(_snap(c.ci2_high))}])")
     return text
 
 
