@@ -59,6 +59,17 @@ def _add_execution_args(parser: argparse.ArgumentParser) -> None:
                        help="multi-process job: this process's index in [0, P) ($JMEM_PROCESS_ID)")
 
 
+def _add_retrain_execution_args(parser: argparse.ArgumentParser) -> None:
+    """The single-process execution flags of ``jmem train`` (retrain runs in one process)."""
+    group = parser.add_argument_group("execution (never changes results)")
+    group.add_argument("--devices", type=int, default=None, metavar="N",
+                       help="local devices to shard each wave over (default: all)")
+    group.add_argument("--checkpoint-every-seconds", type=float, default=300.0, metavar="T",
+                       help="checkpoint a wave in training every T seconds (default 300; 0 = off)")
+    group.add_argument("--checkpoint-every-epochs", type=int, default=0, metavar="K",
+                       help="checkpoint a wave in training every K epochs (default 0 = off)")
+
+
 def execution_from_args(args):
     """The :class:`jmem.study.training.Execution` of the parsed flags."""
     from jmem.study.training import Execution
@@ -126,10 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(p)
     p.set_defaults(handler=_bench)
 
-    for name, text in (("retrain", "the removal experiment (not yet available)"),):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("args", nargs="*")
-        p.set_defaults(handler=_not_yet(name))
+    p = sub.add_parser("retrain", help="the removal experiment: retrain without the selected "
+                                       "examples and compare with matched random removal")
+    p.add_argument("run_dir", type=Path, help="a scored run directory")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="retrain.FIELD=VALUE",
+                   help="override a retrain field, e.g. --set retrain.seeds=32 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_retrain_execution_args(p)
+    p.set_defaults(handler=cmd_retrain)
 
     p = sub.add_parser("report", help="report.md with plots, reliability of the estimates, F&Z-layout export")
     p.add_argument("run_dir", type=Path)
@@ -150,12 +165,6 @@ def cmd_report(args) -> int:
     if out["fz_layout"] is not None:
         print(f"wrote {out['fz_layout']}")
     return 0
-
-
-def _not_yet(name):
-    def handler(args):
-        raise JmemError(f"`jmem {name}` is not available yet in this version")
-    return handler
 
 
 def _bench(args) -> int:
@@ -249,6 +258,17 @@ def cmd_run(args) -> int:
     if parallel.process_index() != 0:  # process 0 scores the assembled run
         return 0
     return cmd_score(argparse.Namespace(run_dir=args.workdir, overrides=[]))
+
+
+def cmd_retrain(args) -> int:
+    execution = execution_from_args(args)
+    from jmem.study.retrain import run_retrain
+
+    summary = run_retrain(args.run_dir, args.overrides, execution=execution,
+                          progress=not args.no_progress)
+    print(summary.pop("verdict").rstrip() + "\n")
+    print(json.dumps(summary, indent=2))
+    return 0
 
 
 def cmd_score(args) -> int:

@@ -90,6 +90,54 @@ class LeakageConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RetrainConfig:
+    """The removal experiment, ``jmem retrain`` (see ``jmem.study.retrain``).
+
+    methods: comma-separated selection methods of the scoring stage (``fixed``, ``fdr``,
+      ``null``, ``top_k``, ``canary``); each gets a selected, a class-matched random and a
+      uniform random arm ("" = none).
+    seeds: models per arm S; seed s of every arm shares its init and data-order keys.
+    sweep: thresholds tau: remove mem >= tau, each with its class-matched random arm.
+    remove: path of a user removal set (``.npy``: int indices or bool[N]); "" = none.
+    lowest: also remove as many of the lowest-scoring examples, for each method.
+    cross_fit: select from the even-id estimation models, find the influenced test examples
+      from the odd-id ones (False: both from every model).
+    resamples: bootstrap replicates of every interval.
+    """
+
+    methods: str = "fixed,fdr"
+    seeds: int = 50
+    sweep: tuple = ()
+    remove: str = ""
+    lowest: bool = False
+    cross_fit: bool = True
+    resamples: int = 10000
+
+    def __post_init__(self):
+        sweep = self.sweep if isinstance(self.sweep, (tuple, list)) else (self.sweep,)
+        object.__setattr__(self, "sweep", tuple(float(t) for t in sweep))
+        if not isinstance(self.methods, str):
+            raise JmemError(f"retrain.methods={self.methods!r} must be a comma-separated string")
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 2:
+            raise JmemError(f"retrain.seeds={self.seeds!r} must be an integer >= 2 (paired statistics)")
+        for tau in self.sweep:
+            if not -1.0 < tau <= 1.0:
+                raise JmemError(f"retrain.sweep contains {tau}; every threshold must be in (-1, 1]")
+        if len(set(self.sweep)) != len(self.sweep):
+            raise JmemError(f"retrain.sweep={self.sweep} repeats a threshold")
+        if isinstance(self.resamples, bool) or not isinstance(self.resamples, int) or self.resamples < 100:
+            raise JmemError(f"retrain.resamples={self.resamples!r} must be an integer >= 100")
+        for name in ("lowest", "cross_fit"):
+            if not isinstance(getattr(self, name), bool):
+                raise JmemError(f"retrain.{name}={getattr(self, name)!r} must be true or false")
+
+    @property
+    def method_list(self) -> tuple[str, ...]:
+        """The names in ``methods``, in order, without blanks."""
+        return tuple(m.strip() for m in self.methods.split(",") if m.strip())
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """A whole experiment. ``seed`` is the root of every random stream (see ``jmem.rng``)."""
 
@@ -99,7 +147,12 @@ class Config:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     leakage: LeakageConfig = dataclasses.field(default_factory=LeakageConfig)
+    retrain: RetrainConfig = dataclasses.field(default_factory=RetrainConfig)
 
+
+# Sections that configure a later stage, not training: ``jmem train`` records them but a run
+# directory may be resumed with other values (``jmem retrain`` checks its own section).
+NOT_TRAINING_SECTIONS = ("retrain",)
 
 # Fields that change how a run executes but not what it computes: a run directory may be
 # resumed with different values. Everything else defines the run.
@@ -151,11 +204,15 @@ def flatten(config_dict: dict, prefix: str = "") -> dict:
     return flat
 
 
-def first_difference(a: dict, b: dict, ignore=EXECUTION_ONLY_FIELDS) -> str | None:
-    """The first dotted field whose value differs between two config dicts, with both values."""
+def first_difference(a: dict, b: dict, ignore=EXECUTION_ONLY_FIELDS,
+                     ignore_sections=NOT_TRAINING_SECTIONS) -> str | None:
+    """The first dotted field whose value differs between two config dicts, with both values.
+
+    Fields in ``ignore`` and every field of the sections in ``ignore_sections`` are skipped.
+    """
     flat_a, flat_b = flatten(a), flatten(b)
     for key in sorted(set(flat_a) | set(flat_b)):
-        if key in ignore:
+        if key in ignore or key.split(".", 1)[0] in ignore_sections:
             continue
         if flat_a.get(key, "<missing>") != flat_b.get(key, "<missing>"):
             return f"{key}: {flat_a.get(key, '<missing>')!r} vs {flat_b.get(key, '<missing>')!r}"

@@ -19,6 +19,7 @@ STREAMS = {
     "canaries": 4,
     "placebo": 5,
     "dropout": 6,
+    "retrain": 7,
 }
 
 

@@ -82,6 +82,9 @@ class RunInputs:
 
     keep: bool[R, N]; model_rates: float32[R]; labels_train: int32[N] (canaries re-drawn);
     canaries: bool[N]; dataset: the dataset with ``y_train = labels_train``.
+    model_ids: int64[R], the id whose keys (``fold_in(stream, id)``) row r trains with;
+      None = ``arange(R)`` (``jmem train``). The removal experiment gives seed s of every arm
+      the same id, so its arms share initialisation and data order.
     """
 
     dataset: Dataset
@@ -89,6 +92,13 @@ class RunInputs:
     model_rates: np.ndarray
     labels_train: np.ndarray
     canaries: np.ndarray
+    model_ids: np.ndarray | None = None
+
+    def ids(self, start: int, stop: int) -> np.ndarray:
+        """int64[stop - start]: the model ids of rows ``start..stop-1``."""
+        if self.model_ids is None:
+            return np.arange(start, stop)
+        return np.asarray(self.model_ids[start:stop], np.int64)
 
 
 def prepare_inputs(config: Config, dataset: Dataset) -> RunInputs:
@@ -316,7 +326,7 @@ def train_wave(inputs: RunInputs, config: Config, start: int, stop: int, workdir
     from jmem.engine import trainer as train
     from jmem.engine.predict import predict_margins
 
-    ids = np.arange(start, stop)
+    ids = inputs.ids(start, stop)
     wave = train.prepare_wave(inputs.keep[start:stop], inputs.dataset, config.model, config.train,
                               config.seed, model_ids=ids,
                               devices=parallel.local_devices(execution.devices))
@@ -439,21 +449,7 @@ def assemble(workdir: Path, inputs: RunInputs) -> dict:
     function leaves either the waves to assemble again or a complete run.
     """
     workdir = Path(workdir)
-    waves = sorted((workdir / WAVES_DIR).glob("models_*.npz"))
-    parts: dict[str, list] = {}
-    for path in waves:
-        try:
-            with np.load(path, allow_pickle=False) as wave:
-                for key in wave.files:
-                    parts.setdefault(key, []).append(wave[key])
-        except Exception as err:  # noqa: BLE001 - verified at start; damaged since: say which
-            raise JmemError(f"{path} is damaged ({type(err).__name__}); re-run the same command "
-                            "to train its models again") from err
-    arrays = {k: np.concatenate(v) for k, v in parts.items()}
-    num_models = inputs.keep.shape[0]
-    if arrays["diverged"].shape[0] != num_models:
-        raise JmemError(f"{workdir / WAVES_DIR}: wave files hold {arrays['diverged'].shape[0]} "
-                        f"models, not train.num_models={num_models}; delete the workdir and re-run")
+    arrays = load_waves(workdir, inputs.keep.shape[0])
     for key, value in arrays.items():
         if key.startswith("margins_"):
             artifacts.save_array(workdir / f"{key}.npy", value.astype(np.float32))
@@ -466,6 +462,26 @@ def assemble(workdir: Path, inputs: RunInputs) -> dict:
     fault_point("cleanup")
     cleanup(workdir)
     return metrics
+
+
+def load_waves(workdir: Path, num_models: int) -> dict:
+    """Every wave file of ``workdir`` concatenated in model order: name -> array[R, ...]."""
+    workdir = Path(workdir)
+    parts: dict[str, list] = {}
+    for path in sorted((workdir / WAVES_DIR).glob("models_*.npz")):
+        try:
+            with np.load(path, allow_pickle=False) as wave:
+                for key in wave.files:
+                    parts.setdefault(key, []).append(wave[key])
+        except Exception as err:  # noqa: BLE001 - verified at start; damaged since: say which
+            raise JmemError(f"{path} is damaged ({type(err).__name__}); re-run the same command "
+                            "to train its models again") from err
+    arrays = {k: np.concatenate(v) for k, v in parts.items()}
+    if "diverged" not in arrays or arrays["diverged"].shape[0] != num_models:
+        found = arrays["diverged"].shape[0] if "diverged" in arrays else 0
+        raise JmemError(f"{workdir / WAVES_DIR}: wave files hold {found} models, not "
+                        f"{num_models}; delete the workdir and re-run")
+    return arrays
 
 
 def cleanup(workdir: Path) -> None:

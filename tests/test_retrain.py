@@ -1,0 +1,280 @@
+"""The removal experiment, ``jmem retrain``: known answers on synthetic data, pairing, bad
+input, resume.
+
+One synthetic dataset carries both known answers: three Gaussian classes with 8% of the
+training labels flipped (removing them must not hurt), and a rare far-away sub-population
+of class 0 (10 training examples, 40 test examples in an extra test set ``rare``) whose
+removal must cost accuracy on ``rare``. One estimation run (64 tiny MLPs) is trained once
+per module; each test copies its scored run directory.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jmem.cli import main
+from jmem.config import Config, DataConfig, LeakageConfig, SubsetConfig
+from jmem.data import removal
+from jmem.data.loaders import load_dataset
+from jmem.engine.hparams import ModelConfig, TrainConfig
+from jmem.study import retrain as rt
+from jmem.study import training
+from jmem.study.scoring import score_run
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA_KEYS = {"seeds", "methods", "cross_fit", "arms", "test_sets", "accuracy", "comparisons",
+               "share_of_change", "excluded_diverged", "verdict"}
+
+
+def _blobs(generator, n_per, centers, scale=1.0):
+    x = np.concatenate([mu + scale * generator.standard_normal((n_per, mu.size)) for mu in centers])
+    y = np.repeat(np.arange(len(centers)), n_per)
+    return x.astype(np.float32), y
+
+
+def synthetic(directory: Path, clean_test: bool = False):
+    """(Config, Dataset with extra test set "rare", flipped bool[N], rare bool[N])."""
+    g = np.random.default_rng(0)
+    centers = 2.0 * g.standard_normal((3, 8))
+    x_train, y_train = _blobs(g, 50, centers)
+    x_test, y_test = _blobs(g, 40, centers)
+    far = centers[1] + 4.0 * (centers[1] - centers[0]) / np.linalg.norm(centers[1] - centers[0])
+    x_rare_train, _ = _blobs(g, 10, [far], 0.3)
+    x_rare_test, _ = _blobs(g, 40, [far], 0.3)
+    flipped = np.r_[g.random(y_train.size) < 0.08, np.zeros(10, bool)]
+    labels = np.r_[y_train, np.zeros(10, int)]
+    labels[flipped] = (labels[flipped] + 1 + g.integers(0, 2, flipped.sum())) % 3
+    path = directory / "blobs.npz"
+    np.savez(path, x_train=np.r_[x_train, x_rare_train], y_train=labels, x_test=x_test, y_test=y_test)
+    config = Config(data=DataConfig(name=str(path)), subsets=SubsetConfig(rates=(0.5,)),
+                    model=ModelConfig(kind="mlp", width=32),
+                    leakage=LeakageConfig(clean_test=clean_test),
+                    train=TrainConfig(num_models=64, epochs=20, batch_size=32, learning_rate=3e-2))
+    dataset = load_dataset(str(path))
+    rare_x = (x_rare_test - dataset.channel_mean) / dataset.channel_std
+    dataset = dataset.with_extra_test("rare", rare_x, np.zeros(40, np.int32))
+    rare = np.r_[np.zeros(y_train.size, bool), np.ones(10, bool)]
+    return config, dataset, flipped, rare
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("retrain")
+    config, dataset, flipped, rare = synthetic(directory)
+    run = directory / "run"
+    training.run_training(config, run, dataset, progress=False, log=lambda *a: None)
+    score_run(run)
+    np.save(directory / "rare.npy", np.flatnonzero(rare))
+    np.save(directory / "flipped.npy", flipped)
+    return run, dataset, flipped, rare
+
+
+def copy_run(scored, tmp_path) -> Path:
+    target = tmp_path / "run"
+    shutil.copytree(scored[0], target)
+    return target
+
+
+def comparison(record, a, b, test_set):
+    return next(c for c in record["comparisons"]
+                if (c["a"], c["b"], c["test_set"]) == (a, b, test_set))
+
+
+def _retrain_user_set(scored, tmp_path, name):
+    """retrain.remove = the fixture's ``name``.npy set, default seeds; (record, verdict)."""
+    run = copy_run(scored, tmp_path)
+    path = str(Path(scored[0]).parent / f"{name}.npy")
+    summary = rt.run_retrain(run, ["retrain.methods=", f"retrain.remove={path}",
+                                   "retrain.resamples=2000"],
+                             dataset=scored[1], progress=False, log=lambda *a: None)
+    out = run / "retrain"
+    record = json.loads((out / "retrain.json").read_text())
+    assert SCHEMA_KEYS <= set(record) and record["seeds"] == 50
+    assert [a["name"] for a in record["arms"]] == ["full", "user:selected", "user:matched"]
+    rows = (out / "retrain_models.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 * 50 and rows[0].startswith("row,arm,kind,seed,model_id,removed")
+    assert (out / "verdict.txt").read_text().strip() == record["verdict"] == summary["verdict"].strip()
+    assert not (out / "waves").exists() and not (out / "checkpoints").exists()
+    return record, summary["verdict"]
+
+
+def test_removing_label_flipped_examples_does_not_hurt(scored, tmp_path):
+    """The models memorize the flipped labels (high mem); removing them does not lower test
+    accuracy against removing as many class-matched random examples, and the verdict says so."""
+    record, verdict = _retrain_user_set(scored, tmp_path, "flipped")
+    flipped = scored[2]
+    mem = np.genfromtxt(scored[0] / "scores.csv", delimiter=",", names=True)["mem"]
+    assert mem[flipped].mean() > 0.5  # they are memorized
+    c = comparison(record, "user:selected", "user:matched", "test")
+    assert c["direction"] in ("none", "higher")
+    assert "Verdict: removing them does not lower test accuracy" in verdict
+    cross = record["cross_fit"]
+    assert cross["enabled"] and cross["selection_models"] == cross["influence_models"] == 32
+    assert 0 < cross["spearman_mem"] <= 1
+    assert record["share_of_change"]["user"]["influenced_size"] == \
+        record["groups"]["user"]["influenced_size"] > 0
+
+
+def test_removing_a_rare_subpopulation_is_detected(scored, tmp_path):
+    """Removing the rare cluster's 10 training examples lowers accuracy on its 40 test points
+    (the extra test set "rare"), detected against matched random removal."""
+    record, verdict = _retrain_user_set(scored, tmp_path, "rare")
+    c = comparison(record, "user:selected", "user:matched", "rare")
+    assert c["direction"] == "lower" and c["p_perm"] < 0.01 and c["ci_high"] < 0
+    assert record["accuracy"]["user:selected"]["rare"]["mean"] < \
+        record["accuracy"]["full"]["rare"]["mean"] - 20
+    assert "on the rare set by \u2212" in verdict
+
+
+def test_pairing(scored, tmp_path):
+    """Arms with the same removal set train bitwise-identical models; the matched arm has
+    the selected arm's class counts; seed s has one model id in every arm; draws differ."""
+    run = copy_run(scored, tmp_path)
+    rt.run_retrain(run, ["retrain.methods=fixed", "retrain.sweep=0.25", "retrain.seeds=4",
+                         "retrain.resamples=200"],
+                   dataset=scored[1], progress=False, log=lambda *a: None)
+    out = run / "retrain"
+    record = json.loads((out / "retrain.json").read_text())
+    rows = {a["name"]: slice(*a["rows"]) for a in record["arms"]}
+    keep, ids = np.load(out / "keep.npy"), np.load(out / "model_ids.npy")
+    margins = np.load(out / "margins_test.npy")
+    assert np.array_equal(keep[rows["fixed:selected"]], keep[rows["sweep:0.25:selected"]])
+    assert np.array_equal(margins[rows["fixed:selected"]], margins[rows["sweep:0.25:selected"]])
+    assert not np.array_equal(margins[rows["fixed:selected"]], margins[rows["full"]])
+    for name in rows:
+        assert np.array_equal(ids[rows[name]], rt.MODEL_ID_OFFSET + np.arange(4))
+    labels = np.load(run / "labels_train.npy")
+    target = removal.class_counts(~keep[rows["fixed:selected"]][0], labels, 3)
+    matched = ~keep[rows["fixed:matched"]]
+    for s in range(4):
+        assert np.array_equal(removal.class_counts(matched[s], labels, 3), target)
+        assert (~keep[rows["fixed:random"]][s]).sum() == target.sum()
+    assert len({m.tobytes() for m in matched}) == 4  # a fresh draw per seed
+    assert rt.arm_generator(0, "fixed:matched", 0).random() != rt.arm_generator(0, "fixed:matched", 1).random()
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jmem: error: ")
+    return err[0]
+
+
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(scored, tmp_path, capsys):
+    run = copy_run(scored, tmp_path)
+    for name in ("margins_rare.npy", "labels_rare.npy"):  # the CLI's dataset has no "rare"
+        (run / name).unlink()
+    labels = np.load(run / "labels_train.npy")
+    np.save(tmp_path / "class1.npy", np.flatnonzero(labels == 1))
+    np.save(tmp_path / "all.npy", np.ones(labels.size, bool))
+    np.save(tmp_path / "out.npy", np.array([0, labels.size]))
+    cases = {
+        "retrain.methods=fixed,magic": "unknown method 'magic'",
+        f"retrain.remove={tmp_path / 'class1.npy'}": "training examples of class 1",
+        f"retrain.remove={tmp_path / 'all.npy'}": f"removes all {labels.size} training examples",
+        f"retrain.remove={tmp_path / 'out.npy'}": f"index {labels.size} is outside",
+        "train.epochs=3": "takes only retrain.* fields",
+        "retrain.seeds=1": "retrain.seeds=1",
+    }
+    for override, message in cases.items():
+        line = _error(capsys, ["retrain", str(run), "--set", override])
+        assert message in line
+    assert not (run / "retrain").exists()
+    (run / "thresholds.json").unlink()
+    assert "is not scored" in _error(capsys, ["retrain", str(run)])
+    assert not (run / "retrain").exists()
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ)
+    env.pop(training.KILL_ENV, None)
+    env.update(JAX_PLATFORMS="cpu", JMEM_CPU_DEVICES="2",
+               JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.2",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", PYTHONPATH=str(REPO))
+    env.update(extra)
+    return env
+
+
+SMALL = ["--set", "retrain.methods=fixed", "--set", "retrain.seeds=3", "--set", "retrain.resamples=200"]
+
+
+def _retrain(run, *flags, kill_at=None):
+    env = _env(**({training.KILL_ENV: kill_at} if kill_at else {}))
+    return subprocess.run([sys.executable, "-m", "jmem", "retrain", str(run), *SMALL, "--no-progress",
+                           *flags], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _files(directory: Path) -> dict:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
+            if p.is_file() and not any(x.startswith(".") for x in p.relative_to(directory).parts)}
+
+
+def test_killed_retrain_resumes_bitwise_identical(tmp_path, capsys):
+    """A tiny scored run (8 models, waves of 4); its 12-model retrain is killed mid-wave
+    (after a checkpoint) and mid-assembly, then finished: every file of retrain/ equals an
+    uninterrupted retrain's, byte for byte. (The other kill points are shared with
+    ``jmem train`` and tested in test_resume.py.) A different retrain config is refused."""
+    import dataclasses
+
+    config, dataset, _, _ = synthetic(tmp_path)
+    config = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, num_models=8, epochs=4, wave_size=4))
+    base = tmp_path / "base"
+    training.run_training(config, base, dataset, progress=False, log=lambda *a: None)
+    # The CLI loads the dataset from the config, without the in-memory "rare" set.
+    for name in ("margins_rare.npy", "labels_rare.npy", "manifest.json"):  # the manifest records them
+        (base / name).unlink()
+    score_run(base)
+    reference, work = tmp_path / "reference", tmp_path / "work"
+    shutil.copytree(base, reference)
+    shutil.copytree(base, work)
+    ref = subprocess.Popen([sys.executable, "-m", "jmem", "retrain", str(reference), *SMALL,
+                            "--no-progress", "--checkpoint-every-seconds", "0"], cwd=REPO,
+                           env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        flags = ("--checkpoint-every-epochs", "1")
+        for point, left in (("segment:2", "checkpoints"), ("assembly:1", "waves")):
+            proc = _retrain(work, *flags, kill_at=point)
+            assert proc.returncode == -signal.SIGKILL, (point, proc.stderr)
+            assert any((work / "retrain" / left).iterdir())  # killed where we meant to
+        line = _error(capsys, ["retrain", str(work), *SMALL, "--set", "retrain.seeds=4"])
+        assert "retrain.seeds: 3 vs 4" in line
+        done = _retrain(work, *flags)
+        assert done.returncode == 0, done.stderr
+        assert "Removal experiment, 3 seeds" in done.stdout
+    finally:
+        assert ref.wait(timeout=300) == 0, ref.stderr.read()
+    a, b = _files(reference / "retrain"), _files(work / "retrain")
+    assert sorted(a) == sorted(b)
+    assert [k for k in a if a[k] != b[k]] == []
+    assert main(["retrain", str(work), *SMALL, "--no-progress"]) == 0
+    assert "already complete" in capsys.readouterr().out
+
+
+def _comparison(low, high, p, p_holm=None):
+    from jmem.scores.paired import Comparison
+
+    return Comparison(n_seeds=50, level=0.95, mean_a=90.0, mean_b=90.0, mean_diff=(low + high) / 2,
+                      ci_low=low, ci_high=high, ci2_low=None, ci2_high=None, p_perm=p,
+                      p_welch=p, effect_size=0.0, sd_diff=1.0, mde=0.4, p_holm=p_holm)
+
+
+def test_direction_needs_interval_and_holm_adjusted_test_to_agree():
+    assert rt.direction(_comparison(-0.6, -0.2, 0.001)) == "lower"
+    assert rt.direction(_comparison(0.2, 0.6, 0.001)) == "higher"
+    assert rt.direction(_comparison(-0.2, 0.3, 0.6)) == "none"
+    assert rt.direction(_comparison(-0.6, -0.2, 0.2)) == "inconclusive"
+    assert rt.direction(_comparison(-0.6, -0.2, 0.01, p_holm=0.09)) == "inconclusive"
+    assert rt.direction(_comparison(-0.3, -2e-15, 0.01)) == "none"  # a bound on 0 is 0
+    assert "does not lower test accuracy detectably (an effect of 0.40 pp" in \
+        rt._conclusion(_comparison(-0.2, 0.3, 0.6), "test")
+    assert rt._pp(-0.004) == "\u22120.004" and rt._pp(0.0) == "0.00"
