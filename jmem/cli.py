@@ -29,11 +29,16 @@ from jmem.errors import JmemError, one_line, os_error, warn
 DEBUG_ENV = "JMEM_DEBUG"
 
 
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="experiment file, e.g. experiments/digits.py (or FILE.py:VARIANT)")
+def _add_config_args(parser: argparse.ArgumentParser, optional: bool = False) -> None:
+    if optional:
+        parser.add_argument("config", nargs="?", default=None,
+                            help="experiment file (default: experiments/digits.py, the embedded digits study)")
+    else:
+        parser.add_argument("config", help="experiment file, e.g. experiments/digits.py (or FILE.py:VARIANT)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override a config field, e.g. --set train.num_models=64 (repeatable)")
-    parser.add_argument("--workdir", required=True, type=Path, help="run directory to write (or resume)")
+    parser.add_argument("--workdir", required=not optional, type=Path, default=None,
+                        help="run directory to write (or resume)" + (" (default: runs/<dataset>)" if optional else ""))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_execution_args(parser)
 
@@ -105,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train many small JAX models on random subsets at once to measure memorization.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", help="the main job: train, then score (writes a complete run directory)")
-    _add_config_args(p)
+    p = sub.add_parser("run", help="the main job, the whole study: train, score, retrain, report "
+                                   "(resumes; with no CONFIG, the digits study)")
+    _add_config_args(p, optional=True)
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("train", help="train R models on R keep-masks and record their margins")
@@ -195,9 +201,17 @@ def check_devices(requested: int | None) -> None:
 _USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")  # before configure_host_devices adds to it
 
 
+DEFAULT_EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "digits.py"
+
+
 def load_config(args):
     from jmem import config as config_lib
 
+    if args.config is None:  # `jmem run` alone: the embedded default study
+        if not DEFAULT_EXPERIMENT.exists():
+            raise JmemError(f"no CONFIG given and the default {DEFAULT_EXPERIMENT} is not here "
+                            "(jmem is not run from a clone); give an experiment file")
+        args.config = str(DEFAULT_EXPERIMENT)
     config = config_lib.load_experiment(args.config)
     return config_lib.apply_overrides(config, args.overrides)
 
@@ -208,21 +222,30 @@ def _load_dataset(config):
     return load_dataset(config.data.name, data_dir=config.data.data_dir or None)
 
 
-def cmd_train(args) -> int:
+def _prepare_training(args):
+    """(config, execution, dataset) of ``jmem train`` / ``jmem run``, checked before any file
+    is written (size bound, suspicious settings warned)."""
     from jmem import config as config_lib
 
     config = load_config(args)
+    if args.workdir is None:  # `jmem run` without --workdir
+        args.workdir = Path("runs") / Path(config.data.name).stem
     execution = execution_from_args(args)
     initialize_distributed(args)
     check_devices(args.devices)
-    from jmem.study.training import run_training
-
     dataset = _load_dataset(config)
     num_test = (dataset.num_test * (2 if config.leakage.clean_test else 1)  # + test_clean
                 + sum(y.shape[0] for _, y in dataset.extra_tests.values()))
     config_lib.check_run_size(config, dataset.num_train, num_test, _memory_bytes())
     for message in config_lib.suspicious_settings(config, dataset.num_train):
         warn(message)
+    return config, execution, dataset
+
+
+def cmd_train(args) -> int:
+    from jmem.study.training import run_training
+
+    config, execution, dataset = _prepare_training(args)
     summary = run_training(config, args.workdir, dataset, progress=not args.no_progress,
                            execution=execution)
     print(json.dumps(summary, indent=2))
@@ -252,12 +275,17 @@ def report_diverged(summary: dict) -> None:
 
 
 def cmd_run(args) -> int:
-    cmd_train(args)
-    from jmem.engine import parallel
+    from jmem.study.pipeline import run_study
 
-    if parallel.process_index() != 0:  # process 0 scores the assembled run
+    config, execution, dataset = _prepare_training(args)
+    out = run_study(config, args.workdir, dataset, execution=execution, progress=not args.no_progress)
+    report_diverged(out["train"])
+    if "verdict" not in out:  # not process 0 of a multi-process job
         return 0
-    return cmd_score(argparse.Namespace(run_dir=args.workdir, overrides=[]))
+    print("\n" + out["verdict"].rstrip() + "\n")
+    print(f"report: {out['report']['report']} ({len(out['report']['figures'])} plots); "
+          f"stage seconds: {json.dumps(out['seconds'])}")
+    return 0
 
 
 def cmd_retrain(args) -> int:

@@ -100,9 +100,14 @@ class RetrainConfig:
     sweep: thresholds tau: remove mem >= tau, each with its class-matched random arm.
     remove: path of a user removal set (``.npy``: int indices or bool[N]); "" = none.
     lowest: also remove as many of the lowest-scoring examples, for each method.
-    cross_fit: select from the even-id estimation models, find the influenced test examples
-      from the odd-id ones (False: both from every model).
+    cross_fit: select from one half of the estimation models, find the influenced test
+      examples from the other (models alternate between halves within each inclusion rate;
+      False: both from every model).
     resamples: bootstrap replicates of every interval.
+    ablation: also run the 2^4 factorial ablation of the four corrections (rate, definition,
+      threshold, leakage; ``jmem.scores.protocols``): the 8 removal sets of its cells, each
+      with a class-matched random arm, from a run holding two inclusion rates (the lowest is
+      the "off" level, the highest the "on" level) and a leakage-free test set.
     """
 
     methods: str = "fixed,fdr"
@@ -112,6 +117,7 @@ class RetrainConfig:
     lowest: bool = False
     cross_fit: bool = True
     resamples: int = 10000
+    ablation: bool = False
 
     def __post_init__(self):
         sweep = self.sweep if isinstance(self.sweep, (tuple, list)) else (self.sweep,)
@@ -127,7 +133,7 @@ class RetrainConfig:
             raise JmemError(f"retrain.sweep={self.sweep} repeats a threshold")
         if isinstance(self.resamples, bool) or not isinstance(self.resamples, int) or self.resamples < 100:
             raise JmemError(f"retrain.resamples={self.resamples!r} must be an integer >= 100")
-        for name in ("lowest", "cross_fit"):
+        for name in ("lowest", "cross_fit", "ablation"):
             if not isinstance(getattr(self, name), bool):
                 raise JmemError(f"retrain.{name}={getattr(self, name)!r} must be true or false")
 
@@ -265,6 +271,8 @@ def parse_value(text: str, current, field: str):
         if current is None:  # optional numeric field (e.g. score.rate); "none" clears it
             return None if text.lower() in ("", "none", "null") else float(text)
         if isinstance(current, tuple):
+            if not text.strip("()[] "):  # "" or "()": the empty list (e.g. retrain.sweep=)
+                return ()
             items = [t.strip() for t in text.strip("()[] ").split(",")]
             if items and not items[-1] and len(items) > 1:
                 items.pop()  # one trailing comma, as in (0.5,)

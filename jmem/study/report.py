@@ -13,7 +13,7 @@ Writes, in the run directory (names in :mod:`jmem.study.rundir`):
 Inputs are the documented run-directory files only: ``config.json``, ``keep.npy``,
 ``margins_train.npy``, ``model_rates.npy``, ``canaries.npy``, ``models.csv``,
 ``scores.csv``, ``thresholds.json``, ``pairs.csv``, ``duplicates.csv`` and, when present,
-``retrain/retrain.json`` (or ``retrain.json``) and ``ablation.json``. Sections whose inputs
+``retrain/retrain.json`` and ``retrain/ablation.json`` (or both in the run directory). Sections whose inputs
 are absent say so and how to produce them. The example images are the only thing not in the
 run directory: they are re-loaded from the dataset named in ``config.json``.
 """
@@ -31,7 +31,7 @@ import jmem
 from jmem import rng
 from jmem.errors import JmemError
 from jmem.scores import estimators, reliability, thresholds
-from jmem.study import export, figures, rundir
+from jmem.study import export, figures, integrity, rundir
 from jmem.study.scoring import ScoreOptions, load_run, select_all
 
 NUM_TOP_EXAMPLES = 12
@@ -62,10 +62,11 @@ def read_csv_columns(path) -> dict:
     return cols
 
 
-def retrain_path(run_dir) -> Path | None:
-    """``RUN_DIR/retrain/retrain.json`` or ``RUN_DIR/retrain.json``, whichever exists."""
+def retrain_path(run_dir, name: str = rundir.RETRAIN) -> Path | None:
+    """``RUN_DIR/retrain/<name>`` or ``RUN_DIR/<name>``, whichever exists (``retrain.json``,
+    ``ablation.json``)."""
     d = Path(run_dir)
-    for p in (d / "retrain" / rundir.RETRAIN, d / rundir.RETRAIN):
+    for p in (d / "retrain" / name, d / name):
         if p.exists():
             return p
     return None
@@ -102,19 +103,20 @@ def read_run(run_dir) -> RunView:
     for name in (rundir.SCORES, rundir.THRESHOLDS):
         if not (d / name).exists():
             raise JmemError(f"run directory {str(d)!r} has no {name}; run `jmem score {d}` first")
+    integrity.verify_run(d)
     opt = lambda name, fn: fn(d / name) if (d / name).exists() else None  # noqa: E731
     dups = None
     if (d / rundir.DUPLICATES).exists():
         cols = read_csv_columns(d / rundir.DUPLICATES)
         dups = {(int(t), int(r)) for t, r in zip(cols.get("test_index", []), cols.get("train_index", []))}
-    rp = retrain_path(d)
+    rp, ap = retrain_path(d), retrain_path(d, rundir.ABLATION)
     return RunView(path=d, config=opt(rundir.CONFIG, rundir.load_json),
                    scores=read_csv_columns(d / rundir.SCORES),
                    thresholds=rundir.load_json(d / rundir.THRESHOLDS),
                    models=opt(rundir.MODEL_METRICS, read_csv_columns),
                    pairs=opt(rundir.PAIRS, read_csv_columns), duplicates=dups,
                    retrain=rundir.load_json(rp) if rp else None,
-                   ablation=opt(rundir.ABLATION, rundir.load_json))
+                   ablation=rundir.load_json(ap) if ap else None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -53,7 +53,10 @@ from jmem.data.dataset import Dataset
 from jmem.errors import JmemError
 from jmem.scores import estimators
 from jmem.scores import paired
+from jmem.scores import protocols
+from jmem.scores import reliability
 from jmem.scores import thresholds
+from jmem.study import integrity
 from jmem.study import rundir as artifacts
 from jmem.study import scoring
 from jmem.study import training
@@ -66,7 +69,7 @@ MODELS_CSV = "retrain_models.csv"
 VERDICT = "verdict.txt"
 KNOWN_METHODS = ("fixed", "fdr", "null", "top_k", "canary")
 MODEL_ID_OFFSET = 2**30           # retrain seed s trains with model id 2**30 + s
-_SALT_ARM, _SALT_COMPARISON, _SALT_ACCURACY = 1, 2, 3
+_SALT_ARM, _SALT_COMPARISON, _SALT_ACCURACY, _SALT_ABLATION = 1, 2, 3, 4
 SIGNIFICANCE = 0.05
 
 
@@ -119,6 +122,7 @@ class Design:
     arms: list
     cross_fit: dict
     skipped: dict
+    ablation_rates: tuple | None = None  # (off, on) rates of the ablation's rate factor
 
     @property
     def keep(self) -> np.ndarray:
@@ -143,17 +147,19 @@ def _stat_generator(seed: int, salt: int, *names: str) -> np.random.Generator:
     return rng.numpy_stream(seed, "retrain", salt, zlib.crc32("|".join(names).encode()))
 
 
-def split_rows(num_models: int, rows: np.ndarray | None, cross_fit: bool):
-    """(selection rows, influence rows) of the estimation models: even / odd model ids with
-    cross-fitting, all (``rows``) twice without. ``rows``: the scored models (None = all)."""
+def split_rows(model_rates, num_models: int, rows: np.ndarray | None, cross_fit: bool):
+    """(selection rows, influence rows) of the estimation models: the two alternating halves
+    of the scored models ``rows`` (None = all) with cross-fitting, within each inclusion rate
+    (:func:`jmem.scores.reliability.alternating_halves`); all of them twice without."""
     rows = np.arange(num_models) if rows is None else np.asarray(rows)
     if not cross_fit:
         return rows, rows
-    even, odd = rows[rows % 2 == 0], rows[rows % 2 == 1]
-    if even.size < 2 or odd.size < 2:
-        raise JmemError(f"retrain.cross_fit=true needs at least 2 estimation models with even "
-                        f"and 2 with odd ids; the run has {rows.size}")
-    return even, odd
+    rates = None if model_rates is None else np.asarray(model_rates)[rows]
+    a, b = reliability.alternating_halves(rows.size, rates)
+    if a.size < 2 or b.size < 2:
+        raise JmemError(f"retrain.cross_fit=true needs at least 4 estimation models (2 per "
+                        f"half); the run has {rows.size}")
+    return rows[a], rows[b]
 
 
 def _half_selection(run: scoring.RunArrays, rows: np.ndarray, opt: scoring.ScoreOptions):
@@ -216,10 +222,78 @@ def check_methods(cfg: RetrainConfig, has_canaries: bool) -> tuple[str, ...]:
                             "(subsets.canary_fraction=0)")
     if len(set(methods)) != len(methods):
         raise JmemError(f"retrain.methods={cfg.methods!r} repeats a method")
-    if not methods and not cfg.sweep and not cfg.remove:
-        raise JmemError("retrain.methods='' with no retrain.sweep and no retrain.remove: "
-                        "nothing to remove")
+    if not methods and not cfg.sweep and not cfg.remove and not cfg.ablation:
+        raise JmemError("retrain.methods='' with no retrain.sweep, no retrain.remove and no "
+                        "retrain.ablation: nothing to remove")
     return methods
+
+
+ABLATION_PREFIX = "cell:"
+
+
+def cell_group(key: tuple[bool, bool, bool]) -> str:
+    """The group name of an ablation removal set: ``cell:`` + the protocol's name with the
+    leakage correction off (``cell:fz``, ``cell:rate+definition+threshold``, ...)."""
+    return ABLATION_PREFIX + protocols.Protocol(*key, False).name
+
+
+def ablation_rates(run: scoring.RunArrays) -> tuple[float, float]:
+    """(off, on) inclusion rates of the rate factor: the run's lowest and highest rate."""
+    if run.model_rates is None:
+        raise JmemError("retrain.ablation=true needs model_rates.npy (a run with two inclusion "
+                        "rates, e.g. --set subsets.rates=0.7,0.95)")
+    rates = estimators.group_rates(run.model_rates, run.keep.shape[0])[0]
+    if rates.size < 2:
+        raise JmemError(f"retrain.ablation=true needs a run with two inclusion rates (the rate "
+                        f"factor); this run has only {rates[0]:g} (set subsets.rates=0.7,0.95)")
+    if "test_clean" not in run.test_sets:
+        raise JmemError("retrain.ablation=true needs the leakage-free test set (leakage.clean_test=true)")
+    return float(rates.min()), float(rates.max())
+
+
+def ablation_selections(run: scoring.RunArrays, sel_rows: np.ndarray, opt: scoring.ScoreOptions) -> dict:
+    """The 8 removal sets of the ablation's cells (selection_key -> ThresholdResult), from the
+    selection half of the estimation models, with the scoring stage's numbers."""
+    low, high = ablation_rates(run)
+    rows = np.zeros(run.keep.shape[0], bool)
+    rows[sel_rows] = True
+    options = protocols.SelectionOptions(fixed_threshold=opt.fixed_threshold, fdr_q=opt.fdr_q,
+                                         min_effect=opt.min_effect, null_fpr=opt.null_fpr)
+    return protocols.cell_selections(run.keep, run.margins_train, run.model_rates, low_rate=low,
+                                     high_rate=high, rows=rows, options=options,
+                                     placebo_seed=rng.stream_words(opt.placebo_seed, "placebo"))
+
+
+def ablation_record(design: Design, outcomes: Outcomes, seed: int, resamples: int) -> dict:
+    """The factorial ablation (``ablation.json``): every cell's paired removal effect, selected
+    minus class-matched random (pp), on the test set its leakage factor names, over the seeds
+    where no ablation model diverged; an empty removal set has effect 0 (nothing removed)."""
+    cell_arms = [a for a in design.arms if a.group and a.group.startswith(ABLATION_PREFIX)]
+    ok = np.ones(design.seeds, bool)
+    for arm in cell_arms:
+        ok &= ~outcomes.diverged[design.rows(arm.name)]
+    if ok.sum() < 2:
+        raise JmemError("the ablation has fewer than 2 seeds where no model diverged")
+    diffs = {}
+    for cell in protocols.all_protocols():
+        group = cell_group(cell.selection_key)
+        if group not in design.groups:  # selected nothing: removing nothing changes nothing
+            diffs[cell] = np.zeros(int(ok.sum()))
+            continue
+        correct = outcomes.correct["test_clean" if cell.leakage else "test"]
+        sel = correct[design.rows(f"{group}:selected")[ok]].mean(axis=1)
+        matched = correct[design.rows(f"{group}:matched")[ok]].mean(axis=1)
+        diffs[cell] = paired.paired_differences(sel, matched)
+    out = protocols.ablation_summary(diffs, resamples=resamples,
+                                     rng=_stat_generator(seed, _SALT_ABLATION, "ablation"))
+    for row in out["cells"]:
+        cell = protocols.Protocol.from_levels(row["levels"])
+        group = design.groups.get(cell_group(cell.selection_key))
+        row["removed"] = int(group.removed.sum()) if group is not None else 0
+        row["test_set"] = "test_clean" if cell.leakage else "test"
+    out["rates"] = list(design.ablation_rates)
+    out["excluded_seeds"] = int((~ok).sum())
+    return thresholds.to_jsonable(out)
 
 
 def build_design(run: scoring.RunArrays, cfg: RetrainConfig, opt: scoring.ScoreOptions,
@@ -233,7 +307,7 @@ def build_design(run: scoring.RunArrays, cfg: RetrainConfig, opt: scoring.ScoreO
     labels = np.asarray(run.labels_train)
     n = labels.size
     user = removal.load_removal(cfg.remove, n) if cfg.remove else None
-    sel_rows, infl_rows = split_rows(run.keep.shape[0], scoring._primary_rows(run, opt.rate),
+    sel_rows, infl_rows = split_rows(run.model_rates, run.keep.shape[0], scoring._primary_rows(run, opt.rate),
                                      cfg.cross_fit)
     s_sel, chosen = _half_selection(run, sel_rows, opt)
     s_infl = s_sel if not cfg.cross_fit else estimators.compute_scores(
@@ -250,22 +324,30 @@ def build_design(run: scoring.RunArrays, cfg: RetrainConfig, opt: scoring.ScoreO
         _, other = _half_selection(run, infl_rows, opt)
         cross["jaccard"] = {m: _jaccard(chosen[m].selected, other[m].selected) for m in methods}
 
-    candidates = []  # (name, method, tau, removed, info)
+    compared = ["selected", "matched"]
+    with_baselines = compared + ["random"] + (["lowest"] if cfg.lowest else [])
+    candidates = []  # (name, method, tau, removed, info, arm kinds, what the set is)
     for m in methods:
         res = chosen[m]
-        candidates.append((m, m, None, np.asarray(res.selected, bool), res.to_dict()))
+        candidates.append((m, m, None, np.asarray(res.selected, bool), res.to_dict(), with_baselines,
+                           f"retrain.methods: {m}"))
     for tau in cfg.sweep:
         candidates.append((f"sweep:{tau:g}", None, tau, removal.at_least(s_sel.mem, tau),
-                           {"threshold": tau, "score": "mem"}))
+                           {"threshold": tau, "score": "mem"}, compared, f"retrain.sweep: mem >= {tau:g}"))
     if user is not None:
-        candidates.append(("user", None, None, user, {"path": cfg.remove}))
+        candidates.append(("user", None, None, user, {"path": cfg.remove}, compared,
+                           f"retrain.remove={cfg.remove!r}"))
+    if cfg.ablation:
+        for key, res in ablation_selections(run, sel_rows, opt).items():
+            name = cell_group(key)
+            candidates.append((name, None, None, np.asarray(res.selected, bool),
+                               {**res.to_dict(), "cell": protocols.Protocol(*key, False).levels},
+                               compared, f"retrain.ablation: cell {name}"))
 
     groups, skipped, arms = {}, {}, []
     full = np.zeros((cfg.seeds, n), bool)
     arms.append(Arm("full", "full", None, None, None, full))
-    for name, method, tau, removed, info in candidates:
-        what = (f"retrain.methods: {name}" if method else f"retrain.remove={cfg.remove!r}"
-                if tau is None else f"retrain.sweep: mem >= {tau:g}")
+    for name, method, tau, removed, info, kinds, what in candidates:
         if not removed.any():
             skipped[name] = "selects no example"
             continue
@@ -276,11 +358,8 @@ def build_design(run: scoring.RunArrays, cfg: RetrainConfig, opt: scoring.ScoreO
                 "influenced_size": int(influenced.sum()),
                 "influenced_test_indices": np.flatnonzero(influenced).tolist()}
         groups[name] = Group(name, method, tau, removed, influenced, info)
-        prefix = name
-        kinds = ["selected", "matched"] + (["random"] + (["lowest"] if cfg.lowest else [])
-                                           if method else [])
         for kind in kinds:
-            arm_name = f"{prefix}:{kind}"
+            arm_name = f"{name}:{kind}"
             if kind == "selected":
                 masks = np.broadcast_to(removed, (cfg.seeds, n)).copy()
             elif kind == "matched":
@@ -300,7 +379,8 @@ def build_design(run: scoring.RunArrays, cfg: RetrainConfig, opt: scoring.ScoreO
     if len(arms) == 1:
         raise JmemError("nothing to retrain: every removal set is empty ("
                         + ", ".join(f"{k} {v}" for k, v in skipped.items()) + ")")
-    return Design(cfg.seeds, groups, arms, cross, skipped)
+    return Design(cfg.seeds, groups, arms, cross, skipped,
+                  ablation_rates(run) if cfg.ablation else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -563,8 +643,56 @@ def _holm_text(c: paired.Comparison, size: int, g: Group) -> str:
     return f", Holm-adjusted over {size} {over} {_p(c.p_holm)}"
 
 
+def _protocol_label(cell: protocols.Protocol, rates: tuple) -> str:
+    parts = [f"rate {rates[1] if cell.rate else rates[0]:g}",
+             ("definition: Fisher test with mem >= min_effect" if cell.definition else "definition: mem"),
+             ("threshold: calibrated (" + ("Benjamini-Hochberg FDR" if cell.definition else "placebo null") + ")")
+             if cell.threshold else ("threshold: hand-picked (" + ("p <= 0.05 per example" if cell.definition
+                                                                  else "mem >= 0.25") + ")"),
+             "leakage-free test set" if cell.leakage else "original test set"]
+    return "; ".join(parts)
+
+
+def protocols_text(design: Design, by: dict, ablation: dict, num_examples: int) -> list[str]:
+    """Verdict paragraphs of the two protocols (Feldman & Zhang's and the corrected one) and
+    the main effect of each correction, from the ablation's cells."""
+    lines = []
+    for cell, title in ((protocols.FZ, "Feldman & Zhang's protocol"), (protocols.CORRECTED, "The corrected protocol")):
+        group = cell_group(cell.selection_key)
+        label = _protocol_label(cell, design.ablation_rates)
+        test_set = "test_clean" if cell.leakage else "test"
+        c = by.get((f"{group}:selected", f"{group}:matched", test_set))
+        if group not in design.groups:
+            lines.append(f"{title} ({label}) selects no example: nothing to remove, no effect.")
+            continue
+        if c is None:
+            lines.append(f"{title} ({label}): too few non-diverged seeds to compare.")
+            continue
+        k = int(design.groups[group].removed.sum())
+        lines.append(f"{title} ({label}) removes {k} examples ({100 * k / num_examples:.1f}%): "
+                     f"accuracy on the {_SET_LABELS.get(test_set, test_set)} set changed by "
+                     f"{_effect(c, True)} against removing {k} class-matched random examples "
+                     f"({_p(c.p_perm)}, {c.n_seeds} seeds; minimum detectable effect {_pp(c.mde)} pp). "
+                     f"Verdict: removing them {_conclusion(c, _SET_LABELS[test_set])}.")
+    effects = "; ".join(f"{e['factor']} {_signed(e['effect_pp'])} pp [{_signed(e['ci_low'])}, "
+                        f"{_signed(e['ci_high'])}] (Holm p {_p_plain(e['p_holm'])})"
+                        for e in ablation["main_effects"])
+    lines.append(f"Ablation ({ablation['seeds']} seeds, all 16 cells): main effect of switching each "
+                 f"correction on, on the selected-minus-matched difference: {effects}. A positive "
+                 "effect means the correction makes removal look less costly.")
+    return lines
+
+
+def _signed(x) -> str:
+    return "n/a" if x is None else f"{x:+.2f}".replace("-", "−")
+
+
+def _p_plain(p) -> str:
+    return "n/a" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3g}")
+
+
 def verdict_text(design: Design, comparisons: list[dict], share: dict, num_examples: int,
-                 excluded: int) -> str:
+                 excluded: int, ablation: dict | None = None) -> str:
     """The verdict paragraph: per removal set, selected vs class-matched random on the test
     and leakage-free test sets (and every other set), then the F&Z baselines and share."""
     by = {(e["a"], e["b"], e["test_set"]): e["comparison"] for e in comparisons}
@@ -573,6 +701,8 @@ def verdict_text(design: Design, comparisons: list[dict], share: dict, num_examp
              "initialisation and data order). Differences are arm minus arm in percentage points "
              "(pp) with 95% bootstrap intervals over seeds; p: paired sign-flip permutation test."]
     for g in design.groups.values():
+        if g.name.startswith(ABLATION_PREFIX):
+            continue  # the ablation's cells have their own paragraph (protocols_text)
         sel, matched = f"{g.name}:selected", f"{g.name}:matched"
         k = int(g.removed.sum())
         main = by.get((sel, matched, "test"))
@@ -616,6 +746,8 @@ def verdict_text(design: Design, comparisons: list[dict], share: dict, num_examp
                      f"examples carry a share {_share(sh['estimate'])}{rng_text} of the change against "
                      "the full training set.")
         lines.append(text)
+    if ablation is not None:
+        lines += protocols_text(design, by, ablation, num_examples)
     for name, why in design.skipped.items():
         lines.append(f"{name}: {why}; no arm trained.")
     if excluded:
@@ -707,6 +839,7 @@ def load_scored_run(run_dir) -> tuple[Config, scoring.RunArrays, scoring.ScoreOp
     if not (d / artifacts.THRESHOLDS).exists():
         raise JmemError(f"run directory {str(d)!r} is not scored (no {artifacts.THRESHOLDS}); "
                         f"run `jmem score {d}` first")
+    integrity.verify_run(d)
     config = config_lib.from_dict(artifacts.load_json(d / artifacts.CONFIG))
     recorded = artifacts.load_json(d / artifacts.THRESHOLDS).get("options", {})
     fields = {f.name for f in dataclasses.fields(scoring.ScoreOptions)}
@@ -850,7 +983,10 @@ def _assemble(out: Path, design: Design, inputs: training.RunInputs, cfg: Retrai
     accuracy = arm_accuracies(design, outcomes, seed, cfg.resamples)
     share = shares(design, outcomes, seed, cfg.resamples)
     excluded = int(outcomes.diverged.sum())
-    verdict = verdict_text(design, comparisons, share, num_examples, excluded)
+    ablation = ablation_record(design, outcomes, seed, cfg.resamples) if cfg.ablation else None
+    verdict = verdict_text(design, comparisons, share, num_examples, excluded, ablation)
+    if ablation is not None:
+        artifacts.save_json(out / artifacts.ABLATION, ablation)
     artifacts.save_text(out / MODELS_CSV, models_csv(design, outcomes))
     artifacts.save_text(out / VERDICT, verdict)
     artifacts.save_json(out / artifacts.RETRAIN,

@@ -1,0 +1,71 @@
+"""``jmem run``: the whole study, data -> masks -> train -> score -> retrain -> report.
+
+Every stage writes into the run directory and is skipped when its outputs are complete, so
+an interrupted study (SIGTERM, SIGKILL, a crash) continues where it stopped when the same
+command runs again:
+
+========== =================================================== ==============================
+stage      does                                                complete when
+========== =================================================== ==============================
+train      leakage check, canaries, keep-masks, the estimation ``models.csv`` (training's own
+           models (:mod:`jmem.study.training`)                  waves and checkpoints resume)
+score      scores, thresholds, pairs (:mod:`jmem.study.scoring`) ``pairs.csv`` (written last)
+retrain    the removal experiment and the ablation              ``retrain/retrain.json``
+           (:mod:`jmem.study.retrain`)                          (resumes its own waves)
+report     ``report.md`` and its plots (:mod:`jmem.study.report`) re-rendered every time (seconds)
+========== =================================================== ==============================
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from jmem.config import Config
+from jmem.data.dataset import Dataset
+from jmem.study import rundir, training
+
+STAGES = ("train", "score", "retrain", "report")
+
+
+def is_scored(workdir: Path) -> bool:
+    """The scoring stage wrote all three files (pairs.csv is its last)."""
+    return all((Path(workdir) / name).exists() for name in (rundir.SCORES, rundir.THRESHOLDS, rundir.PAIRS))
+
+
+def run_study(config: Config, workdir: Path, dataset: Dataset, *, execution: training.Execution = training.Execution(),
+              progress: bool = True, log=print) -> dict:
+    """Run every stage of the study of ``config`` into ``workdir`` (resuming what is done).
+
+    Returns {"train": summary, "retrain": summary, "report": paths, "verdict": str,
+    "seconds": {stage: float}}. Only process 0 of a multi-process job goes past training.
+    """
+    from jmem.engine import parallel
+    from jmem.study import report, retrain, scoring
+
+    workdir = Path(workdir)
+    seconds, out = {}, {}
+    t0 = time.perf_counter()
+    out["train"] = training.run_training(config, workdir, dataset, progress=progress, log=log,
+                                         execution=execution)
+    seconds["train"] = time.perf_counter() - t0
+    if parallel.process_index() != 0:
+        return {**out, "seconds": seconds}
+    t0 = time.perf_counter()
+    if is_scored(workdir):
+        log(f"{workdir}: already scored")
+    else:
+        log(scoring.format_summary(scoring.score_run(workdir)))
+    training.fault_point("stage")
+    seconds["score"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out["retrain"] = retrain.run_retrain(workdir, dataset=dataset, execution=execution, progress=progress,
+                                         log=log, retrain_config=config.retrain)
+    training.fault_point("stage")
+    seconds["retrain"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out["report"] = report.build_report(workdir)
+    seconds["report"] = time.perf_counter() - t0
+    out["verdict"] = out["retrain"]["verdict"]
+    out["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
+    return out
