@@ -97,12 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leakage", help="train/test near-duplicates of a dataset or run directory")
     p.add_argument("target", help="dataset name, .npz path, or run directory")
     p.add_argument("--data-dir", default="", help="TFDS data directory")
+    p.add_argument("--idx-dir", default="", help="directory of Fashion-MNIST's IDX files")
     p.add_argument("--out", type=Path, default=None, help="where to write duplicates.csv (default: the run directory, else ./duplicates.csv)")
     p.set_defaults(handler=cmd_leakage)
 
     p = sub.add_parser("data", help="print a dataset's sizes, shapes, classes and class balance")
     p.add_argument("name", nargs="?", help="dataset name or .npz path")
     p.add_argument("--data-dir", default="", help="TFDS data directory (default: $TFDS_DATA_DIR)")
+    p.add_argument("--idx-dir", default="", help="directory of Fashion-MNIST's IDX files "
+                   "(default: $JMEM_FASHION_MNIST_DIR, then /usr/share/datasets/fashion-mnist)")
     p.add_argument("--list", action="store_true", help="list the known datasets")
     p.set_defaults(handler=cmd_data)
 
@@ -136,7 +139,8 @@ def load_config(args):
 def _load_dataset(config):
     from jmem.data.loaders import load_dataset
 
-    return load_dataset(config.data.name, data_dir=config.data.data_dir or None)
+    return load_dataset(config.data.name, data_dir=config.data.data_dir or None,
+                        idx_dir=config.data.idx_dir or None)
 
 
 def cmd_train(args) -> int:
@@ -193,7 +197,8 @@ def cmd_leakage(args) -> int:
     else:  # a dataset name or .npz path: the default leakage settings
         config = config_lib.Config(data=config_lib.DataConfig(name=args.target))
         out = args.out or Path(artifacts.DUPLICATES)
-    dataset = load_dataset(config.data.name, data_dir=(args.data_dir or config.data.data_dir) or None)
+    dataset = load_dataset(config.data.name, data_dir=(args.data_dir or config.data.data_dir) or None,
+                           idx_dir=(args.idx_dir or config.data.idx_dir) or None)
     result = detect_leakage(config, dataset)
     write_duplicates_csv(out, result)
     print(format_leakage_summary(result, dataset))
@@ -209,7 +214,7 @@ def cmd_data(args) -> int:
             print(f"{name:16s} {text}")
         print(f"{'PATH.npz':16s} any file with x_train, y_train, x_test, y_test")
         return 0
-    print(describe(load_dataset(args.name, data_dir=args.data_dir or None)))
+    print(describe(load_dataset(args.name, data_dir=args.data_dir or None, idx_dir=args.idx_dir or None)))
     return 0
 
 

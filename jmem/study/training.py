@@ -121,6 +121,10 @@ def check_workdir(workdir: Path, config: Config) -> bool:
                             "choose a new or empty directory")
         return False
     recorded = artifacts.load_json(recorded_path)
+    try:  # fields added to the schema after the run was made take their defaults
+        recorded = config_lib.to_dict(config_lib.from_dict(recorded))
+    except (JmemError, TypeError):
+        pass  # unreadable as a config: the raw comparison below names the difference
     difference = config_lib.first_difference(recorded, config_lib.to_dict(config))
     if difference:
         raise JmemError(f"--workdir {str(workdir)!r} holds a different run ({difference}); "
