@@ -22,7 +22,7 @@ from jmem.config import Config, DataConfig, SubsetConfig, with_variant
 from jmem.engine.hparams import ModelConfig, TrainConfig
 
 VARIANTS = {
-    "cpu": ["model.widths=CPU_WIDTHS", "train.epochs=CPU_EPOCHS", "train.num_models=CPU_R"],
+    "cpu": ["model.widths=64", "train.epochs=2", "train.num_models=512"],
     "small": ["model.widths=16", "train.epochs=1", "train.num_models=8"],
 }
 

@@ -201,8 +201,11 @@ def cmd_leakage(args) -> int:
                            idx_dir=(args.idx_dir or config.data.idx_dir) or None)
     result = detect_leakage(config, dataset)
     write_duplicates_csv(out, result)
+    from jmem.study.figures_leakage import save_leakage_figures
+
+    figures = save_leakage_figures(Path(out).parent, result, dataset)
     print(format_leakage_summary(result, dataset))
-    print(f"wrote {out}")
+    print(f"wrote {', '.join(str(p) for p in [Path(out), *figures])}")
     return 0
 
 

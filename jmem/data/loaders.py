@@ -59,6 +59,14 @@ KNOWN_DATASETS = {
     "idx:DIR": "a directory of MNIST-format IDX files (MNIST, KMNIST, EMNIST, ...)",
 }
 
+#: Human-readable class names, label order, where the dataset defines them.
+CLASS_NAMES = {
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                "truck"),
+}
+
 # Fashion-MNIST's IDX files (Xiao, Rasul & Vollgraf 2017), as published and as Debian ships them.
 FASHION_MNIST_ENV = "JMEM_FASHION_MNIST_DIR"
 FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"

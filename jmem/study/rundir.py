@@ -105,6 +105,12 @@ def save_text(path: Path, text: str) -> None:
         Path(tmp).write_text(text)
 
 
+def save_bytes(path: Path, data: bytes) -> None:
+    """Atomically write a binary file (a PNG figure)."""
+    with _atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+
+
 def _jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
