@@ -201,3 +201,25 @@ def test_figures_skip_non_images_and_empty_results(tmp_path):
     result = find_leakage(ds)
     assert figures_leakage.save_leakage_figures(tmp_path, result, ds) == []
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- memory at scale
+
+
+def test_row_writer_writes_what_np_save_writes(tmp_path):
+    """Run assembly streams margins wave by wave: the file must be np.save's, byte for byte."""
+    a = np.random.default_rng(0).standard_normal((7, 5)).astype(np.float32)
+    np.save(tmp_path / "ref.npy", a)
+    writer = artifacts.NpyRowWriter(tmp_path / "rows.npy", a.shape, np.float32)
+    for block in (a[:3], a[3:4], a[4:]):
+        writer.write_rows(block.astype(np.float64))  # cast back to the file's dtype
+    with pytest.raises(Exception, match="do not fit"):
+        writer.write_rows(a[:1])
+    writer.commit()
+    assert (tmp_path / "rows.npy").read_bytes() == (tmp_path / "ref.npy").read_bytes()
+    short = artifacts.NpyRowWriter(tmp_path / "short.npy", a.shape, np.float32)
+    short.write_rows(a[:2])
+    with pytest.raises(Exception, match="2 rows written, expected 7"):
+        short.commit()
+    short.discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.npy", "rows.npy"]

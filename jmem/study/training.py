@@ -441,20 +441,37 @@ def assemble(workdir: Path, inputs: RunInputs) -> dict:
     """
     workdir = Path(workdir)
     waves = sorted((workdir / WAVES_DIR).glob("models_*.npz"))
-    parts: dict[str, list] = {}
-    for path in waves:
-        with np.load(path) as wave:
-            for key in wave.files:
-                parts.setdefault(key, []).append(wave[key])
-    arrays = {k: np.concatenate(v) for k, v in parts.items()}
     num_models = inputs.keep.shape[0]
-    if arrays["diverged"].shape[0] != num_models:
-        raise JmemError(f"{workdir / WAVES_DIR}: wave files hold {arrays['diverged'].shape[0]} "
-                        f"models, not train.num_models={num_models}; delete the workdir and re-run")
-    for key, value in arrays.items():
-        if key.startswith("margins_"):
-            artifacts.save_array(workdir / f"{key}.npy", value.astype(np.float32))
+    # Margins stream wave by wave into their final files (float32[R, N] at R=2,000, N=60,000
+    # is 480 MB: holding every wave and their concatenation would double that). Everything
+    # else, test margins included (R x T, for models.csv's accuracies), is concatenated.
+    parts: dict[str, list] = {}
+    writers: dict[str, artifacts.NpyRowWriter] = {}
+    held = 0
+    try:
+        for path in waves:
+            with np.load(path) as wave:
+                n = wave["diverged"].shape[0]
+                held += n
+                for key in wave.files:
+                    value = wave[key]
+                    if key != "margins_train":
+                        parts.setdefault(key, []).append(value)
+                    if key.startswith("margins_") and held <= num_models:
+                        if key not in writers:
+                            writers[key] = artifacts.NpyRowWriter(workdir / f"{key}.npy",
+                                                                  (num_models,) + value.shape[1:], np.float32)
+                        writers[key].write_rows(value)
+        if held != num_models:
+            raise JmemError(f"{workdir / WAVES_DIR}: wave files hold {held} "
+                            f"models, not train.num_models={num_models}; delete the workdir and re-run")
+        for key in writers:  # in the wave files' order, as before
+            writers[key].commit()
             fault_point("assembly")
+    finally:
+        for writer in writers.values():
+            writer.discard()
+    arrays = {k: np.concatenate(v) for k, v in parts.items()}
     metrics = model_metrics(inputs, arrays)
     artifacts.save_text(workdir / artifacts.MODEL_METRICS, metrics_csv(metrics))
     fault_point("cleanup")
