@@ -18,7 +18,7 @@ Variant ``cpu``: estimation (train + score) on a 2-core CPU: 512 MLPs 784-64-10,
 Runtime:  measured 2026-12-01 with `jmem run experiments/fashion_mnist.py:cpu`: 30.7 min wall
           on a 2-core CPU shared with four other jobs (load average 8-13, this job got 22% of
           the machine); 418 s of CPU time in all (389 user + 30 system), so about 4-7 minutes
-          on a quiet 2-core machine (not measured quiet). Peak RSS 1.39 GiB.
+          on a quiet 2-core machine (not measured quiet). Peak RSS 1.36 GiB.
 Expected: mean test accuracy 82.0% (sd 1.7%, range 67.0-84.6%), 81.0% on the leakage-free
           test set; no model diverged; 107 training examples with mem >= 0.25, 728 selected
           by the FDR rule.
