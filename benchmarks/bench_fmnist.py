@@ -167,6 +167,9 @@ def main(argv=None) -> dict:
     p.add_argument("--workdir", default="/tmp/bench_fmnist", help="scratch directory (replaced)")
     p.add_argument("--dry-run", action="store_true", help="600 training images, R=4: plumbing only")
     p.add_argument("--out", default="", help="write the result JSON here")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="extra jmem config override, e.g. train.strategy=sequential (the baseline "
+                        "reads the resolved config, so it follows model/train changes)")
     p.add_argument("--baseline-child", nargs=2, metavar=("RUN_DIR", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.baseline_child:
@@ -184,6 +187,8 @@ def main(argv=None) -> dict:
     overrides = ["--set", f"train.num_models={r}"]
     if args.epochs:
         overrides += ["--set", f"train.epochs={args.epochs}"]
+    for item in args.set:
+        overrides += ["--set", item]
     if args.dry_run:
         data = _slice_idx_dir(work / "data", 600, 200)
         overrides += ["--set", f"data.name=idx:{data}"]
