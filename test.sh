@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/setup.sh dev
+scripts/fashion_mnist.sh  # real Fashion-MNIST files for their tests (apt-get where root)
 export JAX_PLATFORMS=cpu
 exec .venv/bin/python -m pytest -m "not slow" -n 2 --durations=15 "$@"

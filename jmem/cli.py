@@ -128,12 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leakage", help="train/test near-duplicates of a dataset or run directory")
     p.add_argument("target", help="dataset name, .npz path, or run directory")
     p.add_argument("--data-dir", default="", help="TFDS data directory")
+    p.add_argument("--idx-dir", default="", help="directory of Fashion-MNIST's IDX files")
     p.add_argument("--out", type=Path, default=None, help="where to write duplicates.csv (default: the run directory, else ./duplicates.csv)")
     p.set_defaults(handler=cmd_leakage)
 
     p = sub.add_parser("data", help="print a dataset's sizes, shapes, classes and class balance")
     p.add_argument("name", nargs="?", help="dataset name or .npz path")
     p.add_argument("--data-dir", default="", help="TFDS data directory (default: $TFDS_DATA_DIR)")
+    p.add_argument("--idx-dir", default="", help="directory of Fashion-MNIST's IDX files "
+                   "(default: $JMEM_FASHION_MNIST_DIR, then /usr/share/datasets/fashion-mnist)")
     p.add_argument("--list", action="store_true", help="list the known datasets")
     p.set_defaults(handler=cmd_data)
 
@@ -219,7 +222,8 @@ def load_config(args):
 def _load_dataset(config):
     from jmem.data.loaders import load_dataset
 
-    return load_dataset(config.data.name, data_dir=config.data.data_dir or None)
+    return load_dataset(config.data.name, data_dir=config.data.data_dir or None,
+                        idx_dir=config.data.idx_dir or None)
 
 
 def _prepare_training(args):
@@ -342,11 +346,15 @@ def cmd_leakage(args) -> int:
     if Path(out).is_dir():  # before the detection, not after
         raise JmemError(f"--out {str(out)!r} is a directory; give a file name, e.g. "
                         f"{str(Path(out) / artifacts.DUPLICATES)!r}")
-    dataset = load_dataset(config.data.name, data_dir=(args.data_dir or config.data.data_dir) or None)
+    dataset = load_dataset(config.data.name, data_dir=(args.data_dir or config.data.data_dir) or None,
+                           idx_dir=(args.idx_dir or config.data.idx_dir) or None)
     result = detect_leakage(config, dataset)
     write_duplicates_csv(out, result)
+    from jmem.study.figures_leakage import save_leakage_figures
+
+    figures = save_leakage_figures(Path(out).parent, result, dataset)
     print(format_leakage_summary(result, dataset))
-    print(f"wrote {out}")
+    print(f"wrote {', '.join(str(p) for p in [Path(out), *figures])}")
     return 0
 
 
@@ -358,7 +366,7 @@ def cmd_data(args) -> int:
             print(f"{name:16s} {text}")
         print(f"{'PATH.npz':16s} any file with x_train, y_train, x_test, y_test")
         return 0
-    print(describe(load_dataset(args.name, data_dir=args.data_dir or None)))
+    print(describe(load_dataset(args.name, data_dir=args.data_dir or None, idx_dir=args.idx_dir or None)))
     return 0
 
 

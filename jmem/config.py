@@ -25,10 +25,14 @@ class DataConfig:
     """Which dataset: a name from ``jmem data --list`` or a path ending in ``.npz``.
 
     data_dir: where prepared TFDS datasets live ("" = ``$TFDS_DATA_DIR`` or TFDS' default).
+    idx_dir: a directory of Fashion-MNIST's four IDX files ("" = ``$JMEM_FASHION_MNIST_DIR``,
+      then ``/usr/share/datasets/fashion-mnist``); ``fashion_mnist`` only, see
+      ``jmem.data.loaders.fashion_mnist_sources``.
     """
 
     name: str = "digits"
     data_dir: str = ""
+    idx_dir: str = ""
 
     def __post_init__(self):
         if not self.name:

@@ -126,3 +126,30 @@ def test_incompatible_input_shapes_raise(cfg, shape, match):
 def test_bad_conv_impl_raises():
     with pytest.raises(JmemError, match="conv_impl='fft'"):
         build_model(ModelConfig(kind="cnn"), 10, "fft")
+
+
+def test_mlp_widths_layer_by_layer():
+    """``widths=(6, 4)`` builds 25-6-4-3 (Feldman & Zhang's 784-512-256-10 in small)."""
+    from jmem import config as config_lib
+    from jmem.engine.hparams import hidden_widths
+
+    cfg = ModelConfig(kind="mlp", widths=(6, 4))
+    module = build_model(cfg, 3)
+    x = jnp.ones((2, 5, 5, 1))
+    params = module.init(jax.random.PRNGKey(0), x)["params"]
+    shapes = {k: v["kernel"].shape for k, v in params.items()}
+    assert shapes == {"dense0": (25, 6), "dense1": (6, 4), "head": (4, 3)}
+    logits, feats = module.apply({"params": params}, x)
+    assert logits.shape == (2, 3) and feats.shape == (2, 4)
+    assert hidden_widths(cfg) == (6, 4) and hidden_widths(ModelConfig(width=5, depth=3)) == (5, 5, 5)
+    # Without widths the layout (and so every existing run) is unchanged.
+    plain = build_model(ModelConfig(kind="mlp", width=6, depth=2), 3).init(jax.random.PRNGKey(0), x)["params"]
+    assert {k: v["kernel"].shape for k, v in plain.items()} == {"dense0": (25, 6), "dense1": (6, 6), "head": (6, 3)}
+    parsed = config_lib.apply_overrides(config_lib.Config(), ["model.widths=512,256"])
+    assert parsed.model.widths == (512, 256) and all(type(w) is int for w in parsed.model.widths)
+    with pytest.raises(JmemError, match=r"model.widths contains 2.5; every width must be an integer >= 1"):
+        ModelConfig(widths=(2.5,))
+    with pytest.raises(JmemError, match=r"model.widths contains 0"):
+        ModelConfig(widths=(4, 0))
+    with pytest.raises(JmemError, match=r"model.widths=\[8\] is for model.kind='mlp' only, not 'cnn'"):
+        ModelConfig(kind="cnn", widths=(8,))

@@ -14,6 +14,7 @@ import numpy as np
 import optax
 from jax import lax
 
+from jmem.engine.hparams import hidden_widths
 from jmem.engine.models import build_model, init_one
 from jmem.bench.workloads import SEED, Workload
 
@@ -48,12 +49,20 @@ def _plain_model(work: Workload):
     impl = "lax"
     return build_model(cfg, work.dataset.num_classes, impl, work.train_cfg.compute_dtype)
 
+def baseline_optimizer(train_cfg) -> optax.GradientTransformation:
+    """The plain optax optimizer a practitioner writes for the recipe: SGD (with momentum,
+    Nesterov) for ``optimizer="sgd"``, else Adam; constant learning rate."""
+    if train_cfg.optimizer == "sgd":
+        return optax.sgd(train_cfg.learning_rate, momentum=train_cfg.momentum or None,
+                         nesterov=train_cfg.nesterov)
+    return optax.adam(train_cfg.learning_rate)
+
 def fz_loop_runner(work: Workload, keep: np.ndarray):
-    """Baseline (a): one model at a time, a Python loop over a jitted Adam step, batches
-    sliced from host arrays (Feldman & Zhang's MNIST example style; the last, smaller batch
-    of an epoch compiles once more)."""
+    """Baseline (a): one model at a time, a Python loop over a jitted optimizer step (Adam, or
+    SGD for an SGD recipe), batches sliced from host arrays (Feldman & Zhang's MNIST example
+    style; the last, smaller batch of an epoch compiles once more)."""
     module = _plain_model(work)
-    tx = optax.adam(work.train_cfg.learning_rate)
+    tx = baseline_optimizer(work.train_cfg)
     bsz, epochs = work.train_cfg.batch_size, work.train_cfg.epochs
     x, y = work.dataset.x_train, work.dataset.y_train
 
@@ -153,10 +162,10 @@ def _torch_module(torch, work: Workload):
     cfg, k = work.model_cfg, work.dataset.num_classes
     if cfg.kind == "mlp":
         d = math.prod(work.dataset.example_shape)
-        layers = [nn.Flatten()]
-        for i in range(cfg.depth):
-            layers += [nn.Linear(d if i == 0 else cfg.width, cfg.width), nn.ReLU()]
-        return nn.Sequential(*layers, nn.Linear(cfg.width, k))
+        layers, dims = [nn.Flatten()], (d,) + hidden_widths(cfg)
+        for a, b in zip(dims, dims[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        return nn.Sequential(*layers, nn.Linear(dims[-1], k))
     length, channels = work.dataset.example_shape  # MNIST-1D: [L, C]
     layers, c = [], channels
     for _ in range(cfg.depth):
@@ -236,7 +245,7 @@ def torch_bmm_runner(work: Workload, keep: np.ndarray):
     torch = torch_or_none()
     F = torch.nn.functional
     cfg, k = work.model_cfg, work.dataset.num_classes
-    dims = [math.prod(work.dataset.example_shape)] + [cfg.width] * cfg.depth + [k]
+    dims = [math.prod(work.dataset.example_shape), *hidden_widths(cfg), k]
 
     def run():
         torch.manual_seed(0)

@@ -28,6 +28,8 @@ class Dataset:
       train_source_ids, test_source_ids: int64[N] / int64[T] or None: each example's index in
         the dataset's original file order (TFDS ``id`` fields such as ``train_01234``), so
         published per-index lists (CIFAR duplicates) can be mapped; None means ``arange``.
+      source: where the arrays were read from, for people (e.g. "IDX files in DIR"); "" when
+        the name says it all.
     """
 
     name: str
@@ -41,6 +43,7 @@ class Dataset:
     channel_std: np.ndarray | None = None
     train_source_ids: np.ndarray | None = None
     test_source_ids: np.ndarray | None = None
+    source: str = ""
 
     @property
     def num_train(self) -> int:

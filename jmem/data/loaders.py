@@ -11,6 +11,12 @@ Sources (``load_dataset(name)``):
   ``tfds.data_source`` from an already prepared TFDS data directory (``data_dir`` argument,
   else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``). Reading needs no TensorFlow;
   preparing does (``pip install 'jmem[prepare]'``), and jmem never downloads anything.
+- ``fashion_mnist`` also from its original IDX files (:func:`fashion_mnist_sources`): the
+  ``idx_dir`` argument, ``$JMEM_FASHION_MNIST_DIR``, or Debian's ``dataset-fashion-mnist``
+  package in ``/usr/share/datasets/fashion-mnist``; their contents are checked against pinned
+  sha256 digests.
+- ``idx:DIR``: any directory of MNIST-format IDX files (MNIST, KMNIST, EMNIST; see
+  :mod:`jmem.data.idx`).
 - any path ending in ``.npz`` (see :func:`load_npz`).
 
 Every dataset is normalised per channel (last axis) with the *training* set's mean and std,
@@ -29,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jmem.data import idx
 from jmem.data.dataset import Dataset
 from jmem.errors import JmemError, one_line
 
@@ -47,6 +54,37 @@ KNOWN_DATASETS = {
     "digits": "scikit-learn 8x8 handwritten digits, 1,797 real images, 10 classes (offline, default)",
     "mnist1d": "MNIST-1D, 4,000 / 1,000 sequences of length 40, 10 classes (generated offline)",
     **{name: desc for name, (_, desc) in _TFDS.items()},
+    "fashion_mnist": ("Fashion-MNIST clothing, 60,000 / 10,000 28x28x1; TFDS, or the IDX files "
+                      "(apt-get install dataset-fashion-mnist)"),
+    "idx:DIR": "a directory of MNIST-format IDX files (MNIST, KMNIST, EMNIST, ...)",
+}
+
+#: Human-readable class names, label order, where the dataset defines them.
+CLASS_NAMES = {
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                "truck"),
+}
+
+# Fashion-MNIST's IDX files (Xiao, Rasul & Vollgraf 2017), as published and as Debian ships them.
+FASHION_MNIST_ENV = "JMEM_FASHION_MNIST_DIR"
+FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_URL = "https://github.com/zalandoresearch/fashion-mnist (data/fashion/*.gz)"
+#: sha256 of the four published .gz files (file name -> digest).
+FASHION_MNIST_FILE_SHA256 = {
+    "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+    "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+    "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+    "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+}
+#: sha256 of the decoded values (:func:`jmem.data.idx.content_sha256`) of each file: the same
+#: for gzip and plain copies, so the loader checks any copy against it.
+FASHION_MNIST_CONTENT_SHA256 = {
+    "train_images": "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
+    "train_labels": "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7",
+    "test_images": "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
+    "test_labels": "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9",
 }
 
 # Extra test sets read along with a TFDS dataset when prepared: dataset -> [(extra name,
@@ -57,13 +95,15 @@ _TFDS_EXTRAS = {"cifar10": [("cifar10_1", "cifar10_1", "test")]}
 _MIN_STD = 1e-6
 
 
-def load_dataset(name: str, *, data_dir: str | None = None) -> Dataset:
+def load_dataset(name: str, *, data_dir: str | None = None, idx_dir: str | None = None) -> Dataset:
     """Load a dataset by name (or ``.npz`` path), normalised and validated.
 
     Args:
-      name: one of :data:`KNOWN_DATASETS` or a path ending in ``.npz``.
+      name: one of :data:`KNOWN_DATASETS`, ``idx:DIR``, or a path ending in ``.npz``.
       data_dir: TFDS data directory (TFDS datasets only); default ``$TFDS_DATA_DIR`` or
         ``~/tensorflow_datasets``.
+      idx_dir: directory of Fashion-MNIST's IDX files (``fashion_mnist`` only); see
+        :func:`fashion_mnist_sources` for the order sources are tried in.
 
     Returns:
       A validated :class:`Dataset`: x float32 ``[N, *example_shape]`` (images NHWC), y int32.
@@ -79,6 +119,14 @@ def load_dataset(name: str, *, data_dir: str | None = None) -> Dataset:
         raw = _load_digits()
     elif name == "mnist1d":
         raw = _load_mnist1d()
+    elif name.startswith("idx:"):
+        directory = name.removeprefix("idx:")
+        if not directory:
+            raise JmemError(f"dataset={name!r}: give the directory, e.g. idx:/data/mnist")
+        raw = dataclasses.replace(idx.idx_dataset(idx.read_idx_dir(directory), name),
+                                  source=f"IDX files in {directory}")
+    elif name == "fashion_mnist":
+        raw = _load_fashion_mnist(data_dir, idx_dir)
     elif name in _TFDS:
         raw = _load_tfds(name, data_dir)
     else:
@@ -467,6 +515,89 @@ def parse_source_ids(ids, split: str) -> np.ndarray | None:
     return out
 
 
+# ----------------------------------------------------------------------------- Fashion-MNIST
+
+
+def fashion_mnist_sources(data_dir: str | None = None, idx_dir: str | None = None) -> list[tuple[str, str]]:
+    """Where ``fashion_mnist`` is looked for, in order: a list of (kind, directory).
+
+    1. ``data_dir`` given: prepared TFDS data there (kind ``"tfds"``);
+    2. ``idx_dir`` given, else ``$JMEM_FASHION_MNIST_DIR``: the four IDX files (``"idx"``);
+    3. TFDS' default directory (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``), if prepared;
+    4. ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``).
+
+    Explicit choices come first, so a TFDS copy lying in the default directory never overrides
+    an IDX directory the user named. The TFDS copy holds the same images in another order
+    (TFDS shuffles records when preparing), so runs from the two kinds differ.
+    """
+    sources = []
+    if data_dir:
+        sources.append(("tfds", str(data_dir)))
+    chosen_idx = idx_dir or os.environ.get(FASHION_MNIST_ENV)
+    if chosen_idx:
+        sources.append(("idx", str(chosen_idx)))
+    if not data_dir:
+        sources.append(("tfds", tfds_data_dir(None)))
+    sources.append(("idx", FASHION_MNIST_SYSTEM_DIR))
+    return sources
+
+
+def fashion_mnist_instructions() -> str:
+    """Every way to get Fashion-MNIST, for the error message when none is found."""
+    return (
+        "get it one of these ways: (1) Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist "
+        f"(files in {FASHION_MNIST_SYSTEM_DIR}); (2) download the four *-ubyte.gz files from "
+        f"{FASHION_MNIST_URL} into a directory and set data.idx_dir=DIR or ${FASHION_MNIST_ENV}=DIR; "
+        f"(3) TFDS: {prepare_command('fashion_mnist', tfds_data_dir(None))}, then data.data_dir=DIR"
+    )
+
+
+def _load_fashion_mnist(data_dir: str | None, idx_dir: str | None) -> Dataset:
+    tried = []
+    for kind, directory in fashion_mnist_sources(data_dir, idx_dir):
+        explicit = (kind == "tfds" and directory == data_dir) or (kind == "idx" and directory != FASHION_MNIST_SYSTEM_DIR)
+        if kind == "tfds":
+            if not explicit and not (Path(directory) / "fashion_mnist").is_dir():
+                tried.append(f"TFDS in {directory}: no prepared data")  # skip importing tfds
+                continue
+            try:
+                x_train, y_train, _ = _read_tfds_split("fashion_mnist", "train", directory)
+                x_test, y_test, _ = _read_tfds_split("fashion_mnist", "test", directory)
+            except _NotPrepared as err:
+                if explicit:  # the user named this directory: say so rather than fall through
+                    raise JmemError(f"dataset='fashion_mnist' is not prepared in data_dir={directory} ({err}); "
+                                    + fashion_mnist_instructions()) from None
+                tried.append(f"TFDS in {directory}: {err}")
+                continue
+            log.info("fashion_mnist: prepared TFDS data in %s", directory)
+            return Dataset(name="fashion_mnist", x_train=x_train, y_train=y_train, x_test=x_test,
+                           y_test=y_test, num_classes=10, source=f"prepared TFDS data in {directory}")
+        if explicit or Path(directory).is_dir():
+            # A named directory must hold the files: a wrong path is an error, not a fall-through.
+            field = "data.idx_dir" if idx_dir else f"${FASHION_MNIST_ENV}" if explicit else "system directory"
+            try:
+                arrays = idx.read_idx_dir(directory)
+            except JmemError as err:
+                raise JmemError(f"dataset='fashion_mnist' from {field}={directory}: {err}") from None
+            check_fashion_mnist(arrays, directory)
+            log.info("fashion_mnist: IDX files in %s", directory)
+            raw = idx.idx_dataset(arrays, "fashion_mnist", num_classes=10)
+            return dataclasses.replace(raw, source=f"IDX files in {directory}")
+        tried.append(f"IDX files in {directory}: no such directory")
+    raise JmemError(f"dataset='fashion_mnist' was not found (tried {'; '.join(tried)}); "
+                    + fashion_mnist_instructions())
+
+
+def check_fashion_mnist(arrays: dict[str, np.ndarray], directory: str) -> None:
+    """JmemError unless the four arrays are exactly the published Fashion-MNIST values."""
+    for role, expected in FASHION_MNIST_CONTENT_SHA256.items():
+        digest = idx.content_sha256(arrays[role])
+        if digest != expected:
+            raise JmemError(f"IDX directory {directory!r} does not hold Fashion-MNIST: {role} has sha256 "
+                            f"{digest[:16]}... of its values, expected {expected[:16]}...; for other IDX data "
+                            f"use dataset idx:{directory}")
+
+
 # ----------------------------------------------------------------------------- describe
 
 
@@ -475,6 +606,7 @@ def describe(dataset: Dataset) -> str:
     ds = dataset
     lines = [
         f"dataset: {ds.name}",
+        *([f"source: {ds.source}"] if ds.source else []),
         f"classes: {ds.num_classes}",
         f"example shape: {list(ds.example_shape)} (float32{', NHWC' if len(ds.example_shape) == 3 else ''})",
     ]

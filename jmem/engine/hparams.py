@@ -24,6 +24,9 @@ class ModelConfig:
     norm: "none" or "batchnorm" (BatchNorm keeps per-model statistics under vmap). Norm-free
       ResNet blocks use a zero-initialised residual gain (SkipInit) instead.
     kernel_size: convolution window (per spatial dim) of the CNNs; ignored by the MLP.
+    widths: MLP only: the hidden widths layer by layer (e.g. ``(512, 256)`` for Feldman &
+      Zhang's MNIST MLP 784-512-256-10); when given, ``width`` and ``depth`` are ignored.
+      ``()`` (default) means ``depth`` layers of ``width``.
     """
 
     kind: str = "mlp"
@@ -31,8 +34,16 @@ class ModelConfig:
     depth: int = 1
     norm: str = "none"
     kernel_size: int = 3
+    widths: tuple = ()
 
     def __post_init__(self):
+        widths = self.widths if isinstance(self.widths, (tuple, list)) else (self.widths,)
+        for w in widths:
+            if isinstance(w, bool) or not float(w).is_integer() or w < 1:
+                raise JmemError(f"model.widths contains {w!r}; every width must be an integer >= 1")
+        object.__setattr__(self, "widths", tuple(int(w) for w in widths))
+        if self.widths and self.kind != "mlp":
+            raise JmemError(f"model.widths={list(self.widths)} is for model.kind='mlp' only, not {self.kind!r}")
         if self.kind not in ("mlp", "cnn", "resnet"):
             raise JmemError(f"model.kind={self.kind!r} is not one of 'mlp', 'cnn', 'resnet'")
         if self.width < 1:
@@ -43,6 +54,11 @@ class ModelConfig:
             raise JmemError(f"model.kernel_size={self.kernel_size} must be >= 1")
         if self.norm not in ("none", "batchnorm"):
             raise JmemError(f"model.norm={self.norm!r} is not one of 'none', 'batchnorm'")
+
+
+def hidden_widths(model_cfg: ModelConfig) -> tuple[int, ...]:
+    """The MLP's hidden widths: ``widths`` if given, else ``depth`` x ``width``."""
+    return model_cfg.widths or (model_cfg.width,) * model_cfg.depth
 
 
 @dataclasses.dataclass(frozen=True)

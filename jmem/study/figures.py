@@ -52,11 +52,12 @@ def score_histograms(scores: dict, canary, thresholds: dict, path) -> Path:
     Counts on a log axis: the memorized tail is a few percent of the examples.
     """
     names = list(scores)
+    canary = np.zeros(len(next(iter(scores.values()))), bool) if canary is None else canary
     fig, axes = _figure(10, 7.2, nrows=2, ncols=2)
     for ax, name in zip(axes.flat, names):
         x = np.asarray(scores[name], np.float64)
         ok = np.isfinite(x)
-        data = [x[ok & ~canary]] + ([x[ok & canary]] if canary is not None and canary.any() else [])
+        data = [x[ok & ~canary]] + ([x[ok & canary]] if canary.any() else [])
         labels = ["other examples"] + (["canaries"] if len(data) > 1 else [])
         colors = [BASE_COLOR, CANARY_COLOR][:len(data)]
         lo, hi = (np.min(x[ok]), np.max(x[ok])) if ok.any() else (0.0, 1.0)

@@ -95,6 +95,48 @@ def save_array(path: Path, array: np.ndarray) -> None:
             os.fsync(f.fileno())
 
 
+class NpyRowWriter:
+    """Write a C-order ``.npy`` file of known shape block of rows by block, atomically.
+
+    For arrays assembled from parts (a run's margins from its wave files): only one block is
+    in memory at a time, and the file is the same bytes ``np.save`` writes for the whole
+    array. Rows go to a temporary file next to ``path``; :meth:`commit` (after exactly
+    ``shape[0]`` rows) fsyncs and renames it, :meth:`discard` removes it.
+    """
+
+    def __init__(self, path: Path, shape: tuple, dtype):
+        self.path, self.shape, self.dtype = Path(path), tuple(int(s) for s in shape), np.dtype(dtype)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = _create_tmp(self.path)  # umask-based mode, like every other output
+        self.file, self.rows = open(self.tmp, "wb"), 0
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                  "shape": self.shape}
+        np.lib.format.write_array_header_1_0(self.file, header)
+
+    def write_rows(self, block: np.ndarray) -> None:
+        """Append ``block`` (shape ``[n, *shape[1:]]``, cast to the file's dtype)."""
+        block = np.asarray(block)
+        if block.shape[1:] != self.shape[1:] or self.rows + block.shape[0] > self.shape[0]:
+            raise JmemError(f"{self.path.name}: rows of shape {block.shape} do not fit {list(self.shape)} "
+                            f"after {self.rows} rows")
+        self.file.write(np.ascontiguousarray(block, dtype=self.dtype).tobytes())
+        self.rows += block.shape[0]
+
+    def commit(self) -> None:
+        if self.rows != self.shape[0]:
+            raise JmemError(f"{self.path.name}: {self.rows} rows written, expected {self.shape[0]}")
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+        if self.tmp.exists():
+            self.tmp.unlink()
+
+
 def save_arrays(path: Path, arrays: dict) -> None:
     """Atomically write several named arrays as one ``.npz`` file."""
     with _atomic_path(path) as tmp:
@@ -167,6 +209,12 @@ def save_text(path: Path, text: str) -> None:
     """Atomically write a text file (CSV, Markdown)."""
     with _atomic_path(path) as tmp:
         Path(tmp).write_text(text)
+
+
+def save_bytes(path: Path, data: bytes) -> None:
+    """Atomically write a binary file (a PNG figure)."""
+    with _atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
 
 
 def _jsonable(value):

@@ -134,6 +134,10 @@ def check_workdir(workdir: Path, config: Config) -> bool:
                             "choose a new or empty directory")
         return False
     recorded = artifacts.load_json(recorded_path, expect=dict)
+    try:  # fields added to the schema after the run was made take their defaults
+        recorded = config_lib.to_dict(config_lib.from_dict(recorded))
+    except (JmemError, TypeError):
+        pass  # unreadable as a config: the raw comparison below names the difference
     difference = config_lib.first_difference(recorded, config_lib.to_dict(config))
     if difference:
         raise JmemError(f"--workdir {str(workdir)!r} holds a different run ({difference}); "
@@ -449,14 +453,46 @@ def assemble(workdir: Path, inputs: RunInputs) -> dict:
     function leaves either the waves to assemble again or a complete run.
     """
     workdir = Path(workdir)
-    arrays = load_waves(workdir, inputs.keep.shape[0])
-    for key, value in arrays.items():
-        if key.startswith("margins_"):
-            artifacts.save_array(workdir / f"{key}.npy", value.astype(np.float32))
+    waves = sorted((workdir / WAVES_DIR).glob("models_*.npz"))
+    num_models = inputs.keep.shape[0]
+    # Margins stream wave by wave into their final files (float32[R, N] at R=2,000, N=60,000
+    # is 480 MB: holding every wave and their concatenation would double that). Everything
+    # else, test margins included (R x T, for models.csv's accuracies), is concatenated.
+    parts: dict[str, list] = {}
+    writers: dict[str, artifacts.NpyRowWriter] = {}
+    held = 0
+    try:
+        for path in waves:
+            try:
+                wave = np.load(path, allow_pickle=False)
+            except Exception as err:  # noqa: BLE001 - verified at start; damaged since: say which
+                raise JmemError(f"{path} is damaged ({type(err).__name__}); re-run the same "
+                                "command to train its models again") from err
+            with wave:
+                n = wave["diverged"].shape[0]
+                held += n
+                for key in wave.files:
+                    value = wave[key]
+                    if key != "margins_train":
+                        parts.setdefault(key, []).append(value)
+                    if key.startswith("margins_") and held <= num_models:
+                        if key not in writers:
+                            writers[key] = artifacts.NpyRowWriter(workdir / f"{key}.npy",
+                                                                  (num_models,) + value.shape[1:], np.float32)
+                        writers[key].write_rows(value)
+        if held != num_models:
+            raise JmemError(f"{workdir / WAVES_DIR}: wave files hold {held} "
+                            f"models, not train.num_models={num_models}; delete the workdir and re-run")
+        for key in writers:  # in the wave files' order, as before
+            writers[key].commit()
             fault_point("assembly")
+    finally:
+        for writer in writers.values():
+            writer.discard()
+    arrays = {k: np.concatenate(v) for k, v in parts.items()}
     metrics = model_metrics(inputs, arrays)
     metrics_text = metrics_csv(metrics)
-    integrity.record_outputs(workdir, [f"{k}.npy" for k in arrays if k.startswith("margins_")],
+    integrity.record_outputs(workdir, [f"{k}.npy" for k in writers],
                              {artifacts.MODEL_METRICS: metrics_text})
     artifacts.save_text(workdir / artifacts.MODEL_METRICS, metrics_text)
     fault_point("cleanup")

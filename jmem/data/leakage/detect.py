@@ -109,6 +109,12 @@ class LeakageResult:
         """int64[num_classes]: leaked test examples per class (any detector)."""
         return np.bincount(self.labels_test[self.leaked], minlength=self.num_classes).astype(np.int64)
 
+    def within_test_per_class(self) -> np.ndarray:
+        """int64[num_classes]: test examples in at least one within-test pair, per class."""
+        wp = self.within_test_pairs
+        members = np.unique(np.concatenate([wp["test_index"], wp["other_index"]]))
+        return np.bincount(self.labels_test[members], minlength=self.num_classes).astype(np.int64)
+
     def test_per_class(self) -> np.ndarray:
         """int64[num_classes]: test examples per class."""
         return np.bincount(self.labels_test, minlength=self.num_classes).astype(np.int64)

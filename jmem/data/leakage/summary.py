@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 from jmem.data.dataset import Dataset
+from jmem.data.loaders import CLASS_NAMES
 from jmem.errors import JmemError
 from jmem.data.leakage.detect import LeakageResult
 
@@ -28,10 +29,17 @@ def format_leakage_summary(result: LeakageResult, dataset: Dataset) -> str:
         wp = result.within_test_pairs
         noun = "pair" if len(wp) == 1 else "pairs"
         lines.append(f"Within the test set: {len(wp):,} {noun} of near-duplicate test examples (pixel detector).")
-    lines.append("Per class (leaked / test examples):")
-    lines.append(f"  {'class':>5} {'leaked':>7} {'test':>7} {'share':>7}")
+    names = CLASS_NAMES.get(dataset.name)
+    within = result.within_test is not None
+    lines.append("Per class (test examples with a training near-duplicate"
+                 + (", and in a within-test pair" if within else "") + "):")
+    header = f"  {'class':>5} {'leaked':>7} {'test':>7} {'share':>7}" + (f" {'within':>7}" if within else "")
+    lines.append(header + ("  name" if names else ""))
+    within_counts = result.within_test_per_class() if within else None
     for c, (n_leak, n_test) in enumerate(zip(result.leaked_per_class(), result.test_per_class())):
-        lines.append(f"  {c:>5} {int(n_leak):>7,} {int(n_test):>7,} {_pct(n_leak, n_test):>7}")
+        row = f"  {c:>5} {int(n_leak):>7,} {int(n_test):>7,} {_pct(n_leak, n_test):>7}"
+        row += f" {int(within_counts[c]):>7,}" if within else ""
+        lines.append(row + (f"  {names[c]}" if names else ""))
     return "\n".join(lines) + "\n"
 
 
