@@ -1,7 +1,10 @@
 """The ``jmem`` command: the only place that reads configs and flags.
 
 Every subcommand turns bad input into one line on stderr (``jmem: error: ...``) and exit
-status 2; nothing is written before the input has been validated. ``jmem train`` / ``jmem
+status 2; nothing is written before the input has been validated. A failed file operation
+(read-only or full disk, a file where a directory should be) is such an error too. An
+unexpected internal error prints one line and exit status 1 (``JMEM_DEBUG=1`` shows the
+traceback). Warnings are one line, ``jmem: warning: ...``. ``jmem train`` / ``jmem
 run`` stopped by SIGTERM checkpoint and exit with status 143 (re-run to resume).
 
 On a machine without an accelerator the CPU cores become JAX devices: before anything
@@ -16,10 +19,14 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
-from jmem.engine.host_devices import CPU_DEVICES_ENV, configure_host_devices, env_int
-from jmem.errors import JmemError
+from jmem.engine.host_devices import (CPU_DEVICES_ENV, HOST_DEVICE_FLAG, configure_host_devices,
+                                      default_cpu_devices, env_int)
+from jmem.errors import JmemError, one_line, os_error, warn
+
+DEBUG_ENV = "JMEM_DEBUG"
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -85,8 +92,15 @@ def initialize_distributed(args) -> bool:
     return parallel.initialize_distributed(coordinator, num_processes, process_id, auto=auto)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``jmem train: error: ...``), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="jmem",
         description="Train many small JAX models on random subsets at once to measure memorization.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -117,11 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the known datasets")
     p.set_defaults(handler=cmd_data)
 
-    p = sub.add_parser("bench", help="throughput benchmark of mass subset training (models/s, % of peak, baselines)")
+    p = sub.add_parser("bench", help="throughput benchmark of mass subset training (models/s, %% of peak, baselines)")
     from jmem.bench import command as bench  # imports JAX: main() has already set the host device count
 
     bench.add_arguments(p)
-    p.set_defaults(handler=bench.run)
+    p.set_defaults(handler=_bench)
 
     p = sub.add_parser("retrain", help="the removal experiment: retrain without the selected "
                                        "examples and compare with matched random removal")
@@ -132,17 +146,53 @@ def build_parser() -> argparse.ArgumentParser:
     _add_retrain_execution_args(p)
     p.set_defaults(handler=cmd_retrain)
 
-    for name, text in (("report", "markdown report and plots of a run (not yet available)"),):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("args", nargs="*")
-        p.set_defaults(handler=_not_yet(name))
+    p = sub.add_parser("report", help="report.md with plots, reliability of the estimates, F&Z-layout export")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--no-export", action="store_true", help="do not write fz_layout.npz")
+    p.add_argument("--half-width", type=float, default=0.1, metavar="H",
+                   help="target half-width of the mem interval in the models-needed table (default 0.1)")
+    p.set_defaults(handler=cmd_report)
     return parser
 
 
-def _not_yet(name):
-    def handler(args):
-        raise JmemError(f"`jmem {name}` is not available yet in this version")
-    return handler
+def cmd_report(args) -> int:
+    from jmem.study.report import build_report
+
+    out = build_report(args.run_dir, export_fz=not args.no_export, half_width=args.half_width)
+    if out["verdict"]:
+        print(out["verdict"])
+    print(f"wrote {out['report']} ({len(out['figures'])} plots)")
+    if out["fz_layout"] is not None:
+        print(f"wrote {out['fz_layout']}")
+    return 0
+
+
+def _bench(args) -> int:
+    from jmem.bench import command as bench
+
+    check_devices(args.devices)
+    return bench.run(args)
+
+
+def check_devices(requested: int | None) -> None:
+    """Refuse ``--devices N`` beyond this machine's CPU cores when JAX runs on the CPU,
+    unless the user asked for that many host devices himself ($JMEM_CPU_DEVICES, XLA_FLAGS):
+    host devices beyond the cores only take turns on them."""
+    if not requested:
+        return
+    import jax
+
+    if requested < 0:
+        raise JmemError(f"--devices={requested} must be >= 1")
+    cores = default_cpu_devices()
+    on_purpose = (env_int(CPU_DEVICES_ENV) or 0) >= requested or HOST_DEVICE_FLAG in _USER_XLA_FLAGS
+    if jax.default_backend() == "cpu" and requested > cores and not on_purpose:
+        raise JmemError(f"--devices={requested} but this machine has {cores} CPU core(s) and no "
+                        f"accelerator; use --devices {cores} or fewer (${CPU_DEVICES_ENV}="
+                        f"{requested} creates more host devices on purpose)")
+
+
+_USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")  # before configure_host_devices adds to it
 
 
 def load_config(args):
@@ -159,16 +209,46 @@ def _load_dataset(config):
 
 
 def cmd_train(args) -> int:
+    from jmem import config as config_lib
+
     config = load_config(args)
     execution = execution_from_args(args)
     initialize_distributed(args)
+    check_devices(args.devices)
     from jmem.study.training import run_training
 
     dataset = _load_dataset(config)
+    num_test = (dataset.num_test * (2 if config.leakage.clean_test else 1)  # + test_clean
+                + sum(y.shape[0] for _, y in dataset.extra_tests.values()))
+    config_lib.check_run_size(config, dataset.num_train, num_test, _memory_bytes())
+    for message in config_lib.suspicious_settings(config, dataset.num_train):
+        warn(message)
     summary = run_training(config, args.workdir, dataset, progress=not args.no_progress,
                            execution=execution)
     print(json.dumps(summary, indent=2))
+    report_diverged(summary)
     return 0
+
+
+def _memory_bytes() -> int:
+    """This machine's physical memory in bytes (no limit where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def report_diverged(summary: dict) -> None:
+    """Say loudly which models diverged; every model diverged is an error."""
+    ids, models = summary.get("diverged_ids") or [], summary.get("models", 0)
+    if not ids:
+        return
+    shown = ", ".join(map(str, ids[:20])) + (", ..." if len(ids) > 20 else "")
+    if len(ids) == models:
+        raise JmemError(f"all {models} models diverged (non-finite training loss); nothing "
+                        "can be scored: lower train.learning_rate or set train.grad_clip")
+    warn(f"{len(ids)} of {models} models diverged (non-finite training loss): ids {shown}; "
+         "scoring leaves them out")
 
 
 def cmd_run(args) -> int:
@@ -204,6 +284,9 @@ def cmd_score(args) -> int:
             raise JmemError(f"unknown scoring option {name!r}; known: {', '.join(f.name for f in dataclasses.fields(options))}")
         value = config_lib.parse_value(text, getattr(options, name), f"score.{name}")
         options = dataclasses.replace(options, **{name: value})
+    if args.run_dir.is_dir() and not os.access(args.run_dir, os.W_OK):
+        raise JmemError(f"run directory {str(args.run_dir)!r} is not writable; scoring writes "
+                        "scores.csv, thresholds.json and pairs.csv into it")
     summary = score_run(args.run_dir, options)
     print(format_summary(summary))
     return 0
@@ -218,11 +301,19 @@ def cmd_leakage(args) -> int:
 
     target = Path(args.target)
     if (target / artifacts.CONFIG).exists():  # a run directory: its dataset, its settings
-        config = config_lib.from_dict(artifacts.load_json(target / artifacts.CONFIG))
+        from jmem.study import integrity
+
+        manifest = integrity.load_manifest(target)
+        if manifest is not None:
+            integrity.check_files(target, manifest, "inputs", names=[artifacts.CONFIG])
+        config = config_lib.from_dict(artifacts.load_json(target / artifacts.CONFIG, expect=dict))
         out = args.out or target / artifacts.DUPLICATES
     else:  # a dataset name or .npz path: the default leakage settings
         config = config_lib.Config(data=config_lib.DataConfig(name=args.target))
         out = args.out or Path(artifacts.DUPLICATES)
+    if Path(out).is_dir():  # before the detection, not after
+        raise JmemError(f"--out {str(out)!r} is a directory; give a file name, e.g. "
+                        f"{str(Path(out) / artifacts.DUPLICATES)!r}")
     dataset = load_dataset(config.data.name, data_dir=(args.data_dir or config.data.data_dir) or None)
     result = detect_leakage(config, dataset)
     write_duplicates_csv(out, result)
@@ -249,28 +340,31 @@ def main(argv=None) -> int:
         configure_host_devices(argv)  # first: before anything (a subcommand too) imports JAX
         # Re-runs and resumes skip recompiling: JAX's persistent compilation cache.
         os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path.home() / ".cache" / "jmem" / "jax"))
-    except JmemError as err:
-        print(f"jmem: error: {err}", file=sys.stderr)
-        return 2
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
         return args.handler(args)
     except JmemError as err:
-        print(f"jmem: error: {err}", file=sys.stderr)
+        print(f"jmem: error: {one_line(err)}", file=sys.stderr)
         return 2
-    except Exception as err:
-        from jmem.study.training import EXIT_PREEMPTED, Preempted
-
-        if not isinstance(err, Preempted):
-            raise
-        print(f"jmem: stopped by SIGTERM ({err}); re-run the same command to resume",
-              file=sys.stderr)
-        return EXIT_PREEMPTED
+    except OSError as err:  # read-only or full disk, a file for a directory, permissions
+        print(f"jmem: error: {one_line(os_error(err))}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("jmem: interrupted; finished waves and checkpoints are kept, re-run the same command to resume",
               file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - the last resort: one line, not a traceback
+        from jmem.study.training import EXIT_PREEMPTED, Preempted
+
+        if isinstance(err, Preempted):
+            print(f"jmem: stopped by SIGTERM ({err}); re-run the same command to resume",
+                  file=sys.stderr)
+            return EXIT_PREEMPTED
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            traceback.print_exc()
+        print(f"jmem: internal error: {type(err).__name__}: {one_line(err)[:500]} "
+              f"(run with {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -85,8 +85,8 @@ class LeakageConfig:
     def __post_init__(self):
         if self.metric not in ("cosine", "l2"):
             raise JmemError(f"leakage.metric={self.metric!r} is not one of 'cosine', 'l2'")
-        if self.threshold < 0:
-            raise JmemError(f"leakage.threshold={self.threshold} must be >= 0 (0 = default)")
+        if not (isinstance(self.threshold, (int, float)) and 0 <= self.threshold < float("inf")):
+            raise JmemError(f"leakage.threshold={self.threshold} must be a finite number >= 0 (0 = default)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +185,11 @@ def from_dict(raw: dict, cls=Config):
             kwargs[key] = from_dict(value, hints[key])
         else:
             kwargs[key] = tuple(value) if isinstance(value, list) else value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a value of the wrong type, e.g. "epochs": "ten"
+        raise JmemError(f"config section {cls.__name__} has a value of the wrong type "
+                        f"({err}): {kwargs}") from err
 
 
 def flatten(config_dict: dict, prefix: str = "") -> dict:
@@ -261,12 +265,52 @@ def parse_value(text: str, current, field: str):
         if current is None:  # optional numeric field (e.g. score.rate); "none" clears it
             return None if text.lower() in ("", "none", "null") else float(text)
         if isinstance(current, tuple):
-            items = [t for t in text.strip("()[] ").split(",") if t.strip()]
+            items = [t.strip() for t in text.strip("()[] ").split(",")]
+            if items and not items[-1] and len(items) > 1:
+                items.pop()  # one trailing comma, as in (0.5,)
+            if any(not t for t in items):
+                raise JmemError(f"--set {field}={text!r}: item {items.index('') + 1} of the list is "
+                                "empty; separate the values with single commas, e.g. 0.5,0.7")
             return tuple(float(t) for t in items)
         return text
+    except JmemError:
+        raise
     except ValueError:
         expected = "number" if current is None else type(current).__name__
         raise JmemError(f"--set {field}={text!r}: expected a {expected}") from None
+
+
+def check_run_size(config: Config, num_train: int, num_test: int, memory_bytes: int) -> None:
+    """JmemError if the run's R x N arrays cannot fit in memory (refused before training).
+
+    The keep-masks (bool[R, N]) and the assembled margins (float32[R, N + T]) are held in
+    memory at once; ``memory_bytes`` is the machine's physical memory.
+    """
+    r = config.train.num_models
+    need = r * num_train + 4 * r * (num_train + num_test)
+    if need > memory_bytes:
+        raise JmemError(f"train.num_models={r}: the run's arrays (keep-masks and margins on "
+                        f"{num_train} + {num_test} examples) need {need / 2**30:.1f} GiB, more than "
+                        f"this machine's {memory_bytes / 2**30:.1f} GiB of memory")
+
+
+def suspicious_settings(config: Config, num_train: int) -> list[str]:
+    """Warnings (one line each) for legal settings that are probably mistakes.
+
+    num_train: N, the training-set size (a model trains on about ``rate * N`` examples).
+    """
+    out = []
+    train = config.train
+    if train.momentum >= 1:
+        unused = "" if train.optimizer == "sgd" else f" (unused by train.optimizer={train.optimizer!r})"
+        out.append(f"train.momentum={train.momentum:g} >= 1: heavy-ball momentum this large "
+                   f"makes SGD diverge; usual values are 0.9-0.99{unused}")
+    smallest = min(config.subsets.rates) * num_train
+    if train.batch_size >= smallest:
+        out.append(f"train.batch_size={train.batch_size} >= the ~{int(smallest)} examples of a "
+                   f"model's subset (rate {min(config.subsets.rates):g} of {num_train}): every "
+                   "step is one full-batch step")
+    return out
 
 
 def with_variant(config: Config, variant: str, variants: dict) -> Config:
@@ -289,6 +333,12 @@ def load_experiment(spec: str) -> Config:
     path = Path(path_text)
     if not path.exists():
         raise JmemError(f"config file {path_text!r} does not exist")
+    if path.is_dir():
+        raise JmemError(f"config file {path_text!r} is a directory; give an experiment file, "
+                        "e.g. experiments/digits.py")
+    if path.suffix != ".py":
+        raise JmemError(f"config file {path_text!r} is not a Python file (.py); experiments are "
+                        "Python files defining get_config(variant), e.g. experiments/digits.py")
     module_spec = importlib.util.spec_from_file_location(f"jmem_experiment_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     try:

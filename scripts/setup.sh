@@ -14,5 +14,9 @@ if [ -n "${1:-}" ]; then spec=".[$1]"; fi
 stamp=".venv/.jmem-installed-$(sha1sum pyproject.toml | cut -c1-12)-${1:-base}"
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet -e "$spec"
+  # dev: the notebook tests' Jupyter kernel is this venv's interpreter (kernel spec in .venv/share).
+  if [[ ",${1:-}," == *,dev,* ]]; then
+    .venv/bin/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (jmem .venv)" >/dev/null
+  fi
   touch "$stamp"
 fi

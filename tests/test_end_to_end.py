@@ -1,8 +1,10 @@
-"""Train a small digits run with canaries, score it, and check memorization finds them."""
+"""Train a small digits run with canaries, score it, and check memorization finds them.
+
+The notebooks that read a run directory are executed through a kernel in test_notebooks.py.
+"""
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -35,17 +37,3 @@ def test_scores_recover_canaries_on_a_trained_digits_run(tmp_path, capsys):
     assert (workdir / artifacts.margins_extra_name("test_clean")).exists()
     assert (workdir / artifacts.DUPLICATES).exists()
 
-    # The notebook reads the same run directory with numpy alone.
-    run_notebook(Path(__file__).parent.parent / "notebooks" / "explore_run.ipynb", workdir)
-
-
-def run_notebook(path, workdir):
-    """Execute a notebook's code cells with its run path pointed at ``workdir`` (no Jupyter)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    cells = json.loads(path.read_text())["cells"]
-    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-    assert "Path('../runs/digits')" in code
-    code = code.replace("Path('../runs/digits')", f"Path({str(workdir)!r})")
-    exec(compile(code, str(path), "exec"), {"__name__": "notebook"})

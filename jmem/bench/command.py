@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 import jax
 
@@ -98,6 +100,19 @@ def options_from_args(args: argparse.Namespace, backend: str) -> Options:
         max_seconds=args.max_seconds, out=args.out, quick=quick,
         torch_threads=args.torch_threads or [default_cpu_devices()])
 
+def check_out_path(out: str) -> None:
+    """JmemError unless ``--out`` names a file that can be written (its folder exists and is
+    writable, and it is not itself a folder)."""
+    path = Path(out).expanduser()
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise JmemError(f"--out {out!r} is a directory; give a file name, e.g. {str(path / 'bench.json')!r}")
+    if not parent.is_dir():
+        raise JmemError(f"--out {out!r}: directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise JmemError(f"--out {out!r} cannot be written (no permission)")
+
+
 def run(args: argparse.Namespace) -> int:
     """``jmem bench``: run, print the report (table last), write ``--out``. Returns 0."""
     have = len(jax.local_devices())
@@ -106,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
                         f"fixed when JAX starts: `python -m jmem.bench --devices {args.devices}` or "
                         f"`jmem bench --devices {args.devices}` set it")
     opts = options_from_args(args, jax.default_backend())
+    if opts.out:
+        check_out_path(opts.out)  # before minutes of measuring, not after
     result = benchmark(opts, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     if opts.out:
         with open(opts.out, "w") as f:

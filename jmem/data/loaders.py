@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from jmem.data.dataset import Dataset
-from jmem.errors import JmemError
+from jmem.errors import JmemError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,46 @@ def _validate(ds: Dataset) -> Dataset:
         if message.startswith("dataset "):
             raise
         raise JmemError(f"dataset {ds.name!r}: {message}") from err
+
+
+def _check_classes(ds: Dataset, declared: bool = True) -> None:
+    """Labels must be dense: classes 0..C-1 with C <= N, every class in the training set.
+
+    Checked before anything allocates per-class memory (one stray label of 10^6 would make a
+    million-way classifier). A class seen only in a test set is allowed with a warning: no
+    model can learn it, so its test examples are never classified correctly. A class with no
+    example at all is an error when C was inferred from the labels (``declared=False``), a
+    warning when the dataset declares its ``num_classes``.
+    """
+    c, n = ds.num_classes, ds.num_train
+    if c > n:
+        raise JmemError(f"dataset {ds.name!r}: {c} classes (labels up to {c - 1}) but only {n} "
+                        "training examples; labels must be dense, 0..C-1 with C <= N")
+    counts = np.bincount(ds.y_train, minlength=c)
+    present = int((counts > 0).sum())
+    if present < 2:
+        raise JmemError(f"dataset {ds.name!r}: the training set holds {present} class "
+                        f"(label {int(ds.y_train[0])}); need at least 2 classes")
+    tests = [("y_test", ds.y_test)] + [(f"y_{k}", y) for k, (_, y) in ds.extra_tests.items()]
+    seen_in_test = np.zeros(c, bool)
+    for _, y in tests:
+        seen_in_test[np.unique(y)] = True
+    absent = np.flatnonzero(counts == 0)
+    not_dense = absent[~seen_in_test[absent]]
+    if not_dense.size and not declared:
+        raise JmemError(f"dataset {ds.name!r}: class {int(not_dense[0])} of 0..{c - 1} has no "
+                        f"example ({not_dense.size} in all); labels must be dense 0..C-1 "
+                        "with every class in the training set")
+    from jmem.errors import warn
+
+    if not_dense.size:
+        warn(f"dataset {ds.name!r}: num_classes={c} but class {int(not_dense[0])} has no example "
+             f"({not_dense.size} in all); their outputs are never trained")
+    absent = absent[seen_in_test[absent]]
+    if absent.size:
+        split = next(name for name, y in tests if np.isin(absent, y).any())
+        warn(f"dataset {ds.name!r}: class {int(absent[0])} occurs in {split} but never in "
+             f"y_train ({absent.size} in all); no model can classify those examples")
 
 
 def _check_finite(ds: Dataset) -> None:
@@ -265,10 +305,19 @@ def load_npz(path: str) -> Dataset:
     if not file.is_file():
         raise JmemError(f"dataset={path!r}: no such file")
     try:
-        with np.load(file, allow_pickle=False) as npz:
+        loaded = np.load(file, allow_pickle=False)
+    except Exception as err:  # noqa: BLE001 - empty (EOFError), truncated, not numpy at all
+        raise JmemError(f"dataset={path!r} is not a readable .npz file "
+                        f"({type(err).__name__}: {one_line(err)[:200]})") from err
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise JmemError(f"dataset={path!r} holds a single .npy array, not a .npz archive of "
+                        "x_train, y_train, x_test, y_test (write it with numpy.savez)")
+    try:
+        with loaded as npz:
             arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError) as err:
-        raise JmemError(f"dataset={path!r} is not a readable .npz file ({type(err).__name__}: {err})") from err
+    except Exception as err:  # noqa: BLE001 - truncated or damaged member (BadZipFile, zlib.error)
+        raise JmemError(f"dataset={path!r} is a damaged .npz file "
+                        f"({type(err).__name__}: {one_line(err)[:200]})") from err
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
     if missing:
         raise JmemError(
@@ -283,9 +332,14 @@ def load_npz(path: str) -> Dataset:
         num_classes = int(value)
     else:
         num_classes = int(max(y_train.max(initial=-1), y_test.max(initial=-1))) + 1
-    return Dataset(
+    dataset = Dataset(
         name=str(path), x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, num_classes=num_classes
     )
+    labels = [y_train, y_test]
+    if all(y.size == 0 or y.min() >= 0 for y in labels) and num_classes >= 2 \
+            and all(y.size == 0 or y.max() < num_classes for y in labels):
+        _check_classes(dataset, declared="num_classes" in arrays)  # else: _finish names the label
+    return dataset
 
 
 def _npz_images(path: str, key: str, x: np.ndarray) -> np.ndarray:

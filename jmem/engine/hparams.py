@@ -7,6 +7,8 @@ These are the ``model`` and ``train`` sections of an experiment config. Library 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
 from jmem.errors import JmemError
 
@@ -100,6 +102,11 @@ class TrainConfig:
             value = getattr(self, name)
             if value not in allowed:
                 raise JmemError(f"train.{name}={value!r} is not one of {', '.join(map(repr, allowed))}")
+        for name in ("learning_rate", "momentum", "weight_decay", "grad_clip", "label_smoothing"):
+            value = getattr(self, name)
+            if not (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                    and math.isfinite(value)):
+                raise JmemError(f"train.{name}={value!r} must be a finite number")
         if not self.learning_rate > 0:
             raise JmemError(f"train.learning_rate={self.learning_rate} must be > 0")
         if not 0 <= self.label_smoothing < 1:

@@ -3,7 +3,9 @@
 Every array is a ``.npy`` file (memory-mappable, readable without jmem), every table a
 ``.csv``, every record a ``.json``. Writes are atomic (write to a temporary name in the same
 directory, then ``os.replace``), so a killed process never leaves a half-written artifact
-under a final name.
+under a final name. Files get the mode a normal file gets under the user's umask (a
+colleague sharing the filesystem can read them). A failed write (full disk, read-only
+directory) or an unreadable file is a one-line :class:`JmemError` naming the file.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from jmem.errors import JmemError
+from jmem.errors import JmemError, one_line, os_error
 
 CONFIG = "config.json"
 KEEP = "keep.npy"                    # bool[R, N]
@@ -32,7 +35,12 @@ THRESHOLDS = "thresholds.json"
 PAIRS = "pairs.csv"
 DUPLICATES = "duplicates.csv"
 RETRAIN = "retrain.json"
+ABLATION = "ablation.json"
 REPORT = "report.md"
+REPORT_FIGURES = "figures"           # the report's PNG plots, linked from report.md
+FZ_EXPORT = "fz_layout.npz"          # scores in Feldman & Zhang's released file layout
+RELIABILITY = "reliability.json"     # split-half, stability and models-needed numbers of the report
+MANIFEST = "manifest.json"           # what the run depends on: dataset fingerprint, checksums
 
 
 def margins_extra_name(test_name: str) -> str:
@@ -47,17 +55,35 @@ def labels_extra_name(test_name: str) -> str:
 
 @contextlib.contextmanager
 def _atomic_path(path: Path):
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
+
+    The temporary file is created with mode 0o666 minus the umask (``tempfile.mkstemp``
+    would make it 0600, and the rename would keep that). An OSError becomes a JmemError
+    naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
-        yield Path(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _create_tmp(path)
+        yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        raise os_error(err, path, "write") from err
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _create_tmp(path: Path) -> Path:
+    """Create an empty ``.<name>.<random>.tmp`` next to ``path`` (umask-based mode)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def save_array(path: Path, array: np.ndarray) -> None:
@@ -78,25 +104,63 @@ def save_arrays(path: Path, arrays: dict) -> None:
             os.fsync(f.fileno())
 
 
+def save_arrays_streaming(path: Path, items) -> None:
+    """Atomically write ``(name, array)`` pairs from an iterable as one ``.npz`` file.
+
+    Each array is written into the archive as soon as it is produced, so a caller can build
+    large arrays one at a time without holding them all (``np.load`` reads the result).
+    """
+    with _atomic_path(path) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, array in items:
+                with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+
+
 def load_array(path: Path, mmap: bool = False) -> np.ndarray:
     """Read a ``.npy`` file; a missing file is a :class:`JmemError` naming it."""
     path = Path(path)
     if not path.exists():
         raise JmemError(f"run directory {str(path.parent)!r} has no {path.name}")
-    return np.load(path, mmap_mode="r" if mmap else None)
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except OSError as err:
+        raise os_error(err, path, "read") from err
+    except (ValueError, EOFError) as err:  # truncated: "mmap length is greater than file size"
+        raise JmemError(f"{path} is damaged or not a .npy file ({one_line(err)})") from err
+    if not isinstance(array, np.ndarray):  # a .npz under a .npy name
+        raise JmemError(f"{path} is not a .npy array file")
+    return array
 
 
 def save_json(path: Path, obj) -> None:
     """Atomically write ``obj`` as indented JSON (numpy scalars/arrays converted)."""
-    with _atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    save_text(path, json_text(obj))
 
 
-def load_json(path: Path):
+def json_text(obj) -> str:
+    """The exact text :func:`save_json` writes for ``obj``."""
+    return json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n"
+
+
+def load_json(path: Path, expect=None):
+    """Read a JSON file; missing, unreadable or malformed (or, with ``expect``, not of that
+    type, e.g. ``dict``) is a :class:`JmemError` naming it."""
     path = Path(path)
     if not path.exists():
         raise JmemError(f"run directory {str(path.parent)!r} has no {path.name}")
-    return json.loads(path.read_text())
+    try:
+        value = json.loads(path.read_text())
+    except OSError as err:
+        raise os_error(err, path, "read") from err
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise JmemError(f"{path} is not valid JSON ({one_line(err)})") from err
+    if expect is not None and not isinstance(value, expect):
+        kind = "a JSON object" if expect is dict else expect.__name__
+        raise JmemError(f"{path} holds a JSON {type(value).__name__}, not {kind}")
+    return value
 
 
 def save_text(path: Path, text: str) -> None:

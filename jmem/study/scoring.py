@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from jmem import rng
+from jmem.study import integrity
 from jmem.study import rundir as artifacts
 from jmem.scores import estimators as scoring
 from jmem.scores import thresholds
@@ -147,6 +148,8 @@ class RunArrays:
     """The arrays :func:`score_run` needs, shape-checked (arrays may be memory maps).
 
     test_sets: name -> (margins float[R, T_k], labels int[T_k]); "test" first.
+    diverged: bool[R] from models.csv (None without one): models whose training loss became
+      non-finite; they are left out of every statistic.
     """
 
     keep: np.ndarray
@@ -155,6 +158,7 @@ class RunArrays:
     test_sets: dict
     model_rates: np.ndarray | None
     canaries: np.ndarray | None
+    diverged: np.ndarray | None = None
 
 
 def _labels(arr, n: int, name: str) -> np.ndarray:
@@ -198,12 +202,52 @@ def load_run(run_dir) -> RunArrays:
             raise JmemError(f"canaries.npy has shape {c.shape} dtype {c.dtype}; "
                             f"expected bool[{num_examples}]")
         canary = c
-    return RunArrays(keep, margins, labels, test_sets, rates, canary)
+    return RunArrays(keep, margins, labels, test_sets, rates, canary,
+                     _diverged(d / artifacts.MODEL_METRICS, num_models))
+
+
+def _diverged(path: Path, num_models: int) -> np.ndarray | None:
+    """bool[R], the ``diverged`` column of models.csv; None without models.csv or column."""
+    if not path.exists():
+        return None
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",") if lines else []
+    if "diverged" not in header:
+        return None
+    if len(lines) - 1 != num_models:
+        raise JmemError(f"{path} has {len(lines) - 1} rows; expected one per model ({num_models})")
+    column = header.index("diverged")
+    try:
+        return np.array([int(line.split(",")[column]) for line in lines[1:]], bool)
+    except (ValueError, IndexError):
+        raise JmemError(f"{path} is damaged: its 'diverged' column is not 0/1") from None
 
 
 # ---------------------------------------------------------------------------------------------
 # Pieces of score_run
 # ---------------------------------------------------------------------------------------------
+
+def _healthy_rows(run: RunArrays) -> np.ndarray | None:
+    """Rows of the models that did not diverge; None = all of them (no copy)."""
+    if run.diverged is None or not run.diverged.any():
+        return None
+    if run.diverged.all():
+        raise JmemError(f"every one of the {run.diverged.size} models of the run diverged "
+                        "(models.csv); there is nothing to score: lower train.learning_rate")
+    return np.flatnonzero(~run.diverged)
+
+
+def _without_diverged(run: RunArrays) -> RunArrays:
+    """``run`` restricted to the models that did not diverge."""
+    rows = _healthy_rows(run)
+    if rows is None:
+        return run
+    tests = {k: (m[rows], labels) for k, (m, labels) in run.test_sets.items()}
+    rates = run.model_rates[rows] if run.model_rates is not None else None
+    return dataclasses.replace(run, keep=run.keep[rows], margins_train=run.margins_train[rows],
+                               test_sets=tests, model_rates=rates,
+                               diverged=np.zeros(rows.size, bool))
+
 
 def _primary_rows(run: RunArrays, rate: float | None) -> np.ndarray | None:
     """Rows of the models scored in the main columns; None = all models (no copy)."""
@@ -286,7 +330,11 @@ def score_run(run_dir, options: ScoreOptions | None = None) -> dict:
     if not isinstance(opt, ScoreOptions):
         raise JmemError(f"score options must be a ScoreOptions, got {type(opt).__name__}")
     d = Path(run_dir)
-    run = load_run(d)
+    integrity.verify_run(d)  # a missing or damaged file: one line naming it
+    loaded = load_run(d)
+    run = _without_diverged(loaded)
+    diverged_ids = (np.flatnonzero(loaded.diverged).tolist() if loaded.diverged is not None
+                    else [])
     rows = _primary_rows(run, opt.rate)
     keep, margins = _take(run.keep, rows), _take(run.margins_train, rows)
     kw = dict(confidence=opt.confidence, fractional_floor=opt.fractional_floor,
@@ -378,6 +426,7 @@ def score_run(run_dir, options: ScoreOptions | None = None) -> dict:
 
     record = {
         "num_models": int(keep.shape[0]), "num_examples": int(n),
+        "excluded_diverged": {"count": len(diverged_ids), "ids": diverged_ids},
         "rate": opt.rate, "rates": rates.tolist() if rates is not None else None,
         "pooled_over_rates": pooled,
         "nan_counts": {**s.nan_counts(),
@@ -426,6 +475,11 @@ def format_summary(summary: dict) -> str:
     nan = summary["nan_counts"]
     lines.append(f"scored {summary['num_examples']} examples with {summary['num_models']} "
                  f"models ({rate_txt})")
+    excluded = summary.get("excluded_diverged") or {"count": 0}
+    if excluded["count"]:
+        ids = excluded["ids"]
+        lines.append(f"excluded {excluded['count']} diverged model(s): ids "
+                     + ", ".join(map(str, ids[:20])) + (", ..." if len(ids) > 20 else ""))
     lines.append(f"undefined (NaN) scores: {nan['undefined']} examples "
                  f"({nan['zero_in']} with no model in, {nan['zero_out']} with no model out); "
                  f"lira NaN: {nan['lira_nan']}")

@@ -27,7 +27,6 @@ import fcntl
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from collections import Counter
@@ -35,11 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
+from jmem.study import integrity
 from jmem.study import rundir as artifacts
 from jmem import config as config_lib
 from jmem.config import Config
 from jmem.data.dataset import Dataset
-from jmem.errors import JmemError
+from jmem.errors import JmemError, warn
 
 WAVES_DIR = "waves"
 LOCK = ".lock"
@@ -124,13 +124,16 @@ def check_workdir(workdir: Path, config: Config) -> bool:
     workdir = Path(workdir)
     if not workdir.exists():
         return False
+    if not workdir.is_dir():
+        raise JmemError(f"--workdir {str(workdir)!r} is a file, not a directory; choose a new "
+                        "or empty directory")
     recorded_path = workdir / artifacts.CONFIG
     if not recorded_path.exists():
         if not all(_is_partial_input(p.name) for p in workdir.iterdir()):
             raise JmemError(f"--workdir {str(workdir)!r} is not empty and holds no {artifacts.CONFIG}; "
                             "choose a new or empty directory")
         return False
-    recorded = artifacts.load_json(recorded_path)
+    recorded = artifacts.load_json(recorded_path, expect=dict)
     difference = config_lib.first_difference(recorded, config_lib.to_dict(config))
     if difference:
         raise JmemError(f"--workdir {str(workdir)!r} holds a different run ({difference}); "
@@ -140,7 +143,7 @@ def check_workdir(workdir: Path, config: Config) -> bool:
 
 def _is_partial_input(name: str) -> bool:
     inputs = {artifacts.KEEP, artifacts.MODEL_RATES, artifacts.LABELS_TRAIN, artifacts.LABELS_TEST,
-              artifacts.CANARIES, artifacts.DUPLICATES, LOCK}
+              artifacts.CANARIES, artifacts.DUPLICATES, artifacts.MANIFEST, LOCK}
     return name in inputs or (name.startswith("labels_") and name.endswith(".npy")) or _is_tmp(name)
 
 
@@ -180,8 +183,8 @@ def workdir_lock(workdir: Path):
         raise JmemError(f"--workdir {str(workdir)!r} is in use by another jmem process "
                         f"(pid {holder}); wait for it to finish or stop it") from None
     except OSError as err:  # a filesystem without locks: run, but say so
-        print(f"warning: cannot lock {path} ({err.strerror}); make sure no other jmem process "
-              "writes this workdir", file=sys.stderr)
+        warn(f"cannot lock {path} ({err.strerror}); make sure no other jmem process "
+             "writes this workdir")
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}@{socket.gethostname()}\n".encode(), 0)
@@ -331,7 +334,7 @@ def train_wave(inputs: RunInputs, config: Config, start: int, stop: int, workdir
     try:
         epoch, state = 0, None
         restored = saver.restore_latest(train.abstract_state(wave), ids,
-                                        warn=lambda message: print(message, file=sys.stderr))
+                                        warn=warn)
         if restored is not None:
             epoch, host_state = restored
             state = train.state_from_host(wave, host_state)
@@ -452,7 +455,10 @@ def assemble(workdir: Path, inputs: RunInputs) -> dict:
             artifacts.save_array(workdir / f"{key}.npy", value.astype(np.float32))
             fault_point("assembly")
     metrics = model_metrics(inputs, arrays)
-    artifacts.save_text(workdir / artifacts.MODEL_METRICS, metrics_csv(metrics))
+    metrics_text = metrics_csv(metrics)
+    integrity.record_outputs(workdir, [f"{k}.npy" for k in arrays if k.startswith("margins_")],
+                             {artifacts.MODEL_METRICS: metrics_text})
+    artifacts.save_text(workdir / artifacts.MODEL_METRICS, metrics_text)
     fault_point("cleanup")
     cleanup(workdir)
     return metrics
@@ -463,9 +469,13 @@ def load_waves(workdir: Path, num_models: int) -> dict:
     workdir = Path(workdir)
     parts: dict[str, list] = {}
     for path in sorted((workdir / WAVES_DIR).glob("models_*.npz")):
-        with np.load(path) as wave:
-            for key in wave.files:
-                parts.setdefault(key, []).append(wave[key])
+        try:
+            with np.load(path, allow_pickle=False) as wave:
+                for key in wave.files:
+                    parts.setdefault(key, []).append(wave[key])
+        except Exception as err:  # noqa: BLE001 - verified at start; damaged since: say which
+            raise JmemError(f"{path} is damaged ({type(err).__name__}); re-run the same command "
+                            "to train its models again") from err
     arrays = {k: np.concatenate(v) for k, v in parts.items()}
     if "diverged" not in arrays or arrays["diverged"].shape[0] != num_models:
         found = arrays["diverged"].shape[0] if "diverged" in arrays else 0
@@ -530,8 +540,13 @@ def write_inputs(workdir: Path, config: Config, inputs: RunInputs) -> None:
         artifacts.save_array(workdir / artifacts.CANARIES, inputs.canaries)
     for name, (_, y) in data.extra_tests.items():
         artifacts.save_array(workdir / artifacts.labels_extra_name(name), y)
+    names = [artifacts.KEEP, artifacts.MODEL_RATES, artifacts.LABELS_TRAIN, artifacts.LABELS_TEST]
+    names += [artifacts.CANARIES] * bool(inputs.canaries.any())
+    names += [artifacts.labels_extra_name(name) for name in data.extra_tests]
+    config_text = artifacts.json_text(config_lib.to_dict(config))
+    integrity.record_inputs(workdir, data, names, config_text)
     # config.json last: its presence marks a run directory whose inputs are complete.
-    artifacts.save_json(workdir / artifacts.CONFIG, config_lib.to_dict(config))
+    artifacts.save_text(workdir / artifacts.CONFIG, config_text)
 
 
 def run_training(config: Config, workdir: Path, dataset: Dataset, progress: bool = True,
@@ -632,6 +647,8 @@ def _train_share(start: _Start, config, workdir: Path, execution: Execution,
         arrays = train_wave(start.inputs, config, first, stop, workdir=workdir, execution=execution,
                             stop_request=stop_request, log=lambda m: log(prefix + m))
         save_wave(workdir, first, stop, arrays)
+        if me == 0:  # the manifest has one writer
+            integrity.record_wave(workdir, wave_path(workdir, first, stop))
         fault_point("wave_written")
         checkpoint.remove(checkpoint.wave_dir(workdir, first, stop))
         bar.update(stop - first)
@@ -647,6 +664,9 @@ def _prepare_workdir(workdir: Path, config: Config, inputs: RunInputs, leaks, de
     """
     resuming = check_workdir(workdir, config)  # again: another process may have written since
     remove_stale_tmp(workdir)
+    if resuming:  # a changed dataset or damaged input: error; a damaged wave: trained again
+        integrity.verify_resume(workdir, inputs.dataset, is_complete(workdir),
+                                lambda a, b: _wave_shapes(inputs, a, b), warn)
     done = np.zeros(config.train.num_models, bool)
     if resuming and is_complete(workdir):
         cleanup(workdir)  # a kill between models.csv and the cleanup leaves waves/ behind
@@ -667,11 +687,21 @@ def _prepare_workdir(workdir: Path, config: Config, inputs: RunInputs, leaks, de
     return _STATUS_RUN, wave_size, done
 
 
+def _wave_shapes(inputs: RunInputs, start: int, stop: int) -> dict:
+    """The arrays and shapes of the wave file of models ``start..stop-1``."""
+    data, w = inputs.dataset, stop - start
+    shapes = {"margins_train": (w, data.num_train), "margins_test": (w, data.num_test),
+              "diverged": (w,), "final_loss": (w,)}
+    shapes.update({f"margins_{k}": (w, y.shape[0]) for k, (_, y) in data.extra_tests.items()})
+    return shapes
+
+
 def summarize(workdir: Path, inputs: RunInputs, seconds: float, trained: int) -> dict:
     margins_test = artifacts.load_array(Path(workdir) / artifacts.MARGINS_TEST, mmap=True)
     with open(Path(workdir) / artifacts.MODEL_METRICS) as f:
         header = f.readline().strip().split(",")
-        diverged = sum(int(line.split(",")[header.index("diverged")]) for line in f)
+        flags = [int(line.split(",")[header.index("diverged")]) for line in f]
+    diverged = sum(flags)
     accuracy = (np.asarray(margins_test) > 0).mean(axis=1)
     return {
         "workdir": str(workdir),
@@ -680,6 +710,7 @@ def summarize(workdir: Path, inputs: RunInputs, seconds: float, trained: int) ->
         "seconds": round(seconds, 2),
         "models_per_second": round(trained / seconds, 2) if seconds > 0 else None,
         "diverged": int(diverged),
+        "diverged_ids": [i for i, flag in enumerate(flags) if flag],
         "test_accuracy_mean": float(accuracy.mean()),
         "test_accuracy_std": float(accuracy.std()),
     }

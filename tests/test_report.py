@@ -1,0 +1,241 @@
+"""`jmem report`: the report renders from a trained run, every linked plot is a real PNG,
+sections follow the files present, and the F&Z-layout export round-trips."""
+
+import csv
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from jmem.cli import main
+from jmem.study import rundir as A
+from jmem.study.export import export_fz
+from jmem.study.report import build_report, removal_panels
+from jmem.study.scoring import ScoreOptions, score_run
+
+from test_score_run import build_run
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A tiny real run: 16 digits MLPs, 3 epochs, canaries, leakage check, scores."""
+    workdir = tmp_path_factory.mktemp("report") / "run"
+    assert main(["run", "experiments/digits.py:small", "--workdir", str(workdir), "--no-progress",
+                 "--set", "subsets.canary_fraction=0.03"]) == 0
+    return workdir
+
+
+def copy_run(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def linked_pngs(report_dir):
+    text = (report_dir / A.REPORT).read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    return text, links
+
+
+def check_pngs(run_dir, links):
+    assert links
+    for rel in links:
+        path = run_dir / rel
+        assert path.exists(), rel
+        data = path.read_bytes()
+        assert data[:8] == PNG_SIGNATURE, rel
+        assert len(data) > 5_000, (rel, len(data))  # a real plot, not an empty canvas
+        # IHDR: width and height of a legible figure.
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        assert width >= 400 and height >= 200, (rel, width, height)
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def retrain_fixture():
+    arms = [{"name": "full", "kind": "full", "method": None, "tau": None, "removed": 0,
+             "removed_fraction": 0.0},
+            {"name": "fixed:selected", "kind": "selected", "method": "fixed", "tau": None,
+             "removed": 30, "removed_fraction": 0.03},
+            {"name": "fixed:matched", "kind": "matched", "method": "fixed", "tau": None,
+             "removed": 30, "removed_fraction": 0.03}]
+    accuracy = {"full": {"test": {"mean": 97.0, "ci_low": 96.6, "ci_high": 97.4, "n_models": 8},
+                         "test_clean": {"mean": 96.9, "ci_low": 96.5, "ci_high": 97.3, "n_models": 8}},
+                "fixed:selected": {"test": {"mean": 96.5, "ci_low": 96.0, "ci_high": 97.0, "n_models": 8}},
+                "fixed:matched": {"test": {"mean": 96.9, "ci_low": 96.5, "ci_high": 97.3, "n_models": 8}}}
+    for tau, frac, sel, mat in ((0.5, 0.02, 96.8, 96.95), (0.25, 0.05, 96.2, 96.8), (0.1, 0.1, 95.1, 96.5)):
+        for kind, mean in (("selected", sel), ("matched", mat)):
+            name = f"sweep:{tau}:{kind}"
+            arms.append({"name": name, "kind": kind, "method": "fixed", "tau": tau,
+                         "removed": int(frac * 1000), "removed_fraction": frac})
+            accuracy[name] = {t: {"mean": mean - d, "ci_low": mean - d - 0.4,
+                                  "ci_high": mean - d + 0.4, "n_models": 8}
+                              for t, d in (("test", 0.0), ("test_clean", 0.1))}
+    return {"seeds": 8, "methods": ["fixed"],
+            "cross_fit": {"enabled": True, "spearman_mem": 0.91, "jaccard": {"fixed": 0.8}},
+            "arms": arms, "test_sets": ["test", "test_clean"], "accuracy": accuracy,
+            "comparisons": [{"name": "fixed: selected vs matched", "a": "fixed:selected",
+                             "b": "fixed:matched", "test_set": "test", "method": "fixed",
+                             "tau": None, "mean_diff": -0.4, "ci_low": -0.9, "ci_high": 0.1,
+                             "p_perm": 0.08, "p_welch": 0.09, "p_holm": 0.16, "mde": 0.6}],
+            "share_of_change": {}, "excluded_diverged": 1,
+            "verdict": "VERDICT-SENTINEL: no detectable cost of removing memorized examples."}
+
+
+def ablation_fixture():
+    factors = ["rate", "definition", "threshold", "leakage"]
+    cells = [{"name": f"cell{i}", "levels": {f: bool((i >> k) & 1) for k, f in enumerate(factors)},
+              "diff_pp": -1.0 + 0.2 * i / 15, "ci_low": -1.5, "ci_high": 0.0, "p_perm": 0.04}
+             for i in range(16)]
+    effects = [{"factors": [f], "factor": f, "estimate": e, "effect_pp": e, "ci_low": e - 0.3,
+                "ci_high": e + 0.3, "p_perm": 0.01, "p_holm": 0.0123}
+               for f, e in zip(factors, (0.5, 0.2, -0.1, 0.3))]
+    return {"factors": factors, "seeds": 6, "cells": cells, "main_effects": effects,
+            "interactions": [{"factors": ["rate", "definition"], "effect_pp": 0.05,
+                              "ci_low": None, "ci_high": 0.3, "p_holm": None}]}
+
+
+def test_report_renders_on_a_trained_run(trained_run, tmp_path, capsys):
+    run = copy_run(trained_run, tmp_path / "run")
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "wrote" in out and A.REPORT in out
+    text, links = linked_pngs(run)
+    check_pngs(run, links)
+    # Every generated plot is linked, and the report holds the sections a reader needs.
+    assert sorted(p.name for p in (run / A.REPORT_FIGURES).glob("*.png")) == \
+        sorted(l.split("/")[-1] for l in links)
+    for heading in ("## Verdict", "## The run", "## Which examples count as memorized",
+                    "## Score distributions", "## Recovering the canaries", "### Split halves",
+                    "### Stability versus the number of models", "### Models needed",
+                    "## The most memorized examples"):
+        assert heading in text, heading
+    assert f"jmem retrain {run}" in text  # no retrain.json: says how to run it
+    assert "## Ablation" not in text
+    assert "single inclusion rate" in text
+    rel = json.loads((run / A.RELIABILITY).read_text())
+    assert rel["num_models"] == 16 and rel["split_half"]["num_models"] == [8, 8]
+    assert [r["k"] for r in rel["stability"]] == [8, 16]
+    assert {r["rate"] for r in rel["models_needed"]} >= {0.5, 0.7, 0.9, 0.95}
+    assert (run / A.FZ_EXPORT).exists()
+
+
+def test_sections_follow_retrain_and_ablation_files(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path / "run")
+    (run / "retrain").mkdir()
+    A.save_json(run / "retrain" / A.RETRAIN, retrain_fixture())
+    A.save_json(run / A.ABLATION, ablation_fixture())
+    out = build_report(run, export_fz=False)
+    assert out["verdict"].startswith("VERDICT-SENTINEL")
+    text, links = linked_pngs(run)
+    check_pngs(run, links)
+    # The verdict comes first, before the run summary.
+    assert text.index("VERDICT-SENTINEL") < text.index("## The run")
+    assert "-0.40 [-0.90, 0.10]" in text and "Cross-fitting was on" in text
+    assert "1 diverged retrained model" in text
+    assert "figures/removal_curve.png" in links and "figures/ablation_main_effects.png" in links
+    assert "## Ablation of the four corrections" in text and "rate x definition" in text
+    assert "| cell5 | on | off | on | off |" in text and "0.0123" in text
+    assert "6 retraining seeds per cell" in text
+    assert text.count("| on |") + text.count("| off |") > 0
+    assert out["fz_layout"] is None
+    # Removed again: the sections go and their stale plots are deleted.
+    shutil.rmtree(run / "retrain")
+    (run / A.ABLATION).unlink()
+    build_report(run, export_fz=False)
+    text, links = linked_pngs(run)
+    assert "VERDICT-SENTINEL" not in text and "## Ablation" not in text
+    assert not (run / A.REPORT_FIGURES / "removal_curve.png").exists()
+    check_pngs(run, links)
+
+
+def test_removal_panels_from_sweep_arms():
+    panels = removal_panels(retrain_fixture())
+    assert list(panels) == ["test", "test_clean"]
+    x, mean, low, high = panels["test"]["selected (highest memorization) removed"]
+    np.testing.assert_allclose(x, [0.0, 0.02, 0.05, 0.1])  # the full model at 0, then by fraction
+    np.testing.assert_allclose(mean, [97.0, 96.8, 96.2, 95.1])
+    assert np.all(low < mean) and np.all(mean < high)
+    no_sweep = retrain_fixture()
+    no_sweep["arms"] = [a for a in no_sweep["arms"] if not a["name"].startswith("sweep:")]
+    assert removal_panels(no_sweep) == {}
+
+
+def test_fz_export_round_trips(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path / "run")
+    path = export_fz(run)
+    assert path == run / A.FZ_EXPORT
+    f = np.load(path)
+    rows = read_csv(run / A.SCORES)
+    mem_csv = np.array([float(r["mem"]) for r in rows])
+    np.testing.assert_allclose(f["tr_mem"], mem_csv, rtol=1e-5, atol=1e-6)
+    labels, labels_test = np.load(run / A.LABELS_TRAIN), np.load(run / A.LABELS_TEST)
+    np.testing.assert_array_equal(f["tr_labels"], labels)
+    np.testing.assert_array_equal(f["tt_labels"], labels_test)
+    keep = np.load(run / A.KEEP)
+    correct = np.load(run / A.MARGINS_TEST) > 0
+    # The memorization score recomputed from the exported per-class matrices' ingredients:
+    # F&Z's own recipe from keep/correct (README) equals tr_mem.
+    correct_train = np.load(run / A.MARGINS_TRAIN) > 0
+    with np.errstate(invalid="ignore"):  # 16 models: a few examples are in every subset
+        mem = (correct_train & keep).sum(0) / keep.sum(0) - (correct_train & ~keep).sum(0) / (~keep).sum(0)
+    np.testing.assert_allclose(f["tr_mem"], mem, atol=1e-6)
+    seen_tr, seen_tt = [], []
+    for k in range(10):
+        tr, tt, infl = f[f"tr_classidx_{k}"], f[f"tt_classidx_{k}"], f[f"infl_matrix_class{k}"]
+        assert np.all(labels[tr] == k) and np.all(labels_test[tt] == k)
+        assert infl.shape == (tr.size, tt.size) and infl.dtype == np.float32
+        seen_tr += tr.tolist()
+        seen_tt += tt.tolist()
+        # Direct computation of a few entries: accuracy on test j of models with i in, minus out.
+        for a, b in ((0, 0), (tr.size - 1, tt.size - 1), (tr.size // 2, tt.size // 3)):
+            i, j = tr[a], tt[b]
+            direct = correct[keep[:, i], j].mean() - correct[~keep[:, i], j].mean()
+            assert infl[a, b] == pytest.approx(direct, abs=1e-6)
+    assert sorted(seen_tr) == list(range(labels.size)) and sorted(seen_tt) == list(range(labels_test.size))
+
+
+def test_export_follows_the_scored_rate_and_report_on_a_multi_rate_run(tmp_path):
+    """A synthetic two-rate run without config.json or models.csv still reports."""
+    build_run(tmp_path, rates=np.repeat([0.5, 0.9], 60), extra=False)
+    score_run(tmp_path)
+    out = build_report(tmp_path)
+    text, links = linked_pngs(tmp_path)
+    check_pngs(tmp_path, links)
+    assert "figures/scores_vs_rate.png" in links
+    assert "Images not shown: config.json names no dataset" in text
+    rel = json.loads((tmp_path / A.RELIABILITY).read_text())
+    assert rel["num_models"] == 120
+    assert out["fz_layout"].exists()
+    # Scored at one rate only: the export uses the same 60 models as scores.csv.
+    score_run(tmp_path, ScoreOptions(rate=0.9))
+    f = np.load(export_fz(tmp_path))
+    mem_csv = np.array([float(r["mem"]) for r in read_csv(tmp_path / A.SCORES)])
+    np.testing.assert_allclose(f["tr_mem"], mem_csv, rtol=1e-5, atol=1e-6)
+
+
+def test_report_refuses_incomplete_run_directories(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    build_run(tmp_path, extra=False)
+    assert main(["report", str(tmp_path)]) == 2
+    assert "run `jmem score" in capsys.readouterr().err
+    assert not (tmp_path / A.REPORT).exists()
+    assert main(["report", str(tmp_path), "--half-width", "0"]) == 2
+
+
+def test_report_with_too_few_models_for_split_halves(tmp_path):
+    build_run(tmp_path, extra=False)
+    for name in (A.KEEP, A.MARGINS_TRAIN, A.MARGINS_TEST, A.MODEL_RATES):
+        A.save_array(tmp_path / name, np.load(tmp_path / name)[:3])
+    score_run(tmp_path)
+    out = build_report(tmp_path, export_fz=False)
+    text, links = linked_pngs(tmp_path)
+    check_pngs(tmp_path, links)
+    assert "split halves need at least 4 models" in text and out["reliability"] is None
