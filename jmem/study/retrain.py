@@ -836,13 +836,10 @@ def load_scored_run(run_dir) -> tuple[Config, scoring.RunArrays, scoring.ScoreOp
     if not training.is_complete(d):
         raise JmemError(f"run directory {str(d)!r} is not fully trained (no {artifacts.MODEL_METRICS}); "
                         "finish `jmem train` first")
-    from jmem.study import integrity
-
     integrity.verify_run(d)  # a damaged or changed input or output: refuse, naming it
     if not (d / artifacts.THRESHOLDS).exists():
         raise JmemError(f"run directory {str(d)!r} is not scored (no {artifacts.THRESHOLDS}); "
                         f"run `jmem score {d}` first")
-    integrity.verify_run(d)
     config = config_lib.from_dict(artifacts.load_json(d / artifacts.CONFIG))
     recorded = artifacts.load_json(d / artifacts.THRESHOLDS).get("options", {})
     fields = {f.name for f in dataclasses.fields(scoring.ScoreOptions)}
