@@ -14,9 +14,11 @@ from jmem.cli import main
 
 def test_scores_recover_canaries_on_a_trained_digits_run(tmp_path, capsys):
     workdir = tmp_path / "run"
-    argv = ["run", "experiments/digits.py", "--workdir", str(workdir), "--no-progress",
+    # The fz variant is a single-rate estimation (fixed 70% subsets); train, then score.
+    argv = ["train", "experiments/digits.py:fz", "--workdir", str(workdir), "--no-progress",
             "--set", "train.num_models=24", "--set", "subsets.canary_fraction=0.03"]
     assert main(argv) == 0
+    assert main(["score", str(workdir)]) == 0
     out = capsys.readouterr().out
     assert "canary recovery" in out
 

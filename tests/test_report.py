@@ -24,8 +24,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def trained_run(tmp_path_factory):
     """A tiny real run: 16 digits MLPs, 3 epochs, canaries, leakage check, scores."""
     workdir = tmp_path_factory.mktemp("report") / "run"
-    assert main(["run", "experiments/digits.py:small", "--workdir", str(workdir), "--no-progress",
+    assert main(["train", "experiments/digits.py:small", "--workdir", str(workdir), "--no-progress",
                  "--set", "subsets.canary_fraction=0.03"]) == 0
+    assert main(["score", str(workdir)]) == 0
     return workdir
 
 

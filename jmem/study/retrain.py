@@ -700,6 +700,8 @@ def verdict_text(design: Design, comparisons: list[dict], share: dict, num_examp
     lines = [f"Removal experiment, {design.seeds} seeds per arm (seed s of every arm shares its "
              "initialisation and data order). Differences are arm minus arm in percentage points "
              "(pp) with 95% bootstrap intervals over seeds; p: paired sign-flip permutation test."]
+    if ablation is not None:  # the question's answer first: the two protocols, then the ablation
+        lines += protocols_text(design, by, ablation, num_examples)
     for g in design.groups.values():
         if g.name.startswith(ABLATION_PREFIX):
             continue  # the ablation's cells have their own paragraph (protocols_text)
@@ -746,8 +748,6 @@ def verdict_text(design: Design, comparisons: list[dict], share: dict, num_examp
                      f"examples carry a share {_share(sh['estimate'])}{rng_text} of the change against "
                      "the full training set.")
         lines.append(text)
-    if ablation is not None:
-        lines += protocols_text(design, by, ablation, num_examples)
     for name, why in design.skipped.items():
         lines.append(f"{name}: {why}; no arm trained.")
     if excluded:
