@@ -41,6 +41,13 @@ def _loss(module, params, x, y, weights):
     per_example = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
+def _optimizer(work: Workload):
+    """The workload's optimizer as a practitioner writes it: SGD (with its momentum) or Adam."""
+    cfg = work.train_cfg
+    if cfg.optimizer == "sgd":
+        return optax.sgd(cfg.learning_rate, momentum=cfg.momentum or None, nesterov=cfg.nesterov)
+    return optax.adam(cfg.learning_rate)
+
 def _plain_model(work: Workload):
     """The workload's flax module in a baseline's hands. BatchNorm would need mutable state in
     every baseline; the baselines drop it (norm="none": SkipInit ResNet), stated in the JSON."""
@@ -53,7 +60,7 @@ def fz_loop_runner(work: Workload, keep: np.ndarray):
     sliced from host arrays (Feldman & Zhang's MNIST example style; the last, smaller batch
     of an epoch compiles once more)."""
     module = _plain_model(work)
-    tx = optax.adam(work.train_cfg.learning_rate)
+    tx = _optimizer(work)
     bsz, epochs = work.train_cfg.batch_size, work.train_cfg.epochs
     x, y = work.dataset.x_train, work.dataset.y_train
 
@@ -93,7 +100,7 @@ def jax_scan_runner(work: Workload, keep: np.ndarray):
     """Baseline (b): one model at a time, its whole training one jitted ``lax.scan`` over
     host-shuffled, padded batch indices; the dataset lives on the device."""
     module = _plain_model(work)
-    tx = optax.adam(work.train_cfg.learning_rate)
+    tx = _optimizer(work)
     x = jnp.asarray(work.dataset.x_train)
     y = jnp.asarray(work.dataset.y_train)
 
@@ -154,9 +161,10 @@ def _torch_module(torch, work: Workload):
     if cfg.kind == "mlp":
         d = math.prod(work.dataset.example_shape)
         layers = [nn.Flatten()]
-        for i in range(cfg.depth):
-            layers += [nn.Linear(d if i == 0 else cfg.width, cfg.width), nn.ReLU()]
-        return nn.Sequential(*layers, nn.Linear(cfg.width, k))
+        for width in cfg.hidden:
+            layers += [nn.Linear(d, width), nn.ReLU()]
+            d = width
+        return nn.Sequential(*layers, nn.Linear(d, k))
     length, channels = work.dataset.example_shape  # MNIST-1D: [L, C]
     layers, c = [], channels
     for _ in range(cfg.depth):
@@ -236,7 +244,7 @@ def torch_bmm_runner(work: Workload, keep: np.ndarray):
     torch = torch_or_none()
     F = torch.nn.functional
     cfg, k = work.model_cfg, work.dataset.num_classes
-    dims = [math.prod(work.dataset.example_shape)] + [cfg.width] * cfg.depth + [k]
+    dims = [math.prod(work.dataset.example_shape)] + list(cfg.hidden) + [k]
 
     def run():
         torch.manual_seed(0)

@@ -22,6 +22,8 @@ class ModelConfig:
     norm: "none" or "batchnorm" (BatchNorm keeps per-model statistics under vmap). Norm-free
       ResNet blocks use a zero-initialised residual gain (SkipInit) instead.
     kernel_size: convolution window (per spatial dim) of the CNNs; ignored by the MLP.
+    widths: MLP only: the hidden widths layer by layer (e.g. (512, 256) for Feldman & Zhang's
+      MNIST MLP 784-512-256-10), overriding width x depth; () (default): depth x width.
     """
 
     kind: str = "mlp"
@@ -29,6 +31,12 @@ class ModelConfig:
     depth: int = 1
     norm: str = "none"
     kernel_size: int = 3
+    widths: tuple = ()
+
+    @property
+    def hidden(self) -> tuple:
+        """The MLP's hidden widths, layer by layer."""
+        return self.widths or (self.width,) * self.depth
 
     def __post_init__(self):
         if self.kind not in ("mlp", "cnn", "resnet"):
@@ -37,6 +45,12 @@ class ModelConfig:
             raise JmemError(f"model.width={self.width} must be >= 1")
         if self.depth < 1:
             raise JmemError(f"model.depth={self.depth} must be >= 1")
+        widths = self.widths if isinstance(self.widths, (tuple, list)) else (self.widths,)
+        if any(float(w) != int(w) or int(w) < 1 for w in widths):
+            raise JmemError(f"model.widths={self.widths!r} must be integers >= 1")
+        object.__setattr__(self, "widths", tuple(int(w) for w in widths))
+        if self.widths and self.kind != "mlp":
+            raise JmemError(f"model.widths={self.widths!r} is for model.kind='mlp' only")
         if self.kernel_size < 1:
             raise JmemError(f"model.kernel_size={self.kernel_size} must be >= 1")
         if self.norm not in ("none", "batchnorm"):

@@ -98,9 +98,10 @@ class _Norm(nn.Module):
 
 
 class MLP(nn.Module):
-    """Flatten, ``depth`` x (Dense(width) [+ BatchNorm] + ReLU), Dense(num_classes).
+    """Flatten, ``depth`` x (Dense(width) [+ BatchNorm] + ReLU), Dense(num_classes); or one
+    hidden layer per entry of ``widths`` when it is given.
 
-    x: float[B, ...] -> (logits float32[B, K], features float32[B, width]).
+    x: float[B, ...] -> (logits float32[B, K], features float32[B, last hidden width]).
     """
 
     num_classes: int
@@ -110,12 +111,13 @@ class MLP(nn.Module):
     conv_impl: str = "lax"  # unused: accepted so every model has the same constructor
     kernel_size: int = 3
     dtype: Any = jnp.float32
+    widths: tuple = ()  # hidden widths layer by layer; () = depth x width
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None):
         h = x.reshape(x.shape[0], -1).astype(self.dtype)
-        for i in range(self.depth):
-            h = nn.Dense(self.width, dtype=self.dtype, name=f"dense{i}")(h)
+        for i, width in enumerate(self.widths or (self.width,) * self.depth):
+            h = nn.Dense(width, dtype=self.dtype, name=f"dense{i}")(h)
             h = _Norm(self.norm, self.dtype, name=f"norm{i}")(h, train, mask)
             h = nn.relu(h)
         logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(h)
@@ -239,10 +241,11 @@ def build_model(model_cfg: ModelConfig, num_classes: int, conv_impl: str = "lax"
     """The flax module for one model. ``conv_impl`` is "lax" or "patches" (same params)."""
     if conv_impl not in CONV_IMPLS:
         raise JmemError(f"conv_impl={conv_impl!r} is not one of {CONV_IMPLS}")
+    extra = {"widths": model_cfg.widths} if model_cfg.widths else {}
     return _KINDS[model_cfg.kind](
         num_classes=num_classes, width=model_cfg.width, depth=model_cfg.depth,
         norm=model_cfg.norm, conv_impl=conv_impl, kernel_size=model_cfg.kernel_size,
-        dtype=jnp.dtype(compute_dtype))
+        dtype=jnp.dtype(compute_dtype), **extra)
 
 
 def init_one(module: nn.Module, key: jax.Array, example_shape: tuple[int, ...]):
