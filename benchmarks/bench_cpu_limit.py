@@ -191,9 +191,21 @@ def _setup_devices():
     configure_host_devices([])
 
 
-def jmem_loop(work, keep, chunk, strategy="auto"):
+def _trainer_from(path: str):
+    """The ``train_models`` of another version of jmem/engine/trainer.py (e.g. the one before
+    a change: ``git show REV:jmem/engine/trainer.py > before.py``), imported from a file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("jmem_trainer_before", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module.train_models
+
+
+def jmem_loop(work, keep, chunk, strategy="auto", trainer: str | None = None):
     """A callable training ``keep``'s models in one wave over all host devices; returns
-    (wall s, CPU s) of the call."""
+    (wall s, CPU s) of the call. ``trainer``: a file with another version of the trainer."""
     import dataclasses
 
     import jax
@@ -201,13 +213,17 @@ def jmem_loop(work, keep, chunk, strategy="auto"):
     from jmem.bench.workloads import SEED
     from jmem.engine.trainer import train_models
 
+    if trainer:
+        train_models = _trainer_from(trainer)  # noqa: F811
+
     cfg = dataclasses.replace(work.train_cfg, num_models=keep.shape[0], wave_size=keep.shape[0],
                               strategy=strategy)
 
     def run():
         cpu, start = _cpu_seconds(), time.perf_counter()
+        extra = {} if trainer else {"chunk": chunk}
         result = train_models(keep, work.dataset, work.model_cfg, cfg, seed=SEED,
-                              devices=jax.local_devices(), chunk=chunk)
+                              devices=jax.local_devices(), **extra)
         jax.block_until_ready(result.params)
         return time.perf_counter() - start, _cpu_seconds() - cpu
 
@@ -221,6 +237,8 @@ def _summary(label, models, walls, cpus):
 
 
 def _chunk_label(chunk):
+    if chunk == "before":
+        return "before this change (--before)"
     return "auto" if chunk is None else ("vmap block" if chunk == 0 else f"chunk {chunk}")
 
 
@@ -231,8 +249,9 @@ def cmd_loop(args) -> dict:
 
     work = make_workload("mlp", "cpu")
     keep, _ = make_keep(SEED, args.R, work.dataset.num_train, "fixed", RATE)
-    chunks = [None] + args.chunks
-    runs = {c: jmem_loop(work, keep, c) for c in chunks}
+    chunks = [None] + args.chunks + (["before"] if args.before else [])
+    runs = {c: jmem_loop(work, keep, None, trainer=args.before) if c == "before" else jmem_loop(work, keep, c)
+            for c in chunks}
     for fn in runs.values():
         fn()  # compile
     walls = {c: [] for c in chunks}
@@ -334,6 +353,7 @@ def cmd_cnn(args) -> dict:
             r["vs_best_one_at_a_time"] = r["models_per_s"] / best_seq
             r["vs_best"] = r["models_per_s"] / best
         rows += these
+        print(table(these), flush=True)  # each R as it completes: a time limit loses nothing
     return {"rows": rows}
 
 
@@ -358,6 +378,8 @@ def main(argv=None) -> int:
     p.add_argument("--R", type=int, default=256)
     p.add_argument("--chunks", type=ints, default=[1, 4, 0])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--before", default=None,
+                   help="a file holding an earlier jmem/engine/trainer.py, timed as one more row")
     p = sub.add_parser("process")
     p.add_argument("--R", type=int, default=512)
     p.add_argument("--repeats", type=int, default=3)
