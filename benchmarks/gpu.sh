@@ -24,7 +24,7 @@
 # 2,000-model F&Z recipe in <= 10 minutes (the 2-epoch figure x epochs of the recipe).
 #
 # JMEM_GPU_TINY=1: the same script on a CPU in about a minute (R=2, 1 epoch, 128 examples,
-# float32, a small peak matmul; only auto, the c1 layout and jax_scan, since compilation
+# float32, a small peak matmul; only auto, the c0 layout and jax_scan, since compilation
 # dominates there), used by tests/test_bench.py to keep this script working.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +35,7 @@ mkdir -p "$OUT_DIR"
 
 if [ "$TINY" = 1 ]; then
     COMMON=(--repeats 1 --epochs 1 --n 128 --seq-models 1 --no-scaling --dtype float32
-            --peak-size 128 --max-seconds 60 --strategies auto --baselines jax_scan --chunks 1)
+            --peak-size 128 --max-seconds 60 --strategies auto --baselines jax_scan --chunks 0)
     R_MLP=2; R_CONV=2; LIMIT_SCALE=4
 else
     "$PYTHON" - <<'PY'

@@ -122,17 +122,21 @@ def _conv_impl(strategy: str) -> str:
 
 
 # Chunk per model family on CPU (see resolve_chunk); measured in benchmarks/RESULTS.md.
-CPU_CHUNK = {"mlp": 1, "cnn": 0, "resnet": 0}
+CPU_CHUNK = {"mlp": 1, "cnn": 1, "resnet": 1}
 
 
 def resolve_chunk(model_cfg: ModelConfig, train_cfg: TrainConfig, backend: str) -> int:
     """Models vectorised together on one device (0: all of its block), by measured rule.
 
-    CPU (XLA:CPU, one thread per device): the MLP trains one model at a time inside the
-    program (``lax.map``); vmapping tiny per-model matmuls does not pay there (BACKGROUND
-    section 5: a lean vmap over 32 / 128 digits MLPs ran at 0.92-1.02x / 0.77x a lean loop)
-    and a wave's stacked state falls out of cache; see benchmarks/RESULTS.md (2026-12-01).
-    Accelerators: the whole block in one vmap (one small model leaves the chip idle).
+    CPU (XLA:CPU, one thread per device): one model at a time inside the program
+    (``lax.map``) for every family. Measured on the 2-core CPU, 2026-12-01 (RESULTS.md,
+    "Issue 15"; loaded machine, alternated runs, medians): digits MLP at R=256, chunk 1
+    18.5-18.9 models/s vs 14.0 for chunks of 4 and 8.9-13.2 for one vmap per device block
+    (vmapping tiny per-model matmuls does not pay on XLA:CPU, BACKGROUND section 5);
+    MNIST-1D CNN at R=32, chunk 1 6.3 vs 5.0 (chunks of 4) and 3.7 (one vmap), at R=8
+    within noise of each other. The ResNet is not measured on CPU; it follows the CNN.
+    Accelerators: the whole block in one vmap (one small model leaves the chip idle; no
+    GPU measurement yet, benchmarks/gpu.sh measures the chunk layouts too).
     """
     del train_cfg
     if backend != "cpu":
