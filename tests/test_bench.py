@@ -154,3 +154,44 @@ def test_bad_flags_are_rejected():
         with pytest.raises(SystemExit):
             parser.parse_args(argv)
     assert _args("--baselines", "none").baselines == []
+
+
+@pytest.mark.slow  # four bench processes, compilation-bound: ~60 s idle, 200 s on a loaded CPU
+def test_gpu_script_runs_in_tiny_mode_on_cpu(tmp_path):
+    """benchmarks/gpu.sh with JMEM_GPU_TINY=1 on the CPU: every workload, a chunk layout, a
+    baseline, both peaks, and auto's choice against the measured best."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, JMEM_GPU_TINY="1", OUT_DIR=str(tmp_path), PYTHON=sys.executable,
+               JAX_PLATFORMS="cpu", PYTHONPATH=str(repo),
+               JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.2",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    run = subprocess.run(["bash", "benchmarks/gpu.sh"], cwd=repo, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "failed or hit" not in run.stdout, run.stdout[-3000:]
+    for name in ("mlp", "fzmnist", "cnn", "resnet"):
+        result = json.loads((tmp_path / f"gpu_{name}.json").read_text())
+        assert set(result["peaks"]) == {"float32", "bfloat16"} and min(result["peaks"].values()) > 0
+        rows = [r for r in result["rows"] if r["status"] == "ok"]
+        configs = {r["config"] for r in rows}
+        assert "jax_scan" in configs and any(r.get("auto") for r in rows), configs
+        for row in rows:
+            assert row["models_per_s"] > 0 and row["examples_per_s"] > 0
+            assert row["fraction_of_bfloat16_peak"] > 0 and row["fraction_of_float32_peak"] > 0
+            assert "device_peak_bytes" in row
+        (versus,) = result["auto_vs_best"]
+        assert versus["R"] == 2 and 0 < versus["auto_of_best"] <= 1.0
+        assert versus["best"] in configs
+    # The CPU rule (one model at a time) differs from c0 (one vmap per block): a layout row.
+    assert any(r["config"].endswith("/c0") for r in json.loads(
+        (tmp_path / "gpu_cnn.json").read_text())["rows"])
+    fz = json.loads((tmp_path / "gpu_fzmnist.json").read_text())["workloads"][0]
+    assert fz["forward_macs"] == 784 * 512 + 512 * 256 + 256 * 10
+    assert fz["train"]["optimizer"] == "sgd" and fz["train"]["batch_size"] == 128
+    assert "auto vs the measured best" in run.stdout

@@ -227,13 +227,13 @@ def test_row_writer_writes_what_np_save_writes(tmp_path):
 
 @pytest.mark.slow
 def test_gpu_sh_dry_run_on_the_cpu(real_dir, tmp_path):
-    """benchmarks/gpu.sh's Fashion-MNIST workload at 4 models, 1 epoch, 600 images (~1-3 min)."""
+    """benchmarks/gpu_fmnist.sh (gpu.sh calls it) at 4 models, 1 epoch, 600 images (~1-3 min)."""
     import subprocess
     import sys
 
     env = dict(os.environ, DRY_RUN="1", PYTHON=sys.executable, OUT_DIR=str(tmp_path), JAX_PLATFORMS="cpu",
                PYTHONPATH=str(EXPERIMENT.parent.parent))
-    run = subprocess.run(["bash", str(EXPERIMENT.parent.parent / "benchmarks" / "gpu.sh")], env=env,
+    run = subprocess.run(["bash", str(EXPERIMENT.parent.parent / "benchmarks" / "gpu_fmnist.sh")], env=env,
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "failed" not in run.stdout, run.stdout[-2000:]

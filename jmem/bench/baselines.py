@@ -30,6 +30,7 @@ BASELINE_NAMES = {
 
 # ============================================================================ JAX baselines
 
+
 def epoch_orders(keep: np.ndarray, epochs: int, seed: int = SEED) -> np.ndarray:
     """int64[R, epochs, n]: each model's kept indices, shuffled afresh each epoch (host-side,
     as a practitioner's data loader does). Assumes every row keeps the same number n."""
@@ -37,10 +38,12 @@ def epoch_orders(keep: np.ndarray, epochs: int, seed: int = SEED) -> np.ndarray:
     kept = [np.flatnonzero(row) for row in keep]
     return np.stack([np.stack([rs.permutation(k) for _ in range(epochs)]) for k in kept])
 
+
 def _loss(module, params, x, y, weights):
     logits = module.apply({"params": params}, x)[0]
     per_example = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
 
 def _plain_model(work: Workload):
     """The workload's flax module in a baseline's hands. BatchNorm would need mutable state in
@@ -49,6 +52,7 @@ def _plain_model(work: Workload):
     impl = "lax"
     return build_model(cfg, work.dataset.num_classes, impl, work.train_cfg.compute_dtype)
 
+
 def baseline_optimizer(train_cfg) -> optax.GradientTransformation:
     """The plain optax optimizer a practitioner writes for the recipe: SGD (with momentum,
     Nesterov) for ``optimizer="sgd"``, else Adam; constant learning rate."""
@@ -56,6 +60,7 @@ def baseline_optimizer(train_cfg) -> optax.GradientTransformation:
         return optax.sgd(train_cfg.learning_rate, momentum=train_cfg.momentum or None,
                          nesterov=train_cfg.nesterov)
     return optax.adam(train_cfg.learning_rate)
+
 
 def fz_loop_runner(work: Workload, keep: np.ndarray):
     """Baseline (a): one model at a time, a Python loop over a jitted optimizer step (Adam, or
@@ -86,6 +91,7 @@ def fz_loop_runner(work: Workload, keep: np.ndarray):
 
     return run
 
+
 def padded_batches(order: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """One model's epochs as fixed-size batches: (int32[E * S, B] indices, float32[E * S, B]
     weights) with S = ceil(n / B); the last batch of an epoch is padded with weight 0."""
@@ -98,11 +104,12 @@ def padded_batches(order: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.n
     return (padded.reshape(epochs * steps, batch_size),
             weights.reshape(epochs * steps, batch_size))
 
+
 def jax_scan_runner(work: Workload, keep: np.ndarray):
     """Baseline (b): one model at a time, its whole training one jitted ``lax.scan`` over
     host-shuffled, padded batch indices; the dataset lives on the device."""
     module = _plain_model(work)
-    tx = optax.adam(work.train_cfg.learning_rate)
+    tx = baseline_optimizer(work.train_cfg)
     x = jnp.asarray(work.dataset.x_train)
     y = jnp.asarray(work.dataset.y_train)
 
@@ -132,6 +139,7 @@ def jax_scan_runner(work: Workload, keep: np.ndarray):
 
 # ============================================================================ torch baselines
 
+
 def torch_or_none():
     """The ``torch`` module, or None when it is not installed (an optional extra)."""
     try:
@@ -141,6 +149,7 @@ def torch_or_none():
 
 
 TORCH_MISSING = "torch is not installed (pip install 'jmem[torch]')"
+
 
 def torch_skip_reason(name: str, work: Workload, backend: str) -> str | None:
     """Why a torch baseline cannot run for this workload here, or None if it can."""
@@ -155,6 +164,7 @@ def torch_skip_reason(name: str, work: Workload, backend: str) -> str | None:
     if name == "torch_bmm" and work.model_cfg.kind != "mlp":
         return "the hand-written baddbmm ensemble exists for the MLP only"
     return None
+
 
 def _torch_module(torch, work: Workload):
     """The workload's architecture in torch (same layer shapes as jmem's flax module)."""
@@ -175,11 +185,13 @@ def _torch_module(torch, work: Workload):
         c, length = cfg.width, -(-length // 2)
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(cfg.width * length, k))
 
+
 def _torch_data(torch, work: Workload):
     """Training arrays as torch tensors in torch's layout (MLP: flat; CNN: [N, C, L])."""
     x = work.dataset.x_train
     x = x.reshape(x.shape[0], -1) if work.model_cfg.kind == "mlp" else np.swapaxes(x, 1, 2)
     return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(work.dataset.y_train.astype(np.int64))
+
 
 def torch_loop_runner(work: Workload, keep: np.ndarray):
     """Baseline (c1): PyTorch, one model at a time, the textbook loop with torch.optim.Adam."""
@@ -203,6 +215,7 @@ def torch_loop_runner(work: Workload, keep: np.ndarray):
 
     return run
 
+
 def _torch_ensemble_loop(torch, params: list, loss_fn, work: Workload, keep: np.ndarray):
     """Train stacked parameters (leading axis R) with one Adam: Adam is elementwise and the
     summed loss separates over models, so this is R independent Adam runs."""
@@ -216,6 +229,7 @@ def _torch_ensemble_loop(torch, params: list, loss_fn, work: Workload, keep: np.
             opt.zero_grad(set_to_none=True)
             loss_fn(x[idx], y[idx]).backward()
             opt.step()
+
 
 def torch_vmap_runner(work: Workload, keep: np.ndarray):
     """Baseline (c2): a ``torch.func`` ensemble: ``stack_module_state`` + ``functional_call``
@@ -238,6 +252,7 @@ def torch_vmap_runner(work: Workload, keep: np.ndarray):
         _torch_ensemble_loop(torch, list(params.values()), loss, work, keep)
 
     return run
+
 
 def torch_bmm_runner(work: Workload, keep: np.ndarray):
     """Baseline (c3): the MLP ensemble by hand: stacked weights [R, in, out] and
@@ -266,6 +281,7 @@ def torch_bmm_runner(work: Workload, keep: np.ndarray):
 
     return run
 
+
 def with_torch_threads(fn: Callable[[], None], threads: int) -> Callable[[], None]:
     """``fn`` run with torch's intra-op thread count set to ``threads`` (it is process-wide,
     and torch rows with different counts alternate)."""
@@ -273,6 +289,7 @@ def with_torch_threads(fn: Callable[[], None], threads: int) -> Callable[[], Non
         torch_or_none().set_num_threads(threads)
         fn()
     return run
+
 
 def torch_label(name: str, threads: int, default: int) -> str:
     """Row label of a torch baseline: its name, with ``/<k>t`` unless it uses ``default``

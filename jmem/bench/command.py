@@ -26,6 +26,15 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: need integers >= 1")
     return values
 
+def _int_list_or_zero(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: need integers >= 0")
+    return values
+
 def _choice_list(choices: tuple, allow_none: bool = False):
     def parse(text: str) -> list[str]:
         if allow_none and text == "none":
@@ -42,7 +51,9 @@ def _choice_list(choices: tuple, allow_none: bool = False):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``jmem bench`` flags."""
     parser.add_argument("--model", type=_choice_list(MODELS), default=None,
-                        help="workloads, comma-separated: mlp (digits MLP 64-256-10), cnn "
+                        help="workloads, comma-separated: mlp (digits MLP 64-256-10), fzmnist "
+                             "(Feldman & Zhang's MNIST MLP 784-512-256-10, SGD, batch 128, synthetic "
+                             "28x28 data), cnn "
                              "(MNIST-1D CNN), resnet (CIFAR-shaped, synthetic data), or all "
                              "(default: all; mlp,cnn on CPU; --quick: mlp)")
     parser.add_argument("--R", dest="sizes", type=_int_list, default=None,
@@ -73,6 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch intra-op thread counts, e.g. 2,1: each torch baseline runs once "
                              "per count (default: every usable core). On a shared, busy CPU, torch's "
                              "OpenMP barriers stall with more threads than free cores")
+    parser.add_argument("--chunks", type=_int_list_or_zero, default=[],
+                        help="extra layouts of every batched strategy: models vectorised together per "
+                             "device, e.g. 1,8,0 (0 = one vmap over a device's block; default: only the "
+                             "trainer's rule)")
+    parser.add_argument("--peak-size", type=int, default=None,
+                        help="side of the square matmul that measures the device's peak (default 2048 on "
+                             "CPU, 8192 on accelerators)")
     parser.add_argument("--quick", action="store_true",
                         help="CI smoke test: digits MLP, R=1,2, 1 epoch, 1 repeat, no scaling (seconds)")
     parser.add_argument("--out", default=None, help="write every measurement as JSON to this path")
@@ -97,7 +115,8 @@ def options_from_args(args: argparse.Namespace, backend: str) -> Options:
         dtype=args.dtype or ("float32" if backend == "cpu" else "bfloat16"),
         devices=args.devices or len(jax.local_devices()), scaling=scaling,
         scaling_sizes=args.scaling_sizes, scaling_r=args.scaling_r, scaling_epochs=args.scaling_epochs,
-        max_seconds=args.max_seconds, out=args.out, quick=quick,
+        max_seconds=args.max_seconds, out=args.out, quick=quick, chunks=args.chunks,
+        peak_size=args.peak_size or (256 if quick else None),
         torch_threads=args.torch_threads or [default_cpu_devices()])
 
 def check_out_path(out: str) -> None:

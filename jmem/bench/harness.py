@@ -11,7 +11,7 @@ import numpy as np
 
 from jmem.engine.host_devices import default_cpu_devices
 from jmem.data.subsets import make_keep
-from jmem.engine.trainer import choose_wave_size, resolve_strategy, train_models
+from jmem.engine.trainer import choose_wave_size, resolve_chunk, resolve_strategy, train_models
 from jmem.bench.baselines import BASELINE_RUNNERS, ONE_AT_A_TIME, torch_label, torch_skip_reason, with_torch_threads
 from jmem.bench.measure import HostMemoryProbe, Timing, matmul_peak, time_configs
 from jmem.bench.tables import machine_info
@@ -19,14 +19,15 @@ from jmem.bench.workloads import RATE, SEED, Workload, forward_macs, make_worklo
 
 STRATEGIES = ("auto", "vmap", "patches", "sequential", "sharded")
 
-def jmem_runner(work: Workload, keep: np.ndarray, strategy: str, devices: list):
+def jmem_runner(work: Workload, keep: np.ndarray, strategy: str, devices: list, chunk: int | None = None):
     """A callable training ``keep``'s models with ``train_models``, ``strategy`` and ``devices``
     (several devices: the model axis is sharded over them, as jmem does by default)."""
     cfg = dataclasses.replace(work.train_cfg, strategy=strategy, num_models=keep.shape[0],
                               wave_size=keep.shape[0])
 
     def run():
-        result = train_models(keep, work.dataset, work.model_cfg, cfg, seed=SEED, devices=devices)
+        result = train_models(keep, work.dataset, work.model_cfg, cfg, seed=SEED, devices=devices,
+                              chunk=chunk)
         jax.block_until_ready(result.params)
 
     return run
@@ -43,6 +44,36 @@ def auto_speedups(rows: list[dict]) -> list[dict]:
         ref = auto.get((row["workload"], row["R"]))
         mine = row.get("models_per_s")
         out.append({**row, "auto_speedup": ref / mine if ref and mine else None})
+    return out
+
+def auto_vs_best(rows: list[dict]) -> list[dict]:
+    """For each (workload, R): jmem's ``auto`` row against the fastest jmem configuration and
+    the fastest row overall (baselines included); ``auto_of_best`` = auto / best jmem."""
+    out = []
+    keys = sorted({(r["workload"], r["R"]) for r in rows}, key=lambda k: (k[0], k[1]))
+    for key in keys:
+        mine = [r for r in rows if (r["workload"], r["R"]) == key and r.get("models_per_s")]
+        auto = next((r for r in mine if r.get("auto")), None)
+        jmem = [r for r in mine if r.get("kind") == "strategy"]
+        if auto is None or not jmem:
+            continue
+        best = max(jmem, key=lambda r: r["models_per_s"])
+        overall = max(mine, key=lambda r: r["models_per_s"])
+        out.append({"workload": key[0], "R": key[1], "auto": auto["config"],
+                    "auto_models_per_s": auto["models_per_s"], "best": best["config"],
+                    "best_models_per_s": best["models_per_s"],
+                    "auto_of_best": auto["models_per_s"] / best["models_per_s"],
+                    "best_overall": overall["config"],
+                    "auto_of_best_overall": auto["models_per_s"] / overall["models_per_s"]})
+    return out
+
+def with_peak_fractions(rows: list[dict], peaks: dict) -> list[dict]:
+    """Rows with ``fraction_of_<dtype>_peak`` for every measured peak (FLOP/s by dtype)."""
+    out = []
+    for row in rows:
+        extra = {f"fraction_of_{d}_peak": (row["flops_per_s"] / p if row.get("flops_per_s") and p else None)
+                 for d, p in peaks.items()}
+        out.append({**row, **extra})
     return out
 
 def measured_row(work: Workload, size: int, label: str, kind: str, models: int, timing: Timing,
@@ -91,6 +122,8 @@ class Options:
     max_seconds: float
     out: str | None
     quick: bool
+    chunks: list = dataclasses.field(default_factory=list)
+    peak_size: int | None = None  # side of the peak matmul (None: measure's default)
     torch_threads: list = dataclasses.field(default_factory=lambda: [default_cpu_devices()])
 
 
@@ -102,15 +135,18 @@ class StrategyRow:
     strategy: str
     devices: tuple
     is_auto: bool
+    chunk: int | None = None  # models vectorised together per device (None: the trainer's rule)
 
-def plan_strategies(work: Workload, wanted: list, devices: list) -> tuple[list, list]:
+def plan_strategies(work: Workload, wanted: list, devices: list, chunks: tuple = ()) -> tuple[list, list]:
     """(the jmem configurations to run, notes).
 
     ``vmap``, ``patches`` and ``sequential`` run on one device. ``sharded`` is ``auto``'s
     strategy with the model axis sharded over all ``devices``; with several devices that is
     what jmem does by default, so it is the ``auto`` row; with one device, ``auto`` is the row
     of the strategy it resolves to. Nothing is run twice, and ``patches`` is dropped for an
-    MLP (the same program as ``vmap``).
+    MLP (the same program as ``vmap``). Each of ``chunks`` adds, for every batched row, a row
+    ``<label>/c<chunk>`` with that layout (``jmem.engine.trainer.resolve_chunk``; 0 = one
+    vmap over a device's whole block) unless it is the layout the rule picks anyway.
     """
     resolved = resolve_strategy(work.model_cfg, work.train_cfg)
     one = (devices[0],)
@@ -132,7 +168,19 @@ def plan_strategies(work: Workload, wanted: list, devices: list) -> tuple[list, 
     if sharded:
         notes.append(f"sharded (auto): {resolved} with the model axis over {len(devices)} devices; "
                      "the other jmem rows use one device")
-    return list(rows.values()), notes
+    rule = resolve_chunk(work.model_cfg, work.train_cfg, devices[0].platform)
+    out = []
+    for row in rows.values():
+        out.append(row)
+        if row.strategy == "sequential":
+            continue
+        out += [StrategyRow(f"{row.label}/c{c}", row.strategy, row.devices, False, c)
+                for c in chunks if c != rule]
+    if chunks:
+        notes.append(f"/c<k>: k models vectorised together per device, the rest of a device's block "
+                     f"run one chunk after another in the same program (c0: one vmap over the block); "
+                     f"the rule here picks chunk {rule}")
+    return out, notes
 
 def fits_in_memory(work: Workload, size: int) -> bool:
     """Whether a wave of ``size`` models fits, by the trainer's own memory estimate."""
@@ -149,7 +197,7 @@ def bench_workload(work: Workload, opts: Options, peak_samples: list, peak_fn, b
                    log=print) -> tuple[list, list]:
     """All rows of one workload: (rows, notes). Configurations of one R alternate."""
     devices = jax.local_devices()[:opts.devices] if opts.devices else jax.local_devices()
-    strategies, notes = plan_strategies(work, opts.strategies, devices)
+    strategies, notes = plan_strategies(work, opts.strategies, devices, tuple(opts.chunks))
     auto = next(s.label for s in strategies if s.is_auto)
     macs = forward_macs(work.model_cfg, work.dataset.num_classes, work.dataset.example_shape)
     per_model = training_flops(macs, work.train_cfg.epochs * work.subset_size)
@@ -178,7 +226,8 @@ def bench_workload(work: Workload, opts: Options, peak_samples: list, peak_fn, b
                 continue
             sub = keep[:count]
             if strategy:
-                configs[label] = jmem_runner(work, sub, strategy.strategy, list(strategy.devices))
+                configs[label] = jmem_runner(work, sub, strategy.strategy, list(strategy.devices),
+                                             strategy.chunk)
             else:
                 fn = BASELINE_RUNNERS[base](work, sub)
                 configs[label] = with_torch_threads(fn, threads) if threads else fn
@@ -234,7 +283,7 @@ def benchmark(opts: Options, log=print) -> dict:
     """Run every requested workload and return the JSON-ready result."""
     backend = jax.default_backend()
     load_before = os.getloadavg()
-    peak_fn = lambda: matmul_peak(opts.dtype)  # noqa: E731
+    peak_fn = lambda: matmul_peak(opts.dtype, size=opts.peak_size)  # noqa: E731
     samples = [peak_fn()]
     log(f"[bench] peak {opts.dtype} matmul: {samples[0] / 1e9:.1f} GFLOP/s")
     rows, workloads, scaling_r = [], [], {}
@@ -257,6 +306,12 @@ def benchmark(opts: Options, log=print) -> dict:
         scaling_r[name] = scaling_in_r(rows, name)
     scaling_n = bench_scaling_n(opts, samples, peak_fn, log) if opts.scaling else []
     meta = {**machine_info(), "load_average_before": load_before, "load_average_after": os.getloadavg()}
+    peaks = {opts.dtype: statistics.median(samples)}
+    for other in ("float32", "bfloat16"):
+        if other not in peaks:  # the other dtype's peak, once (for "% of bf16 / fp32 peak")
+            peaks[other] = matmul_peak(other, size=opts.peak_size, repeats=3)
+    rows = with_peak_fractions(rows, peaks)
     return {"meta": meta, "peak_dtype": opts.dtype, "peak_flops": statistics.median(samples),
-            "peak_samples": samples, "host_memory_method": HostMemoryProbe().method,
-            "workloads": workloads, "rows": rows, "scaling_r": scaling_r, "scaling_n": scaling_n}
+            "peak_samples": samples, "peaks": peaks, "host_memory_method": HostMemoryProbe().method,
+            "workloads": workloads, "rows": rows, "auto_vs_best": auto_vs_best(rows),
+            "scaling_r": scaling_r, "scaling_n": scaling_n}

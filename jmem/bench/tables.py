@@ -45,12 +45,12 @@ def _memory_cell(row: dict) -> str:
 def format_table(rows: list) -> str:
     """A markdown table of the main rows (one line per workload, R and configuration)."""
     head = ("| workload | R | config | models/s | examples/s | compile s | steady s | RSS MB (+grow) "
-            "| GFLOP/s | % peak | auto x |")
-    lines = [head, "|" + "---|" * 11]
+            "| GFLOP/s | % fp32 peak | % bf16 peak | auto x |")
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         if r["status"] != "ok":
             lines.append(f"| {r['workload']} | {r['R']} | {r['config']} | skipped: {r['reason']} "
-                         "| | | | | | | |")
+                         "| | | | | | | | |")
             continue
         label = r["config"] + (" (auto)" if r.get("auto") else "")
         if r["models_timed"] != r["R"]:
@@ -59,7 +59,9 @@ def format_table(rows: list) -> str:
             f"| {r['workload']} | {r['R']} | {label} | {_fmt(r['models_per_s'], '.2f')} "
             f"| {_fmt(r['examples_per_s'], '.3g')} | {_fmt(r['compile_s'], '.1f')} "
             f"| {_fmt(r['median_s'], '.2f')} | {_memory_cell(r)} "
-            f"| {_fmt(r['flops_per_s'], '.1f', 1e9)} | {_fmt(r['fraction_of_peak'], '.0%')} "
+            f"| {_fmt(r['flops_per_s'], '.1f', 1e9)} "
+            f"| {_fmt(r.get('fraction_of_float32_peak', r['fraction_of_peak']), '.1%')} "
+            f"| {_fmt(r.get('fraction_of_bfloat16_peak'), '.1%')} "
             f"| {_fmt(r['auto_speedup'], '.2f')} |")
     return "\n".join(lines)
 
@@ -78,6 +80,19 @@ def format_scaling(result: dict) -> str:
                   f"| {r['relative_cost_per_example']:.2f} |" for r in ns]
     return "\n".join(lines)
 
+def format_auto_vs_best(result: dict) -> str:
+    """auto's choice against the fastest jmem configuration of each workload and R."""
+    rows = result.get("auto_vs_best") or []
+    if not rows:
+        return ""
+    lines = ["auto vs the measured best (jmem configurations; overall includes baselines)",
+             "| workload | R | auto | models/s | best jmem | models/s | auto / best | best overall | auto / overall |",
+             "|" + "---|" * 9]
+    lines += [f"| {r['workload']} | {r['R']} | {r['auto']} | {r['auto_models_per_s']:.2f} | {r['best']} "
+              f"| {r['best_models_per_s']:.2f} | {r['auto_of_best']:.2f} | {r['best_overall']} "
+              f"| {r['auto_of_best_overall']:.2f} |" for r in rows]
+    return "\n".join(lines)
+
 def format_report(result: dict) -> str:
     """The terminal report: header, notes, scaling, then the main table last."""
     meta = result["meta"]
@@ -92,8 +107,13 @@ def format_report(result: dict) -> str:
                      f"(XLA: {_fmt(w['xla_forward_flops'], ',.0f')} FLOPs), "
                      f"{w['train_flops_per_model'] / 1e9:.2f} GFLOP per model trained. {w['note']}".rstrip())
         lines += [f"    note: {n}" for n in w["notes"]]
+    if result.get("peaks"):
+        lines.append("peaks: " + ", ".join(f"{d} {p / 1e9:.1f} GFLOP/s" for d, p in result["peaks"].items()))
     scaling = format_scaling(result)
     if scaling:
         lines += ["", scaling]
+    versus = format_auto_vs_best(result)
+    if versus:
+        lines += ["", versus]
     lines += ["", format_table(result["rows"])]
     return "\n".join(lines)

@@ -14,7 +14,7 @@ from jmem.errors import JmemError
 from jmem.engine.hparams import ModelConfig, TrainConfig
 from jmem.engine.models import apply_one, build_model, init_one, layer_shapes
 
-MODELS = ("mlp", "cnn", "resnet")
+MODELS = ("mlp", "fzmnist", "cnn", "resnet")
 SEED = 0
 RATE = 0.7
 
@@ -73,7 +73,14 @@ def make_workload(name: str, backend: str, epochs: int | None = None, num_train:
     cpu = backend == "cpu"
     if name == "mlp":
         dataset, model = load_dataset("digits"), ModelConfig(kind="mlp", width=256, depth=1)
-        default_epochs, sizes = 20, (1, 8, 32, 128, 512)
+        default_epochs, sizes = 20, (1, 8, 32, 128, 512) if cpu else (1, 64, 512, 2000)
+    elif name == "fzmnist":
+        # Feldman & Zhang's MNIST MLP 784-512-256-10 (SGD, batch 128) on synthetic 28x28
+        # images of MNIST's size (the real data may be absent where this runs; only the
+        # shapes matter for throughput).
+        dataset = synthetic_images(2048 if cpu else 60_000, shape=(28, 28, 1))
+        model = ModelConfig(kind="mlp", widths=(512, 256))
+        default_epochs, sizes = (1, (1, 8, 32)) if cpu else (2, (1, 64, 512, 2000))
     elif name == "cnn":
         dataset = load_dataset("mnist1d")
         model = ModelConfig(kind="cnn", width=32, depth=3, kernel_size=5)
@@ -81,13 +88,17 @@ def make_workload(name: str, backend: str, epochs: int | None = None, num_train:
     elif name == "resnet":
         dataset = synthetic_images(512 if cpu else 10_000)
         model = ModelConfig(kind="resnet", width=16, depth=3, norm="batchnorm")
-        default_epochs, sizes = (1, (1, 8)) if cpu else (5, (1, 8, 32, 128))
+        default_epochs, sizes = (1, (1, 8)) if cpu else (5, (1, 8, 32, 128, 512))
     else:
         raise JmemError(f"--model={name!r} is not one of {', '.join(MODELS)}")
     if num_train:
         dataset = resize_train(dataset, num_train)
-    train = TrainConfig(epochs=epochs or default_epochs, batch_size=64, optimizer="adam",
-                        learning_rate=1e-3, compute_dtype=dtype)
+    if name == "fzmnist":
+        train = TrainConfig(epochs=epochs or default_epochs, batch_size=128, optimizer="sgd",
+                            learning_rate=0.05, momentum=0.9, compute_dtype=dtype)
+    else:
+        train = TrainConfig(epochs=epochs or default_epochs, batch_size=64, optimizer="adam",
+                            learning_rate=1e-3, compute_dtype=dtype)
     note = "" if train.epochs == 20 else f"{train.epochs} epochs (fewer than 20, to bound run time)"
     return Workload(name, dataset, model, train, sizes, note)
 

@@ -13,11 +13,13 @@ dataset replicated on each, see ``jmem.engine.parallel``); the program has no co
 **A model is a function of (seed, model id, its own keep row, configs) only.** Its init,
 data-order and augmentation keys are ``rng.model_keys(seed, stream, model_ids)``; its
 steps per epoch are ``ceil(n_r / batch_size)`` from *its own* subset size ``n_r``; each
-epoch's order is a permutation of all N indices with the kept ones moved to the front, so
-it does not depend on the padded length of the wave. Models with smaller subsets than the
-largest of their wave sit idle (state unchanged) for the few leftover steps of each epoch.
-Hence model 17 is the same whether it is trained alone, in a wave of 8, or by another
-strategy (bitwise where XLA computes the same ops; within float tolerance otherwise).
+epoch's order is its kept indices in random order followed by the excluded ones (one stable
+sort of all N by a random key with the "excluded" bit on top, see :func:`_epoch_order`), so
+it does not depend on the padded length of the wave. In a vmapped block, models with
+smaller subsets than the largest of their block sit idle (state unchanged) for the few
+leftover steps of each epoch; one model at a time, they simply stop. Hence model 17 is the
+same whether it is trained alone, in a wave of 8, or by another strategy or layout (bitwise
+where XLA computes the same ops; within float tolerance otherwise).
 
 A model never reads an example outside its subset: slots past ``n_r`` are replaced by zeros
 (label 0) and masked out of the loss and of BatchNorm statistics.
@@ -31,9 +33,17 @@ Batching strategies (``TrainConfig.strategy``):
   with several devices, model r runs on device ``r % D`` (dispatched without waiting).
 * ``"auto"``: see :func:`resolve_strategy`.
 
-A model whose loss (or updated parameters) becomes non-finite is marked diverged and its
-parameters are frozen at their last finite value; everything is per model (clipping is per
-model's own gradient norm), so one diverging model cannot affect the others of its wave.
+Layout of the batched strategies on a device (``chunk``, :func:`resolve_chunk`): the device's
+block of models is split into chunks of ``chunk`` models, each chunk one ``vmap``, the chunks
+run one after another by ``lax.map`` inside the same program (``chunk`` = 1: one model at a
+time, unbatched; 0: the whole block one ``vmap``). On XLA:CPU one model at a time is the
+fastest for the MLP; accelerators want the whole block.
+
+A model whose loss (or updated parameters) becomes non-finite during an epoch is marked
+diverged at the end of that epoch and its state is reset to its value at the start of that
+epoch (its last state checked finite), and stays frozen there; everything is per model
+(clipping is per model's own gradient norm), so one diverging model cannot affect the
+others of its wave. (Checked per epoch, not per step: see :func:`_epochs_one`.)
 """
 
 from __future__ import annotations
@@ -67,7 +77,8 @@ class TrainResult:
 
     params: flax parameter pytree, every leaf with a leading model axis R (float32).
     model_state: BatchNorm statistics with leading axis R (``{}`` for norm-free models).
-    diverged: bool[R]; a diverged model's params are frozen at their last finite value.
+    diverged: bool[R]; a diverged model's params are frozen at their value at the start of
+      the epoch in which it diverged (its last state checked finite).
     final_loss: float32[R], mean training loss over the model's last epoch (NaN if diverged).
     loss_history: float32[R, epochs], mean training loss per epoch (NaN from divergence on).
     steps: int32[R], optimizer steps each model took (epochs * ceil(n_r / batch_size)).
@@ -107,6 +118,30 @@ def resolve_strategy(model_cfg: ModelConfig, train_cfg: TrainConfig, backend: st
 
 def _conv_impl(strategy: str) -> str:
     return "patches" if strategy == "patches" else "lax"
+
+
+
+# Chunk per model family on CPU (see resolve_chunk); measured in benchmarks/RESULTS.md.
+CPU_CHUNK = {"mlp": 1, "cnn": 1, "resnet": 1}
+
+
+def resolve_chunk(model_cfg: ModelConfig, train_cfg: TrainConfig, backend: str) -> int:
+    """Models vectorised together on one device (0: all of its block), by measured rule.
+
+    CPU (XLA:CPU, one thread per device): one model at a time inside the program
+    (``lax.map``) for every family. Measured on the 2-core CPU, 2026-12-01 (RESULTS.md,
+    "Issue 15"; loaded machine, alternated runs, medians): digits MLP at R=256, chunk 1
+    18.5-18.9 models/s vs 14.0 for chunks of 4 and 8.9-13.2 for one vmap per device block
+    (vmapping tiny per-model matmuls does not pay on XLA:CPU, BACKGROUND section 5);
+    MNIST-1D CNN at R=32, chunk 1 6.3 vs 5.0 (chunks of 4) and 3.7 (one vmap), at R=8
+    within noise of each other. The ResNet is not measured on CPU; it follows the CNN.
+    Accelerators: the whole block in one vmap (one small model leaves the chip idle; no
+    GPU measurement yet, benchmarks/gpu.sh measures the chunk layouts too).
+    """
+    del train_cfg
+    if backend != "cpu":
+        return 0
+    return CPU_CHUNK.get(model_cfg.kind, 0)
 
 
 # ----------------------------------------------------------------------------- optimizer
@@ -179,16 +214,23 @@ class _Plan:
     example_shape: tuple
     steps_per_epoch: int  # S: the largest ceil(n_r / B) of the wave
     conv_impl: str
+    min_steps: int = 0  # the smallest ceil(n_r / B) of the wave: steps every model takes
+    chunk: int = 0  # models vectorised together on a device (0: all of its block)
 
 
 def _epoch_order(key: jax.Array, keep_row: jax.Array) -> jax.Array:
-    """int32[N]: a random permutation of all N indices with the kept ones first.
+    """int32[N]: the kept indices first, in uniformly random order, then the excluded ones.
 
-    Permuting all N (not a padded list) makes the order independent of the wave's padding.
+    One stable sort of all N indices by a 32-bit key whose top bit is "excluded" and whose
+    other 31 bits are random (``jax.random.bits``), so the order depends on (key, keep row)
+    only, never on the wave's padding. (Until 2026-12 this was a full permutation followed by
+    a stable argsort: two sorts of N per model and epoch, 13% of a digits-MLP wave's time.)
     """
-    perm = jax.random.permutation(key, keep_row.shape[0])
-    kept_first = jnp.argsort(~keep_row[perm], stable=True)
-    return perm[kept_first].astype(jnp.int32)
+    n_total = keep_row.shape[0]
+    bits = jax.random.bits(key, (n_total,), jnp.uint32) >> 1
+    sort_key = jnp.where(keep_row, bits, bits | jnp.uint32(0x80000000))
+    _, order = lax.sort((sort_key, jnp.arange(n_total, dtype=jnp.int32)), num_keys=1, is_stable=True)
+    return order
 
 
 def crop_flip(key: jax.Array, x: jax.Array, pad: int) -> jax.Array:
@@ -244,7 +286,7 @@ def _init_one(plan: _Plan, init_key) -> TrainState:
     return TrainState(params, state, opt_state, jnp.zeros((), bool), jnp.zeros((), jnp.int32), history)
 
 
-def _epochs_one(plan: _Plan, x_all, y_all, keep_row, order_key, aug_key, base_lr,
+def _epochs_one(plan: _Plan, batched: bool, x_all, y_all, keep_row, order_key, aug_key, base_lr,
                 carry: TrainState, e_start, e_stop) -> TrainState:
     """Train one model from epoch ``e_start`` to ``e_stop`` (exclusive); pure.
 
@@ -252,6 +294,19 @@ def _epochs_one(plan: _Plan, x_all, y_all, keep_row, order_key, aug_key, base_lr
     base_lr: float32[], e_start / e_stop: int32[] (traced, so every segment of a run uses one
     compiled program: a run cut into k segments executes exactly the same arithmetic as one
     segment, hence bitwise-identical results).
+
+    ``batched``: the function will be ``vmap``-ed with other models, so its loops must have
+    the same length for all of them: each epoch runs the wave's ``plan.steps_per_epoch``
+    steps, and steps past the model's own count leave its state unchanged (a select, only on
+    the ``plan.min_steps``.. steps where some model of the wave is idle). Unbatched (one model
+    at a time, ``lax.map``), the epoch loop runs exactly the model's own steps. Both take
+    the same steps on the same batches.
+
+    Divergence is checked once per epoch, not per step (a per-step check over every
+    parameter, and per-step selects over the whole state, cost ~20% of a digits-MLP step):
+    the epoch starts from a copy of the state; if its loss or its updated parameters are
+    non-finite at the end, the model is marked diverged and the copy (its last finite state)
+    is kept, and every later epoch's result is discarded the same way.
     """
     cfg = plan.train_cfg
     module = build_model(plan.model_cfg, plan.num_classes, plan.conv_impl, cfg.compute_dtype)
@@ -272,9 +327,8 @@ def _epochs_one(plan: _Plan, x_all, y_all, keep_row, order_key, aug_key, base_lr
         per_example = optax.softmax_cross_entropy(logits, targets)
         return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0), new_s
 
-    def step(carry, j, order):
-        params, state, opt_state, diverged, k = carry
-        active = j < own_steps
+    def step(j, carry, order, guard):
+        params, state, opt_state, k, loss_sum = carry
         idx = lax.dynamic_slice(order, (j * bsz,), (bsz,))
         valid = j * bsz + jnp.arange(bsz) < n
         # Zeroing (not just masking) the padded slots makes independence from excluded
@@ -288,25 +342,61 @@ def _epochs_one(plan: _Plan, x_all, y_all, keep_row, order_key, aug_key, base_lr
         opt_state_lr = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
         updates, new_opt_state = tx.update(grads, opt_state_lr, params)
         new_params = optax.apply_updates(params, updates)
-        finite = jnp.isfinite(loss) & _all_finite(new_params)
-        diverged = diverged | (active & ~finite)
-        take = active & ~diverged
-        carry = (_select(take, new_params, params), _select(take, new_state, state),
-                 _select(take, new_opt_state, opt_state), diverged, k + active.astype(jnp.int32))
-        return carry, (jnp.where(take, loss, 0.0), take)
+        if not guard:
+            return new_params, new_state, new_opt_state, k + 1, loss_sum + loss
+        active = j < own_steps  # idle steps of a model with fewer steps than the wave's longest
+        return (_select(active, new_params, params), _select(active, new_state, state),
+                _select(active, new_opt_state, opt_state), k + active.astype(jnp.int32),
+                loss_sum + jnp.where(active, loss, 0.0))
 
-    def epoch(e, state: TrainState) -> TrainState:
+    def epoch(e, ts: TrainState) -> TrainState:
         order = _epoch_order(jax.random.fold_in(order_key, e), keep_row)
         order = jnp.pad(order, (0, max(0, n_steps * bsz - n_total)))
-        inner = (state.params, state.model_state, state.opt_state, state.diverged, state.steps)
-        inner, (losses, taken) = lax.scan(functools.partial(step, order=order), inner,
-                                          jnp.arange(n_steps))
-        mean = jnp.sum(losses) / jnp.maximum(jnp.sum(taken), 1)
-        history = lax.dynamic_update_index_in_dim(
-            state.history, jnp.where(inner[3], jnp.nan, mean), e, 0)
-        return TrainState(*inner, history)
+        # base_lr * 0 (finite by validation), not a constant: under shard_map the loss sum
+        # must be typed as varying over the model axis like the rest of the carry.
+        inner = (ts.params, ts.model_state, ts.opt_state, ts.steps, base_lr * 0.0)
+        plain = functools.partial(step, order=order, guard=False)
+        if batched:
+            inner = lax.fori_loop(0, plan.min_steps, plain, inner)
+            if plan.min_steps < n_steps:
+                inner = lax.fori_loop(plan.min_steps, n_steps,
+                                      functools.partial(step, order=order, guard=True), inner)
+        else:
+            inner = lax.fori_loop(0, own_steps, plain, inner)
+        params, state, opt_state, steps, loss_sum = inner
+        finite = jnp.isfinite(loss_sum) & _all_finite(params)
+        keep_new = finite & ~ts.diverged
+        params, state, opt_state = _select(keep_new, (params, state, opt_state),
+                                           (ts.params, ts.model_state, ts.opt_state))
+        diverged = ts.diverged | ~finite
+        mean = loss_sum / jnp.maximum(own_steps, 1).astype(jnp.float32)
+        history = lax.dynamic_update_index_in_dim(ts.history, jnp.where(diverged, jnp.nan, mean), e, 0)
+        return TrainState(params, state, opt_state, diverged, steps, history)
 
     return lax.fori_loop(e_start, e_stop, epoch, carry)
+
+
+def _over_models(fn, chunk: int, num_shared: int):
+    """A batched version of ``fn(*shared, *per_model, *rest)`` over the leading axis of the
+    ``per_model`` arguments (the first ``num_shared`` arguments are shared, the last two are
+    the epoch bounds): ``lax.map`` over blocks of ``chunk`` models, each block a ``vmap``
+    (``chunk`` == 1: one model at a time, unbatched; ``chunk`` == 0 or >= the block: one vmap).
+
+    The layout is a matter of speed only: every model computes the same function.
+    """
+    def batched(*args):
+        shared, per_model, rest = args[:num_shared], args[num_shared:-2], args[-2:]
+        width = jax.tree_util.tree_leaves(per_model)[0].shape[0]
+        if chunk == 1:
+            return lax.map(lambda p: fn(False, *shared, *p, *rest), per_model)
+        vec = jax.vmap(lambda *p: fn(True, *shared, *p, *rest))
+        if not chunk or chunk >= width:
+            return vec(*per_model)
+        blocks = jax.tree_util.tree_map(lambda a: a.reshape((width // chunk, chunk) + a.shape[1:]), per_model)
+        out = lax.map(lambda p: vec(*p), blocks)
+        return jax.tree_util.tree_map(lambda a: a.reshape((width,) + a.shape[2:]), out)
+
+    return batched
 
 
 @functools.lru_cache(maxsize=64)
@@ -322,15 +412,16 @@ def _compiled_init(plan: _Plan, mesh):
 def _compiled_epochs(plan: _Plan, mesh):
     """(x, y, keep, order_keys, aug_keys, lrs, state, e_start, e_stop) -> state.
 
-    With a mesh: ``jit(shard_map(vmap(_epochs_one)))``, the dataset replicated, every
+    With a mesh: ``jit(shard_map(over_models(_epochs_one)))``, the dataset replicated, every
     per-model argument and the state split over the model axis, the epoch bounds passed
-    whole. The incoming state is donated (its buffers become the outgoing state's), so a
-    checkpoint must hold a host copy, never the device arrays themselves.
+    whole; on each device the block of models is laid out as ``plan.chunk`` says (see
+    :func:`_over_models`). The incoming state is donated (its buffers become the outgoing
+    state's), so a checkpoint must hold a host copy, never the device arrays themselves.
     """
     fn = functools.partial(_epochs_one, plan)
     if mesh is None:
-        return jax.jit(fn)
-    fn = jax.vmap(fn, in_axes=(None, None, 0, 0, 0, 0, 0, None, None))
+        return jax.jit(functools.partial(fn, False))
+    fn = _over_models(fn, plan.chunk, num_shared=2)
     fn = parallel.shard_over_models(fn, mesh, num_shared=2, num_per_model=5, num_replicated=2)
     return jax.jit(fn, donate_argnums=(6,))
 
@@ -409,7 +500,8 @@ class Wave:
 
 
 def prepare_wave(keep, dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig,
-                 seed: int, model_ids=None, learning_rates=None, devices=None) -> Wave:
+                 seed: int, model_ids=None, learning_rates=None, devices=None,
+                 chunk: int | None = None) -> Wave:
     """Validate a wave's inputs and place them on ``devices`` (default: all local devices).
 
     Arguments as for :func:`train_models`. Batched strategies shard the model axis over the
@@ -424,9 +516,14 @@ def prepare_wave(keep, dataset: Dataset, model_cfg: ModelConfig, train_cfg: Trai
     num_models = len(ids)
     devices = devices[:num_models] if strategy != "sequential" else devices
     bsz = train_cfg.batch_size
+    own_steps = -(-keep.sum(axis=1) // bsz)
+    padded = parallel.padded_size(num_models, len(devices))
+    block = padded // len(devices)
+    if chunk is None:
+        chunk = resolve_chunk(model_cfg, train_cfg, devices[0].platform)
     plan = _Plan(model_cfg, _cache_key_cfg(train_cfg), dataset.num_classes,
-                 tuple(dataset.example_shape), int(-(-keep.sum(axis=1).max() // bsz)),
-                 _conv_impl(strategy))
+                 tuple(dataset.example_shape), int(own_steps.max()), _conv_impl(strategy),
+                 min_steps=int(own_steps.min()), chunk=_divisor_at_most(block, chunk))
     x_all = np.asarray(dataset.x_train, np.float32)
     y_all = np.asarray(dataset.y_train, np.int32)
     inputs = (keep, np.asarray(rng.model_keys(seed, "init", ids)),
@@ -436,10 +533,17 @@ def prepare_wave(keep, dataset: Dataset, model_cfg: ModelConfig, train_cfg: Trai
         data = {d: jax.device_put((x_all, y_all), d) for d in devices}
         return Wave(plan, strategy, devices, None, ids, num_models, inputs, data, started)
     mesh = parallel.model_mesh(devices)
-    padded = parallel.padded_size(num_models, len(devices))
     inputs = parallel.put_models(tuple(parallel.pad_models(a, padded) for a in inputs), mesh)
     data = parallel.put_replicated((x_all, y_all), mesh)
     return Wave(plan, strategy, devices, mesh, ids, padded, inputs, data, started)
+
+
+def _divisor_at_most(block: int, chunk: int) -> int:
+    """The largest divisor of ``block`` that is <= ``chunk`` (``chunk`` 0: ``block``), so a
+    device's block of models splits into equal chunks without extra dummy models."""
+    if chunk <= 0 or chunk >= block:
+        return block
+    return max(c for c in range(1, chunk + 1) if block % c == 0)
 
 
 def init_state(wave: Wave) -> TrainState:
@@ -533,7 +637,8 @@ def segment_hlo(wave: Wave) -> str:
 
 
 def train_models(keep, dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig,
-                 seed: int, model_ids=None, learning_rates=None, devices=None) -> TrainResult:
+                 seed: int, model_ids=None, learning_rates=None, devices=None,
+                 chunk: int | None = None) -> TrainResult:
     """Train R models, model r on the training examples where ``keep[r]`` is True.
 
     keep: bool[R, N] with N = dataset.num_train; every row must select >= 1 example.
@@ -542,13 +647,18 @@ def train_models(keep, dataset: Dataset, model_cfg: ModelConfig, train_cfg: Trai
       init / data order / augmentation, so a runner can train any partition into waves.
     learning_rates: float32[R] or None (all ``train_cfg.learning_rate``): per-model base rate.
     devices: the devices to shard the model axis over (default: all of this process's).
+    chunk: batched strategies only: models vectorised together on a device, the rest of its
+      block run one chunk after another inside the same program (1: one model at a time;
+      0: the whole block in one ``vmap``; None: :func:`resolve_chunk`). Speed only: results
+      agree within float rounding whatever the chunk.
 
     All R models are one wave: split larger runs with :func:`choose_wave_size`; to train a
     wave in segments (checkpoints), use :func:`prepare_wave` / :func:`init_state` /
     :func:`train_epochs` / :func:`finish`, which this function composes.
     Returns a :class:`TrainResult` with host-side numpy summaries and device-side params.
     """
-    wave = prepare_wave(keep, dataset, model_cfg, train_cfg, seed, model_ids, learning_rates, devices)
+    wave = prepare_wave(keep, dataset, model_cfg, train_cfg, seed, model_ids, learning_rates, devices,
+                        chunk)
     state = train_epochs(wave, init_state(wave), 0, wave.epochs)
     return finish(wave, state)
 
