@@ -6,6 +6,11 @@ Run:      jmem run experiments/mnist1d.py --workdir runs/mnist1d
 Runtime:  several minutes on a 2-core CPU.
 Expected: ~94% test accuracy per model with the full training set (measured), less at 70%.
 Variant ``small``: 8 models, 2 epochs.
+Variant ``study``: the two-protocol study with the 2^4 ablation, sized for a 2-core CPU: 400
+CNNs at rates 0.7 and 0.95 (balanced masks: each example out of 60 and 10 models), 10 epochs,
+20 paired retraining seeds per arm, one removal-curve point (mem >= 0.25). Run:
+``jmem run experiments/mnist1d.py:study --workdir runs/mnist1d_study``; measured runtime and
+results in ``experiments/results/mnist1d/``.
 """
 
 from jmem.config import Config, DataConfig, SubsetConfig, with_variant
@@ -22,4 +27,9 @@ def get_config(variant: str = "") -> Config:
                           learning_rate=2e-2, weight_decay=1e-4, schedule="cosine",
                           warmup_steps=50),
     )
-    return with_variant(config, variant, {"small": ["train.num_models=8", "train.epochs=2"]})
+    return with_variant(config, variant, {
+        "small": ["train.num_models=8", "train.epochs=2", "retrain.methods=fixed", "retrain.seeds=2"],
+        "study": ["subsets.design=balanced", "subsets.rates=0.7,0.95", "train.num_models=400",
+                  "train.epochs=10", "retrain.methods=", "retrain.ablation=true", "retrain.seeds=20",
+                  "retrain.sweep=0.25"],
+    })

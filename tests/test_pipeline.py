@@ -30,7 +30,7 @@ def variants_of(path: Path) -> list[str]:
     spec.loader.exec_module(module)
     names = set(getattr(module, "VARIANTS", {}))
     text = path.read_text()
-    for name in ("small", "cpu", "fz", "corrected", "sweep"):
+    for name in ("small", "cpu", "fz", "corrected", "sweep", "study"):
         if f'"{name}"' in text:
             names.add(name)
     return ["", *sorted(names)]
