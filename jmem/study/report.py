@@ -166,8 +166,9 @@ def verdict_section(view: RunView) -> list:
     if comps:
         lines += [f"Comparisons ({rt.get('seeds', '?')} retraining seeds per arm; differences "
                   "in percentage points of accuracy, `a - b`, with 95% intervals; p-values "
-                  "Holm-adjusted over the comparisons; MDE = smallest difference the "
-                  "design could detect):", ""]
+                  "Holm-adjusted within each family: the same pair of arm kinds on the same "
+                  "test set, across methods or across sweep points; MDE = smallest difference "
+                  "the design could detect):", ""]
         rows = [[c.get("name", ""), c.get("test_set", ""), c.get("method") or "",
                  _ci(c.get("mean_diff"), c.get("ci_low"), c.get("ci_high")),
                  _f(c.get("p_holm"), ".3g"), _f(c.get("mde"), ".2f")]
