@@ -36,6 +36,11 @@ from jmem.engine.hparams import ModelConfig, TrainConfig
 
 VARIANTS = {
     "cpu": ["model.widths=64", "train.epochs=2", "train.num_models=512", "retrain.seeds=20"],
+    # the two-protocol study with the 2^4 ablation, sized for a 2-core CPU (results and runtime
+    # in experiments/results/fashion_mnist/)
+    "study": ["model.widths=64", "train.epochs=2", "train.num_models=400", "subsets.design=balanced",
+              "subsets.rates=0.7,0.95", "retrain.methods=", "retrain.ablation=true", "retrain.seeds=10",
+              "retrain.resamples=2000"],
     "small": ["model.widths=16", "train.epochs=1", "train.num_models=8", "retrain.methods=fixed",
               "retrain.seeds=2"],
 }
