@@ -33,6 +33,16 @@ def is_scored(workdir: Path) -> bool:
     return all((Path(workdir) / name).exists() for name in (rundir.SCORES, rundir.THRESHOLDS, rundir.PAIRS))
 
 
+def training_line(summary: dict) -> str:
+    """One line about the estimation models: count, speed, test accuracy, divergences."""
+    acc, sd = summary.get("test_accuracy_mean"), summary.get("test_accuracy_std")
+    speed = (f", {summary['trained_now']} trained now at {summary['models_per_second']:.1f} models/s"
+             if summary.get("trained_now") and summary.get("models_per_second") else "")
+    accuracy = f"; test accuracy {100 * acc:.1f}% (sd {100 * sd:.1f})" if acc is not None else ""
+    return (f"estimation: {summary.get('models')} models{speed}{accuracy}; "
+            f"{summary.get('diverged', 0)} diverged")
+
+
 def run_study(config: Config, workdir: Path, dataset: Dataset, *, execution: training.Execution = training.Execution(),
               progress: bool = True, log=print) -> dict:
     """Run every stage of the study of ``config`` into ``workdir`` (resuming what is done).
@@ -51,6 +61,7 @@ def run_study(config: Config, workdir: Path, dataset: Dataset, *, execution: tra
     seconds["train"] = time.perf_counter() - t0
     if parallel.process_index() != 0:
         return {**out, "seconds": seconds}
+    log(training_line(out["train"]))
     t0 = time.perf_counter()
     if is_scored(workdir):
         log(f"{workdir}: already scored")
