@@ -240,7 +240,7 @@ def fault_point(point: str) -> None:
     segment), ``checkpoint_started`` (a save in flight), ``checkpoint_saved`` (a save on
     disk), ``wave_written`` (a wave file written, its checkpoints not yet deleted),
     ``assembly`` (final arrays half written), ``cleanup`` (models.csv written, waves/ not
-    yet removed).
+    yet removed), ``stage`` (``jmem run``: after the score and after the retrain stage).
     """
     spec = os.environ.get(KILL_ENV)
     if not spec:
