@@ -23,7 +23,7 @@ import itertools
 import numpy as np
 
 from jmem.errors import JmemError
-from jmem.scores import paired
+from jmem.scores import paired, thresholds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,14 +43,10 @@ class Effect:
     p_holm: float | None = None
 
     def to_json(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["factors"] = list(self.factors)
-        out["factor"] = " x ".join(self.factors)
-        for k in ("estimate", "ci_low", "ci_high", "p_perm", "p_holm"):
-            v = out[k]
-            out[k] = None if v is None or not np.isfinite(v) else float(v)
-        out["effect_pp"] = out["estimate"]
-        return out
+        """Plain JSON values (non-finite numbers become null), plus ``factor`` (the names
+        joined by " x ") and ``effect_pp`` (the estimate, the report's key)."""
+        out = thresholds.to_jsonable(dataclasses.asdict(self))
+        return {**out, "factor": " x ".join(self.factors), "effect_pp": out["estimate"]}
 
 
 def cell_levels(factors: list[str]) -> list[dict]:
