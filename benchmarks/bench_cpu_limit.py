@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# The recipe's subsets (fixed 70%, no canaries), whatever experiments/digits.py's default study uses.
+FIXED_SUBSETS = ["subsets.design=fixed", "subsets.rates=0.7", "subsets.canary_fraction=0"]
 SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
@@ -278,7 +280,7 @@ def cmd_loop(args) -> dict:
 
 
 def cmd_process(args) -> dict:
-    sets = ["train.epochs=20", "train.learning_rate=0.001", "subsets.canary_fraction=0"]
+    sets = FIXED_SUBSETS + ["train.epochs=20", "train.learning_rate=0.001"]
     lean, jmem = [], []
     for rep in range(args.repeats):
         order = [0, 1] if rep % 2 == 0 else [1, 0]
@@ -297,8 +299,8 @@ def cmd_process(args) -> dict:
 
 
 def cmd_fz(args) -> dict:
-    sets = ["train.epochs=20", "train.optimizer=sgd", f"train.learning_rate={args.lr}",
-            "train.momentum=0.9", "train.batch_size=128", "subsets.canary_fraction=0"]
+    sets = FIXED_SUBSETS + ["train.epochs=20", "train.optimizer=sgd", f"train.learning_rate={args.lr}",
+            "train.momentum=0.9", "train.batch_size=128"]
     fz, jmem = [], []
     for rep in range(args.repeats):
         for which in ([0, 1] if rep % 2 == 0 else [1, 0]):

@@ -1,4 +1,4 @@
-"""Digits (sklearn's 1,797 real 8x8 handwritten digits): the embedded default study.
+"""Digits (UCI's 1,797 real 8x8 handwritten digits, embedded in jmem): the embedded default study.
 
 ``jmem run`` with no arguments runs this. One estimation pool holds both inclusion rates of
 the question (0.7, Feldman & Zhang's; 0.95, the critique's correction), 400 MLPs each

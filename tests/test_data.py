@@ -65,6 +65,16 @@ def test_digits():
     np.testing.assert_array_equal(np.sort(np.concatenate([ds.train_source_ids, ds.test_source_ids])), np.arange(1797))
 
 
+def test_embedded_digits_equal_scikit_learns():
+    from sklearn.datasets import load_digits
+
+    pixels, labels = data.digits_arrays()
+    x, y = load_digits(return_X_y=True)
+    assert pixels.dtype == labels.dtype == np.uint8
+    np.testing.assert_array_equal(pixels, x)
+    np.testing.assert_array_equal(labels, y)
+
+
 def test_digits_split_is_pinned():
     """The split is part of every published digits result: it must never change."""
     from sklearn.datasets import load_digits

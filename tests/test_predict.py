@@ -7,6 +7,7 @@ import pytest
 from jmem.errors import JmemError
 from jmem.engine.hparams import ModelConfig
 from jmem.engine.models import apply_one, build_model, init_models
+from jmem.engine import predict
 from jmem.engine.predict import accuracy, margins_from_logits, predict_features, predict_margins
 
 NUM_CLASSES = 4
@@ -68,6 +69,21 @@ def test_margins_match_naive_definition_and_chunking(model_cfg, example_shape):
     np.testing.assert_array_equal(full > 0, correct)
     np.testing.assert_allclose(accuracy(full), correct.mean(axis=1))
     assert 0 < correct.mean() < 1  # the comparison above is not vacuous
+
+
+def test_margins_spread_over_devices_equal_one_device():
+    """Model chunks sent round-robin to several devices come back in model order, and the
+    example blocks are balanced (23 in calls of <= 10: three of 8, the last padded by one)."""
+    model_cfg, example_shape = CONFIGS[0]
+    params, state = _models(model_cfg, example_shape)
+    x, y = _data(23, example_shape)
+    one = predict_margins(model_cfg, params, state, x, y, chunk_size=10, model_chunk_size=2)
+    devices = jax.local_devices() * 3  # one CPU device named three times: three queues
+    spread = predict_margins(model_cfg, params, state, x, y, chunk_size=10, model_chunk_size=2,
+                             devices=devices)
+    np.testing.assert_array_equal(spread, one)
+    assert predict._balanced_chunk(23, 10) == 8 and predict._balanced_chunk(1352, 1024) == 676
+    assert predict._balanced_chunk(20, 10) == 10 and predict._balanced_chunk(5, 10) == 5
 
 
 def test_margins_from_logits_ties_and_signs():

@@ -2,9 +2,9 @@
 
 Sources (``load_dataset(name)``):
 
-- ``digits``: scikit-learn's 1,797 real 8x8 handwritten digits (shipped inside scikit-learn,
-  so always available offline). The embedded default dataset. Fixed split, see
-  :func:`digits_split`.
+- ``digits``: the 1,797 real 8x8 handwritten digits scikit-learn ships (UCI), embedded in
+  jmem as ``jmem/data/digits.npz`` (45 KB), so always available offline. The embedded
+  default dataset. Fixed split, see :func:`digits_split`.
 - ``mnist1d``: MNIST-1D (Greydanus 2020), generated locally with the package's published
   default arguments: 4,000 train / 1,000 test sequences of length 40, 10 classes.
 - ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``svhn_cropped``: read with
@@ -51,7 +51,7 @@ _TFDS = {
 }
 
 KNOWN_DATASETS = {
-    "digits": "scikit-learn 8x8 handwritten digits, 1,797 real images, 10 classes (offline, default)",
+    "digits": "UCI/scikit-learn 8x8 handwritten digits, 1,797 real images, 10 classes (embedded, default)",
     "mnist1d": "MNIST-1D, 4,000 / 1,000 sequences of length 40, 10 classes (generated offline)",
     **{name: desc for name, (_, desc) in _TFDS.items()},
     "fashion_mnist": ("Fashion-MNIST clothing, 60,000 / 10,000 28x28x1; TFDS, or the IDX files "
@@ -263,10 +263,21 @@ def digits_split(labels: np.ndarray) -> np.ndarray:
     return test
 
 
-def _load_digits() -> Dataset:
-    from sklearn.datasets import load_digits
+# The UCI "Optical Recognition of Handwritten Digits" test set (Alpaydin & Kaynak 1998, CC BY
+# 4.0) as scikit-learn ships it (``load_digits``): uint8 pixels [1797, 64] in 0..16 and uint8
+# labels [1797], in scikit-learn's order. Embedded because importing scikit-learn costs ~1.1 s
+# of every run's start-up; tests/test_data.py checks it equals scikit-learn's copy.
+DIGITS_FILE = Path(__file__).with_name("digits.npz")
 
-    x, y = load_digits(return_X_y=True)
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The embedded digits: (pixels uint8[1797, 64] in 0..16, labels uint8[1797])."""
+    with np.load(DIGITS_FILE) as raw:
+        return raw["pixels"], raw["labels"]
+
+
+def _load_digits() -> Dataset:
+    x, y = digits_arrays()
     # Pixels are counts 0..16 of an 4x4 block of the original 32x32 bitmap: scale to [0, 1].
     x = (x.astype(np.float32) / 16.0).reshape(-1, 8, 8, 1)
     y = y.astype(np.int32)

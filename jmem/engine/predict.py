@@ -23,6 +23,12 @@ PREDICT_STRATEGIES = ("auto", "vmap", "patches", "sequential")
 # Activation values one prediction call may hold (float32): 64 Mi values = 256 MB.
 _ACTIVATION_BUDGET = 64 * 2 ** 20
 
+# Models per prediction call by backend (others: as many as the activation budget allows).
+# On XLA:CPU, 64 digits MLPs on 2,234 examples took 0.108 s in one call of 64 and 0.046 s in
+# four calls of 16 (their weights stay in cache; 8: 0.047 s), bitwise the same margins
+# (2026-12-01, 2-core CPU; benchmarks/RESULTS.md, issue 15).
+_MODELS_PER_CALL = {"cpu": 16}
+
 
 def margins_from_logits(logits: jax.Array, y: jax.Array) -> jax.Array:
     """float32[..., K] logits and int[...] labels -> float32[...] margins."""
@@ -76,56 +82,80 @@ def _default_model_chunk(model_cfg, num_classes, example_shape, conv_impl, chunk
     return max(1, _ACTIVATION_BUDGET // per_model)
 
 
-def _chunked(model_cfg, params, state, x, y, chunk_size, model_chunk_size, strategy, output):
-    """Run ``_batched_fn`` over model and example chunks; returns a host array [R, T, ...]."""
+def _balanced_chunk(num_examples: int, chunk_size: int) -> int:
+    """The smallest chunk that covers ``num_examples`` in as few calls of <= ``chunk_size``
+    as possible (1,352 in chunks of 1,024: two of 676, not 2,048 with 696 padded)."""
+    calls = -(-num_examples // chunk_size)
+    return -(-num_examples // calls)
+
+
+def _chunked(model_cfg, params, state, x, y, chunk_size, model_chunk_size, strategy, output,
+             devices=None):
+    """Run ``_batched_fn`` over model and example chunks; returns a host array [R, T, ...].
+
+    With several ``devices``, the model chunks go round-robin to them and run concurrently
+    (every call is dispatched before any result is read). A model's outputs do not depend
+    on the device or on the other models of its chunk (tests/test_predict.py checks it).
+    """
     if strategy not in PREDICT_STRATEGIES:
         raise JmemError(f"strategy={strategy!r} is not one of {PREDICT_STRATEGIES}")
     if chunk_size < 1:
         raise JmemError(f"chunk_size={chunk_size} must be >= 1")
     x, y, num_models = _check(model_cfg, params, x, y)
+    devices = list(devices or [None])
     num_classes = num_classes_of(params)
     impl = _conv_impl(model_cfg, strategy)
     num_examples = x.shape[0]
-    chunk_size = min(chunk_size, num_examples)
+    chunk_size = _balanced_chunk(num_examples, min(chunk_size, num_examples)) if num_examples else 1
     if strategy == "sequential":
         model_chunk_size = 1
     elif model_chunk_size is None:
-        model_chunk_size = _default_model_chunk(model_cfg, num_classes, x.shape[1:], impl, chunk_size)
+        model_chunk_size = min(_default_model_chunk(model_cfg, num_classes, x.shape[1:], impl, chunk_size),
+                               _MODELS_PER_CALL.get(jax.default_backend(), num_models),
+                               -(-num_models // len(devices)))
     model_chunk_size = max(1, min(model_chunk_size, num_models))
     fn = _batched_fn(model_cfg, num_classes, impl, output)
     labels = np.zeros(num_examples, np.int32) if y is None else y
-    rows = []
-    for m0 in range(0, num_models, model_chunk_size):
-        take = lambda leaf: leaf[m0:m0 + model_chunk_size]  # noqa: E731
+    blocks = []  # (x, y, real rows): every block padded to one shape (one compilation)
+    for e0 in range(0, num_examples, chunk_size):
+        xc, yc = x[e0:e0 + chunk_size], labels[e0:e0 + chunk_size]
+        short = chunk_size - xc.shape[0]
+        if short:
+            xc = np.concatenate([xc, np.zeros((short,) + xc.shape[1:], xc.dtype)])
+            yc = np.concatenate([yc, np.zeros(short, yc.dtype)])
+        blocks.append((xc, yc, chunk_size - short))
+    on_device = {}  # the example blocks, put once per device (None: the default device)
+    pending = []  # per model chunk: [(result still computing, real columns)] in example order
+    for i, m0 in enumerate(range(0, num_models, model_chunk_size)):
+        device = devices[i % len(devices)]
+        if device not in on_device:
+            on_device[device] = [(jax.device_put(xc, device), jax.device_put(yc, device), real)
+                                 for xc, yc, real in blocks]
+        take = lambda leaf: jax.device_put(leaf[m0:m0 + model_chunk_size], device)  # noqa: E731
         p_chunk = jax.tree_util.tree_map(take, params)
         s_chunk = jax.tree_util.tree_map(take, state)
-        cols = []
-        for e0 in range(0, num_examples, chunk_size):
-            xc, yc = x[e0:e0 + chunk_size], labels[e0:e0 + chunk_size]
-            short = chunk_size - xc.shape[0]
-            if short:  # pad the last chunk so every call has one shape (one compilation)
-                xc = np.concatenate([xc, np.zeros((short,) + xc.shape[1:], xc.dtype)])
-                yc = np.concatenate([yc, np.zeros(short, yc.dtype)])
-            out = np.asarray(fn(p_chunk, s_chunk, jnp.asarray(xc), jnp.asarray(yc)))
-            cols.append(out[:, :chunk_size - short])
-        rows.append(np.concatenate(cols, axis=1))
+        pending.append([(fn(p_chunk, s_chunk, xc, yc), real) for xc, yc, real in on_device[device]])
+    rows = [np.concatenate([np.asarray(out)[:, :real] for out, real in cols], axis=1) for cols in pending]
     return np.concatenate(rows, axis=0)
 
 
 def predict_margins(model_cfg: ModelConfig, params, model_state, x, y, chunk_size: int = 1024,
-                    model_chunk_size: int | None = None, strategy: str = "auto") -> np.ndarray:
+                    model_chunk_size: int | None = None, strategy: str = "auto",
+                    devices=None) -> np.ndarray:
     """Margins of R models on T examples: float32[R, T].
 
     params / model_state: pytrees with a leading model axis R (``TrainResult.params`` /
       ``.model_state``); BatchNorm uses its running averages.
     x: float32[T, *example_shape]; y: int[T] in [0, K).
-    chunk_size: examples per call. model_chunk_size: models per call (default: as many as
-      keep one call's activations under ~256 MB).
+    chunk_size: examples per call. model_chunk_size: models per call (default: 16 on CPU,
+      elsewhere as many as keep one call's activations under ~256 MB; at most a device's share).
     strategy: "auto" (vmap for MLPs, patches for conv nets), "vmap", "patches" or
       "sequential" (one model per call). All give the same margins up to float rounding.
+    devices: devices to spread the model chunks over (default: the default device); the
+      margins are the same whatever the devices.
     """
     return _chunked(model_cfg, params, model_state, x, y, chunk_size, model_chunk_size,
-                    strategy, "margins").astype(np.float32)
+                    strategy, "margins", devices).astype(np.float32)
 
 
 def predict_features(model_cfg: ModelConfig, params, model_state, x, chunk_size: int = 1024,

@@ -352,20 +352,22 @@ def train_wave(inputs: RunInputs, config: Config, start: int, stop: int, workdir
         saver.close()
     params, model_state = (_host_copy(result.params), _host_copy(result.model_state))
     data = inputs.dataset
-    out = {
-        "margins_train": predict_margins(config.model, params, model_state, data.x_train, data.y_train),
-        "margins_test": predict_margins(config.model, params, model_state, data.x_test, data.y_test),
-        "diverged": np.asarray(result.diverged, bool),
-        "final_loss": np.asarray(result.final_loss, np.float32),
-    }
-    for name, (x, y) in data.extra_tests.items():
-        out[f"margins_{name}"] = predict_margins(config.model, params, model_state, x, y)
-    return {k: np.asarray(v) for k, v in out.items()}
+    sets = {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test), **data.extra_tests}
+    # Every set in one prediction (one compiled shape), its model chunks spread over the
+    # wave's devices; a model's margins do not depend on either choice.
+    margins = predict_margins(config.model, params, model_state,
+                              np.concatenate([x for x, _ in sets.values()]),
+                              np.concatenate([y for _, y in sets.values()]), devices=wave.devices)
+    bounds = np.cumsum([0] + [len(y) for _, y in sets.values()])
+    out = {f"margins_{name}": margins[:, lo:hi] for name, lo, hi in zip(sets, bounds[:-1], bounds[1:])}
+    out["diverged"] = np.asarray(result.diverged, bool)
+    out["final_loss"] = np.asarray(result.final_loss, np.float32)
+    return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
 
 def _host_copy(tree):
-    """Numpy copies of a pytree's leaves (predictions then run on one device, identically
-    whatever the number of devices the wave was trained on)."""
+    """Numpy copies of a pytree's leaves (free of the wave's sharding: predictions split
+    the models into their own chunks)."""
     import jax
 
     return jax.tree_util.tree_map(np.asarray, tree)
