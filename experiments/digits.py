@@ -33,13 +33,16 @@ def get_config(variant: str = "") -> Config:
                           learning_rate=3e-3),
         retrain=RetrainConfig(methods="", seeds=30, sweep=(0.1, 0.25, 0.5), ablation=True),
     )
-    return with_variant(config, variant, {
-        "small": ["subsets.design=fixed", "subsets.rates=0.7", "train.num_models=16", "train.epochs=3",
-                  "retrain.ablation=false", "retrain.methods=fixed", "retrain.sweep=", "retrain.seeds=2"],
-        "fz": ["subsets.design=fixed", "subsets.rates=0.7", "train.num_models=256", "retrain.ablation=false",
-               "retrain.methods=fixed", "retrain.sweep=", "retrain.seeds=50"],
-        "corrected": ["subsets.rates=0.95", "train.num_models=400", "retrain.ablation=false",
-                      "retrain.methods=fdr", "retrain.sweep=", "retrain.seeds=50"],
-        "sweep": ["subsets.rates=0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95", "train.num_models=400",
-                  "subsets.design=fixed", "retrain.ablation=false", "retrain.methods=fixed"],
-    })
+    return with_variant(config, variant, VARIANTS)
+
+
+VARIANTS = {
+    "small": ["subsets.design=fixed", "subsets.rates=0.7", "train.num_models=16", "train.epochs=3",
+              "retrain.ablation=false", "retrain.methods=fixed", "retrain.sweep=", "retrain.seeds=2"],
+    "fz": ["subsets.design=fixed", "subsets.rates=0.7", "train.num_models=256", "retrain.ablation=false",
+           "retrain.methods=fixed", "retrain.sweep=", "retrain.seeds=50"],
+    "corrected": ["subsets.rates=0.95", "train.num_models=400", "retrain.ablation=false",
+                  "retrain.methods=fdr", "retrain.sweep=", "retrain.seeds=50"],
+    "sweep": ["subsets.rates=0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95", "train.num_models=400",
+              "subsets.design=fixed", "retrain.ablation=false", "retrain.methods=fixed"],
+}

@@ -1,5 +1,6 @@
 """Experiment configs: loading, overrides, validation, the JSON record."""
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,24 @@ from jmem.errors import JmemError
 EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.py"))
 
 
+def _variants(path: Path) -> list[str]:
+    """The variant names of an experiment file: the keys of its module-level VARIANTS."""
+    spec = importlib.util.spec_from_file_location(f"variants_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return sorted(getattr(module, "VARIANTS", {}))
+
+
+EXPERIMENT_VARIANTS = [(p, v) for p in EXPERIMENTS for v in ["", *_variants(p)]]
+
+
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
-@pytest.mark.parametrize("variant", ["", "small"])
+def test_every_experiment_lists_its_variants_with_a_small_one(path):
+    assert "small" in _variants(path), f"{path.name}: no module-level VARIANTS with 'small'"
+
+
+@pytest.mark.parametrize("path, variant", EXPERIMENT_VARIANTS,
+                         ids=[f"{p.stem}:{v or 'default'}" for p, v in EXPERIMENT_VARIANTS])
 def test_every_experiment_loads_and_round_trips(path, variant):
     config = load_experiment(f"{path}:{variant}" if variant else str(path))
     assert isinstance(config, Config)
@@ -95,3 +112,23 @@ def test_load_experiment_errors(tmp_path):
 
 def test_flatten():
     assert config_lib.flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+@pytest.mark.parametrize("name", ["mnist1d", "fashion_mnist"])
+def test_sweep_variants_span_rates_for_score_versus_rate_curves(name):
+    full = load_experiment(f"experiments/{name}.py")
+    sweep = load_experiment(f"experiments/{name}.py:sweep")
+    assert min(sweep.subsets.rates) == 0.1 and max(sweep.subsets.rates) == 0.95
+    assert len(sweep.subsets.rates) == 10 and sweep.subsets.design == "fixed"
+    assert sweep.train.num_models % 10 == 0  # the same number of models at every rate
+    assert sweep.data == full.data and sweep.model.kind == full.model.kind
+
+
+@pytest.mark.parametrize("name, classes", [("cifar10", 10), ("cifar100", 100)])
+def test_cifar_presets_are_feldman_zhang_sized_two_rate_studies(name, classes):
+    config = load_experiment(f"experiments/{name}.py")
+    assert config.data.name == name and config.model.kind == "resnet"
+    assert config.train.num_models >= 2000 and config.subsets.design == "balanced"
+    assert config.subsets.rates == (0.7, 0.95)
+    assert config.retrain.ablation and config.retrain.methods == ""
+    assert config.leakage.clean_test  # the Barz & Denzler list gives test_clean
