@@ -23,6 +23,10 @@ Subcommands (all print a markdown table and write ``--out`` JSON):
 * ``fz``: whole process, R = 512, SGD (momentum 0.9) lr 0.05, batch 128: ``jmem train`` vs
   a Feldman & Zhang-style script (a Python loop over a jitted step, batches sliced on the
   host, one model at a time).
+
+  Both run ``jmem train`` twice per repeat: with an empty JAX compilation cache (a first
+  run: every program compiled) and with a warm one (a re-run; the baselines compile one
+  small step per process and have no cache).
 * ``cnn``: training loop, MNIST-1D CNN (width 32, depth 3, kernel 5; Adam 1e-3, batch 64,
   2 epochs): jmem ``auto`` and each chunk layout vs the best one-at-a-time baselines
   (``fz_loop``, ``jax_scan``, jmem ``sequential``), at each R of ``--R``.
@@ -157,15 +161,19 @@ def run_lean_pair(model: str, R: int, epochs: int | None) -> dict:
             "workers": outs}
 
 
-def run_jmem_train(R: int, sets: list[str]) -> dict:
-    """``jmem train`` as a user runs it (default devices and waves), whole process."""
+def run_jmem_train(R: int, sets: list[str], cache_dir: str | None = None) -> dict:
+    """``jmem train`` as a user runs it (default devices and waves), whole process.
+
+    ``cache_dir``: JAX's persistent compilation cache for the run (a warm cache: a re-run);
+    None: an empty one (cold: every program compiled, as on a first run)."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "jmem", "train", "experiments/digits.py", "--workdir",
                f"{tmp}/run", "--no-progress", "--set", f"train.num_models={R}"]
         for s in sets:
             cmd += ["--set", s]
+        env = _child_env(JAX_COMPILATION_CACHE_DIR=cache_dir or f"{tmp}/jax-cache")
         start = time.perf_counter()
-        run = subprocess.run(cmd, cwd=REPO, env=_child_env(), capture_output=True, text=True)
+        run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - start
         if run.returncode != 0:
             raise RuntimeError(f"jmem train failed: {run.stderr[-2000:]}")
@@ -279,20 +287,36 @@ def cmd_loop(args) -> dict:
     return {"rows": rows}
 
 
+def _against_jmem_train(baseline, sets: list[str], R: int, repeats: int) -> tuple[list, list, list]:
+    """Wall times of ``baseline()``, of ``jmem train`` with a cold compilation cache and of
+    ``jmem train`` with a warm one (filled by one untimed run first), alternated."""
+    base, cold, warm = [], [], []
+    with tempfile.TemporaryDirectory() as cache:
+        run_jmem_train(R, sets, cache)  # fills the warm cache
+        for rep in range(repeats):
+            order = [0, 1, 2] if rep % 2 == 0 else [2, 1, 0]
+            for which in order:
+                if which == 0:
+                    base.append(baseline())
+                elif which == 1:
+                    cold.append(run_jmem_train(R, sets)["wall_s"])
+                else:
+                    warm.append(run_jmem_train(R, sets, cache)["wall_s"])
+    return base, cold, warm
+
+
+def _rows(base_label: str, R: int, times: tuple[list, list, list]) -> list[dict]:
+    labels = (base_label, "jmem train, cold compilation cache (a first run)",
+              "jmem train, warm compilation cache (a re-run)")
+    return [{"config": label, "models": R, "times_s": t, "median_s": statistics.median(t)}
+            for label, t in zip(labels, times)]
+
+
 def cmd_process(args) -> dict:
     sets = FIXED_SUBSETS + ["train.epochs=20", "train.learning_rate=0.001"]
-    lean, jmem = [], []
-    for rep in range(args.repeats):
-        order = [0, 1] if rep % 2 == 0 else [1, 0]
-        for which in order:
-            if which == 0:
-                lean.append(run_lean_pair("mlp", args.R, None)["wall_s"])
-            else:
-                jmem.append(run_jmem_train(args.R, sets)["wall_s"])
-    rows = [{"config": "two lean processes (R/2 each)", "models": args.R, "times_s": lean,
-             "median_s": statistics.median(lean)},
-            {"config": "jmem train (defaults, leakage check on)", "models": args.R, "times_s": jmem,
-             "median_s": statistics.median(jmem)}]
+    times = _against_jmem_train(lambda: run_lean_pair("mlp", args.R, None)["wall_s"], sets, args.R,
+                                args.repeats)
+    rows = _rows("two lean processes (R/2 each)", args.R, times)
     for row in rows:
         row["vs_lean"] = row["median_s"] / rows[0]["median_s"]
     return {"rows": rows}
@@ -300,17 +324,10 @@ def cmd_process(args) -> dict:
 
 def cmd_fz(args) -> dict:
     sets = FIXED_SUBSETS + ["train.epochs=20", "train.optimizer=sgd", f"train.learning_rate={args.lr}",
-            "train.momentum=0.9", "train.batch_size=128"]
-    fz, jmem = [], []
-    for rep in range(args.repeats):
-        for which in ([0, 1] if rep % 2 == 0 else [1, 0]):
-            if which == 0:
-                fz.append(run_fz(args.R, 20, 128, args.lr)["wall_s"])
-            else:
-                jmem.append(run_jmem_train(args.R, sets)["wall_s"])
-    rows = [{"config": "F&Z-style Python loop", "models": args.R, "times_s": fz,
-             "median_s": statistics.median(fz)},
-            {"config": "jmem train", "models": args.R, "times_s": jmem, "median_s": statistics.median(jmem)}]
+                            "train.momentum=0.9", "train.batch_size=128"]
+    times = _against_jmem_train(lambda: run_fz(args.R, 20, 128, args.lr)["wall_s"], sets, args.R,
+                                args.repeats)
+    rows = _rows("F&Z-style Python loop", args.R, times)
     for row in rows:
         row["speedup_vs_fz"] = rows[0]["median_s"] / row["median_s"]
     return {"rows": rows}

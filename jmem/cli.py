@@ -374,8 +374,12 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         configure_host_devices(argv)  # first: before anything (a subcommand too) imports JAX
-        # Re-runs and resumes skip recompiling: JAX's persistent compilation cache.
+        # Re-runs, resumes and later stages skip recompiling: JAX's persistent compilation
+        # cache, for every program (JAX's default keeps only those that took >= 1 s to
+        # compile: none of jmem's small models, whose ~30 programs cost ~2 s per process).
         os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path.home() / ".cache" / "jmem" / "jax"))
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
         parser = build_parser()
         args = parser.parse_args(argv)
         return args.handler(args)
