@@ -160,17 +160,14 @@ def test_bad_flags_are_rejected():
 def test_gpu_script_runs_in_tiny_mode_on_cpu(tmp_path):
     """benchmarks/gpu.sh with JMEM_GPU_TINY=1 on the CPU: every workload, a chunk layout, a
     baseline, both peaks, and auto's choice against the measured best."""
-    import os
     import subprocess
     import sys
     from pathlib import Path
 
+    from child_env import child_env
+
     repo = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, JMEM_GPU_TINY="1", OUT_DIR=str(tmp_path), PYTHON=sys.executable,
-               JAX_PLATFORMS="cpu", PYTHONPATH=str(repo),
-               JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.2",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    env = child_env(JMEM_GPU_TINY="1", OUT_DIR=str(tmp_path), PYTHON=sys.executable)
     run = subprocess.run(["bash", "benchmarks/gpu.sh"], cwd=repo, env=env, capture_output=True,
                          text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]

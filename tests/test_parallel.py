@@ -7,34 +7,22 @@ multi-process check starts two ``jmem train`` processes joined by ``jax.distribu
 """
 
 import json
-import os
 import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 
 from jmem.engine import parallel
 from jmem.cli import main
+from child_env import child_env
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["experiments/digits.py:small", "--set", "train.num_models=6", "--set", "train.epochs=2",
          "--set", "train.wave_size=2", "--no-progress"]
-
-
-def subprocess_env(**extra) -> dict:
-    """The test session's JAX settings (CPU, compilation cache) for a child process."""
-    env = dict(os.environ)
-    env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.2",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    env.pop("JMEM_TEST_KILL_AT", None)
-    env.update(extra)
-    return env
 
 
 def public_files(workdir: Path) -> dict:
@@ -128,7 +116,7 @@ def test_four_host_devices_match_one(tmp_path):
     run directories' margins by < 1e-4; inputs (masks, labels, config) are identical.
     """
     run = subprocess.run([sys.executable, "-c", _FOUR_DEVICES, str(tmp_path)], cwd=REPO,
-                         env=subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"),
+                         env=child_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"),
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.split("RESULT ", 1)[1])
@@ -168,7 +156,7 @@ def test_two_processes_write_the_single_process_run_directory(tmp_path):
     """Two `jmem train` processes (one CPU device each) joined by jax.distributed train the
     waves round-robin into one shared run directory, bitwise equal to a single process's
     (this test process, one CPU device)."""
-    env = subprocess_env(JMEM_CPU_DEVICES="1")
+    env = child_env(JMEM_CPU_DEVICES="1")
     port = _free_port()
     procs = [subprocess.Popen([sys.executable, "-m", "jmem", "train", *SMALL,
                                "--workdir", str(tmp_path / "multi"),

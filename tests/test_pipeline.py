@@ -2,18 +2,17 @@
 
 import importlib.util
 import json
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import jax
 import pytest
 
 from jmem import config as config_lib
 from jmem.scores import protocols
 from jmem.study import training
+from child_env import child_env
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((REPO / "experiments").glob("*.py"))
@@ -51,21 +50,11 @@ def test_default_study_holds_both_protocols():
     assert config.retrain.ablation and config.leakage.clean_test
 
 
-def _env(**extra):
-    env = dict(os.environ)
-    env.pop(training.KILL_ENV, None)
-    env.update(JAX_PLATFORMS="cpu", JMEM_CPU_DEVICES="2", PYTHONPATH=str(REPO),
-               JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.2",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", **extra)
-    return env
-
-
 def _run(workdir, kill_at=None):
     extra = {training.KILL_ENV: kill_at} if kill_at else {}
     return subprocess.run([sys.executable, "-m", "jmem", "run", "--workdir", str(workdir), *TINY,
                            "--no-progress", "--checkpoint-every-epochs", "1"], cwd=REPO,
-                          env=_env(**extra), capture_output=True, text=True, timeout=600)
+                          env=child_env(JMEM_CPU_DEVICES="2", **extra), capture_output=True, text=True, timeout=600)
 
 
 def _results(workdir: Path) -> dict:
@@ -81,7 +70,7 @@ def test_study_end_to_end_resumes_after_kills_between_and_inside_stages(tmp_path
     as an uninterrupted run; the verdict names both protocols and the report renders."""
     reference, work = tmp_path / "reference", tmp_path / "work"
     ref = subprocess.Popen([sys.executable, "-m", "jmem", "run", "--workdir", str(reference), *TINY,
-                            "--no-progress"], cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                            "--no-progress"], cwd=REPO, env=child_env(JMEM_CPU_DEVICES="2"), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     try:
         killed = _run(work, kill_at="stage:1")  # after the score stage, before retrain

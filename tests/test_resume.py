@@ -12,32 +12,20 @@ import sys
 import textwrap
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 
 from jmem.study import rundir as artifacts
 from jmem.study import training as runner
 from jmem.cli import main
+from child_env import child_env
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ["--set", "train.num_models=6", "--set", "train.epochs=4", "--set", "train.wave_size=3"]
 
 
-def subprocess_env(**extra) -> dict:
-    """The test session's JAX settings (CPU, compilation cache) for a child process."""
-    env = dict(os.environ)
-    env.pop(runner.KILL_ENV, None)
-    env.update(JAX_PLATFORMS="cpu", JMEM_CPU_DEVICES="2",
-               JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.2",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    env.update(extra)
-    return env
-
-
 def jmem_train(workdir, *flags, kill_at=None, timeout=120) -> subprocess.CompletedProcess:
-    env = subprocess_env(**({runner.KILL_ENV: kill_at} if kill_at else {}))
+    env = child_env(JMEM_CPU_DEVICES="2", **({runner.KILL_ENV: kill_at} if kill_at else {}))
     argv = [sys.executable, "-m", "jmem", "train", "experiments/digits.py:small", *SETTINGS,
             "--workdir", str(workdir), "--no-progress", "--checkpoint-every-epochs", "1", *flags]
     return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
@@ -72,7 +60,7 @@ def test_killed_anywhere_then_resumed_is_bitwise_identical(tmp_path, capsys):
     ref_proc = subprocess.Popen(
         [sys.executable, "-m", "jmem", "train", "experiments/digits.py:small", *SETTINGS,
          "--workdir", str(reference), "--no-progress", "--checkpoint-every-seconds", "0"],
-        cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        cwd=REPO, env=child_env(JMEM_CPU_DEVICES="2"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         work = tmp_path / "work"
 
@@ -145,7 +133,7 @@ def _hold_lock(workdir: Path) -> subprocess.Popen:
             print("locked", flush=True)
             time.sleep(120)
     """)
-    holder = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=subprocess_env(),
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=child_env(JMEM_CPU_DEVICES="2"),
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     return holder

@@ -9,14 +9,12 @@ per module; each test copies its scored run directory.
 """
 
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 
@@ -28,6 +26,7 @@ from jmem.engine.hparams import ModelConfig, TrainConfig
 from jmem.study import retrain as rt
 from jmem.study import training
 from jmem.study.scoring import score_run
+from child_env import child_env
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_KEYS = {"seeds", "methods", "cross_fit", "arms", "test_sets", "accuracy", "comparisons",
@@ -194,22 +193,11 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(scored, tmp_path, ca
     assert not (run / "retrain").exists()
 
 
-def _env(**extra) -> dict:
-    env = dict(os.environ)
-    env.pop(training.KILL_ENV, None)
-    env.update(JAX_PLATFORMS="cpu", JMEM_CPU_DEVICES="2",
-               JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.2",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", PYTHONPATH=str(REPO))
-    env.update(extra)
-    return env
-
-
 SMALL = ["--set", "retrain.methods=fixed", "--set", "retrain.seeds=3", "--set", "retrain.resamples=200"]
 
 
 def _retrain(run, *flags, kill_at=None):
-    env = _env(**({training.KILL_ENV: kill_at} if kill_at else {}))
+    env = child_env(JMEM_CPU_DEVICES="2", **({training.KILL_ENV: kill_at} if kill_at else {}))
     return subprocess.run([sys.executable, "-m", "jmem", "retrain", str(run), *SMALL, "--no-progress",
                            *flags], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
@@ -239,7 +227,7 @@ def test_killed_retrain_resumes_bitwise_identical(tmp_path, capsys):
     shutil.copytree(base, work)
     ref = subprocess.Popen([sys.executable, "-m", "jmem", "retrain", str(reference), *SMALL,
                             "--no-progress", "--checkpoint-every-seconds", "0"], cwd=REPO,
-                           env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                           env=child_env(JMEM_CPU_DEVICES="2"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         flags = ("--checkpoint-every-epochs", "1")
         for point, left in (("segment:2", "checkpoints"), ("assembly:1", "waves")):
