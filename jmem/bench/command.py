@@ -17,23 +17,17 @@ from jmem.bench.harness import Options, STRATEGIES, benchmark
 from jmem.bench.tables import format_report
 from jmem.bench.workloads import MODELS
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: need integers >= 1")
-    return values
-
-def _int_list_or_zero(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: need integers >= 0")
-    return values
+def _int_list(minimum: int):
+    """An argparse type: a comma-separated list of integers, each >= ``minimum``."""
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+        if not values or min(values) < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: need integers >= {minimum}")
+        return values
+    return parse
 
 def _choice_list(choices: tuple, allow_none: bool = False):
     def parse(text: str) -> list[str]:
@@ -56,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "28x28 data), cnn "
                              "(MNIST-1D CNN), resnet (CIFAR-shaped, synthetic data), or all "
                              "(default: all; mlp,cnn on CPU; --quick: mlp)")
-    parser.add_argument("--R", dest="sizes", type=_int_list, default=None,
+    parser.add_argument("--R", dest="sizes", type=_int_list(1), default=None,
                         help="numbers of models, e.g. 1,8,32 (default per workload; MLP: 1,8,32,128,512)")
     parser.add_argument("--strategies", type=_choice_list(STRATEGIES), default=list(STRATEGIES),
                         help=f"jmem strategies: {', '.join(STRATEGIES)} (default: all)")
@@ -75,16 +69,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "per core, created at start-up like the jmem command does)")
     parser.add_argument("--scaling", action=argparse.BooleanOptionalAction, default=None,
                         help="also measure time vs N for the digits MLP (default: on when the MLP is benchmarked, off with --quick)")
-    parser.add_argument("--scaling-n", dest="scaling_sizes", type=_int_list, default=[338, 676, 1352, 2704, 5408, 10816])
+    parser.add_argument("--scaling-n", dest="scaling_sizes", type=_int_list(1), default=[338, 676, 1352, 2704, 5408, 10816])
     parser.add_argument("--scaling-r", type=int, default=32)
     parser.add_argument("--scaling-epochs", type=int, default=5)
     parser.add_argument("--max-seconds", type=float, default=15.0,
                         help="skip a configuration whose call is predicted (from the previous R) to take longer")
-    parser.add_argument("--torch-threads", type=_int_list, default=None,
+    parser.add_argument("--torch-threads", type=_int_list(1), default=None,
                         help="torch intra-op thread counts, e.g. 2,1: each torch baseline runs once "
                              "per count (default: every usable core). On a shared, busy CPU, torch's "
                              "OpenMP barriers stall with more threads than free cores")
-    parser.add_argument("--chunks", type=_int_list_or_zero, default=[],
+    parser.add_argument("--chunks", type=_int_list(0), default=[],
                         help="extra layouts of every batched strategy: models vectorised together per "
                              "device, e.g. 1,8,0 (0 = one vmap over a device's block; default: only the "
                              "trainer's rule)")
