@@ -94,8 +94,9 @@ def _chunked(model_cfg, params, state, x, y, chunk_size, model_chunk_size, strat
     """Run ``_batched_fn`` over model and example chunks; returns a host array [R, T, ...].
 
     With several ``devices``, the model chunks go round-robin to them and run concurrently
-    (every call is dispatched before any result is read). A model's outputs do not depend
-    on the device or on the other models of its chunk (tests/test_predict.py checks it).
+    (a block's calls are all dispatched before the previous block's results are read). The
+    outputs are the same on any device; other chunk sizes may change them by float rounding
+    (XLA:CPU may round a vmapped matmul differently for another batch of models).
     """
     if strategy not in PREDICT_STRATEGIES:
         raise JmemError(f"strategy={strategy!r} is not one of {PREDICT_STRATEGIES}")
@@ -116,27 +117,33 @@ def _chunked(model_cfg, params, state, x, y, chunk_size, model_chunk_size, strat
     model_chunk_size = max(1, min(model_chunk_size, num_models))
     fn = _batched_fn(model_cfg, num_classes, impl, output)
     labels = np.zeros(num_examples, np.int32) if y is None else y
-    blocks = []  # (x, y, real rows): every block padded to one shape (one compilation)
+    chunk_devices = [devices[i % len(devices)] for i in range(-(-num_models // model_chunk_size))]
+    models = []  # per model chunk: (params, state) on its device
+    for m0, device in zip(range(0, num_models, model_chunk_size), chunk_devices):
+        take = lambda leaf: jax.device_put(leaf[m0:m0 + model_chunk_size], device)  # noqa: E731
+        models.append((jax.tree_util.tree_map(take, params), jax.tree_util.tree_map(take, state)))
+    columns, previous = [], None  # previous: the last block's results, still computing
     for e0 in range(0, num_examples, chunk_size):
         xc, yc = x[e0:e0 + chunk_size], labels[e0:e0 + chunk_size]
-        short = chunk_size - xc.shape[0]
-        if short:
-            xc = np.concatenate([xc, np.zeros((short,) + xc.shape[1:], xc.dtype)])
-            yc = np.concatenate([yc, np.zeros(short, yc.dtype)])
-        blocks.append((xc, yc, chunk_size - short))
-    on_device = {}  # the example blocks, put once per device (None: the default device)
-    pending = []  # per model chunk: [(result still computing, real columns)] in example order
-    for i, m0 in enumerate(range(0, num_models, model_chunk_size)):
-        device = devices[i % len(devices)]
-        if device not in on_device:
-            on_device[device] = [(jax.device_put(xc, device), jax.device_put(yc, device), real)
-                                 for xc, yc, real in blocks]
-        take = lambda leaf: jax.device_put(leaf[m0:m0 + model_chunk_size], device)  # noqa: E731
-        p_chunk = jax.tree_util.tree_map(take, params)
-        s_chunk = jax.tree_util.tree_map(take, state)
-        pending.append([(fn(p_chunk, s_chunk, xc, yc), real) for xc, yc, real in on_device[device]])
-    rows = [np.concatenate([np.asarray(out)[:, :real] for out, real in cols], axis=1) for cols in pending]
-    return np.concatenate(rows, axis=0)
+        real = xc.shape[0]
+        if real < chunk_size:  # pad the last block so every call has one shape (one compilation)
+            xc = np.concatenate([xc, np.zeros((chunk_size - real,) + xc.shape[1:], xc.dtype)])
+            yc = np.concatenate([yc, np.zeros(chunk_size - real, yc.dtype)])
+        placed = {d: (jax.device_put(xc, d), jax.device_put(yc, d)) for d in dict.fromkeys(chunk_devices)}
+        outs = [fn(p_chunk, s_chunk, *placed[d]) for (p_chunk, s_chunk), d in zip(models, chunk_devices)]
+        # Read the previous block only now: every device stays busy, and at most two blocks
+        # of examples are held at once (a dataset-sized copy per device would not be).
+        if previous is not None:
+            columns.append(_gather(*previous))
+        previous = (outs, real)
+    if previous is not None:
+        columns.append(_gather(*previous))
+    return np.concatenate(columns, axis=1)
+
+
+def _gather(outs: list, real: int) -> np.ndarray:
+    """One example block's results of every model chunk -> host [R, real, ...]."""
+    return np.concatenate([np.asarray(out)[:, :real] for out in outs], axis=0)
 
 
 def predict_margins(model_cfg: ModelConfig, params, model_state, x, y, chunk_size: int = 1024,

@@ -353,16 +353,12 @@ def train_wave(inputs: RunInputs, config: Config, start: int, stop: int, workdir
     params, model_state = (_host_copy(result.params), _host_copy(result.model_state))
     data = inputs.dataset
     sets = {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test), **data.extra_tests}
-    # Every set in one prediction (one compiled shape), its model chunks spread over the
-    # wave's devices; a model's margins do not depend on either choice.
-    margins = predict_margins(config.model, params, model_state,
-                              np.concatenate([x for x, _ in sets.values()]),
-                              np.concatenate([y for _, y in sets.values()]), devices=wave.devices)
-    bounds = np.cumsum([0] + [len(y) for _, y in sets.values()])
-    out = {f"margins_{name}": margins[:, lo:hi] for name, lo, hi in zip(sets, bounds[:-1], bounds[1:])}
+    # Each set's model chunks are spread over the wave's devices.
+    out = {f"margins_{name}": predict_margins(config.model, params, model_state, x, y, devices=wave.devices)
+           for name, (x, y) in sets.items()}
     out["diverged"] = np.asarray(result.diverged, bool)
     out["final_loss"] = np.asarray(result.final_loss, np.float32)
-    return {k: np.ascontiguousarray(v) for k, v in out.items()}
+    return out
 
 
 def _host_copy(tree):
