@@ -1,80 +1,85 @@
 #!/usr/bin/env bash
-# jmem bench on one accelerator (written for one H200): four workloads, < 8 minutes in all.
+# jmem on one accelerator, sized for a lent device session: one command, done in < 8 minutes.
 #
-# Installs nothing: run it where jmem and an accelerator build of jax are installed, from the
-# repository root or anywhere:   bash benchmarks/gpu.sh
+#   OUT=results_dir bash benchmarks/gpu.sh        (the device tool sets $OUT itself)
 #
-#   1. digits MLP 64-256-10 (Adam 1e-3, batch 64, 20 epochs)         R = 1, 64, 512, 2000
-#   2. Feldman & Zhang's MNIST MLP 784-512-256-10 (SGD 0.05 + momentum 0.9, batch 128) on
-#      60,000 synthetic 28x28 images (the real Fashion-MNIST/MNIST may be absent there; only
-#      the shapes matter), 2 epochs                                    R = 1, 64, 512, 2000
-#   3. MNIST-1D CNN (width 32, depth 3, kernel 5), 5 epochs          R = 1, 8, 32, 128, 512
-#   4. CIFAR-shaped ResNet (width 16, 3 stages, BatchNorm), 10,000 synthetic 32x32x3
-#      images, 1 epoch                                                 R = 1, 8, 32, 128, 512
+# Synthetic data only, `python3` (PYTHON=...), nothing installed; jmem is imported from this
+# checkout. Sections, each a process of its own under its own time limit, all under one
+# global deadline (JMEM_GPU_BUDGET seconds, default 460):
+#   ceilings (40 s)  bf16/fp32 matmul, device-to-device copy
+#   mlp     (140 s)  Feldman & Zhang's MNIST MLP, R = 1,024, one epoch, fp32 and bf16: jmem,
+#                    a lean stacked-weight einsum + optax loop, one model at a time
+#   resnet  (200 s)  the CIFAR preset's ResNet at R = 16 and 64: vmap, patches, chunked
+#                    lax.map, one at a time, one model at batch R x 256 (the ceiling)
+#   margins  (60 s)  predict_margins for 1,024 MLPs and 16 ResNets
+# (benchmarks/gpu_bench.py says what each measures.) Every measurement is one JSON line
+# appended to $OUT/rows.jsonl the moment it exists, so a section cut off by its limit keeps
+# its rows; $OUT/env.txt holds nvidia-smi and versions, $OUT/log.txt every section's output,
+# and the summary table (<= 40 lines, also $OUT/table.txt) is printed last.
 #
-# Every jmem strategy (auto, vmap, patches, sequential; each batched one also with other
-# chunk layouts, /c<k>) and the one-at-a-time baselines fz_loop (a) and jax_scan (b). Each
-# row: models/s, examples/s, % of the bf16 and of the fp32 matmul peak (both measured in
-# the run), peak device memory; then "auto vs the measured best" per workload and R.
-# Strategies predicted (from the previous R) to need more than --max-seconds per call are
-# skipped and listed. Each workload has its own time limit (60+120+90+180 s = 7.5 min).
-#
-# Writes $OUT_DIR/gpu_<workload>.{json,txt} (OUT_DIR default: benchmarks) and prints every
-# table last. Goals (issue 15): the ResNet >= 5x jax_scan and >= 30% of the bf16 peak; the
-# 2,000-model F&Z recipe in <= 10 minutes (the 2-epoch figure x epochs of the recipe).
-#
-# JMEM_GPU_TINY=1: the same script on a CPU in about a minute (R=2, 1 epoch, 128 examples,
-# float32, a small peak matmul; only auto, the c0 layout and jax_scan, since compilation
-# dominates there), used by tests/test_bench.py to keep this script working.
-set -euo pipefail
+# JMEM_GPU_TINY=1: the same script on the CPU at tiny shapes (tests/test_bench.py runs it).
+set -uo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python}"
-OUT_DIR="${OUT_DIR:-benchmarks}"
+PYTHON="${PYTHON:-python3}"
+OUT="${OUT:-benchmarks/gpu_out}"
+BUDGET="${JMEM_GPU_BUDGET:-460}"
 TINY="${JMEM_GPU_TINY:-0}"
-mkdir -p "$OUT_DIR"
-
+mkdir -p "$OUT"
+ROWS="$OUT/rows.jsonl"
+LOG="$OUT/log.txt"
+END=$(( $(date +%s) + BUDGET ))
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 if [ "$TINY" = 1 ]; then
-    COMMON=(--repeats 1 --epochs 1 --n 128 --seq-models 1 --no-scaling --dtype float32
-            --peak-size 128 --max-seconds 60 --strategies auto --baselines jax_scan --chunks 0)
-    R_MLP=2; R_CONV=2; LIMIT_SCALE=4
-else
-    "$PYTHON" - <<'PY'
-import jax
-if jax.default_backend() == "cpu":
-    raise SystemExit(f"benchmarks/gpu.sh: no accelerator visible to JAX ({jax.devices()}); "
-                     "use `python -m jmem.bench` for the CPU benchmark, or JMEM_GPU_TINY=1")
-print("devices:", jax.devices())
-PY
-    COMMON=(--repeats 2 --seq-models 4 --no-scaling --max-seconds 20)
-    R_MLP=1,64,512,2000; R_CONV=1,8,32,128,512; LIMIT_SCALE=1
+  export JAX_PLATFORMS=cpu
+else  # room for the R = 64 ResNets (XLA takes 75% of the card by default)
+  export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}"
 fi
 
-run() {  # run NAME SECONDS ARGS...: one workload under its own time limit (COMMON comes
-         # last, so tiny mode's settings override the workload's)
-    local name="$1" seconds="$2"
-    shift 2
-    timeout "$((seconds * LIMIT_SCALE))" "$PYTHON" -m jmem.bench "$@" "${COMMON[@]}" \
-        --out "$OUT_DIR/gpu_$name.json" > "$OUT_DIR/gpu_$name.txt" \
-        || echo "gpu.sh: $name failed or hit its ${seconds}s limit (exit $?); see $OUT_DIR/gpu_$name.txt"
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "jmem commit: ${JMEM_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
+  echo "host: $(uname -a)"; echo "cpus: $(nproc)"
+  nvidia-smi 2>&1 || echo "nvidia-smi: not available"
+  "$PYTHON" - <<'PY' 2>&1
+import importlib.metadata as md, platform
+print("python", platform.python_version())
+for name in ("jax", "jaxlib", "jax-cuda13-plugin", "jax-cuda12-plugin", "flax", "optax", "numpy", "orbax-checkpoint"):
+    try:
+        print(name, md.version(name))
+    except md.PackageNotFoundError:
+        pass
+PY
+} > "$OUT/env.txt"
+
+note() {  # note SECTION STATUS REASON: a row for a section that did not run to its end
+  printf '{"section": "%s", "name": "section", "status": "%s", "reason": "%s", "t": %s}\n' \
+    "$1" "$2" "$3" "$(date +%s)" >> "$ROWS"
 }
 
-run mlp 60 --model mlp --R "$R_MLP" --strategies auto,vmap,sequential \
-    --baselines fz_loop,jax_scan --chunks 64
-run fzmnist 120 --model fzmnist --R "$R_MLP" --strategies auto,vmap,sequential \
-    --baselines fz_loop,jax_scan --chunks 64
-run cnn 90 --model cnn --R "$R_CONV" --epochs 5 --strategies all --baselines fz_loop,jax_scan \
-    --chunks 8,64
-run resnet 180 --model resnet --R "$R_CONV" --epochs 1 --strategies all --baselines fz_loop,jax_scan \
-    --chunks 8,64
+section() {  # section NAME CAP_SECONDS
+  local name="$1" cap="$2" now left limit rc
+  now=$(date +%s)
+  left=$(( END - now - 10 ))  # 10 s kept for the table
+  limit=$(( cap < left ? cap : left ))
+  if [ "$limit" -lt 10 ]; then
+    note "$name" skipped "global deadline: ${left} s left"
+    return
+  fi
+  echo "== $name (limit ${limit} s)" | tee -a "$LOG"
+  timeout -k 5 "$limit" "$PYTHON" benchmarks/gpu_bench.py "$name" --rows "$ROWS" \
+      --deadline $(( now + limit - 3 )) >> "$LOG" 2>&1
+  rc=$?
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+    note "$name" timeout "killed at its ${limit} s limit; rows before that are kept"
+  elif [ "$rc" != 0 ]; then
+    note "$name" error "exit $rc; see log.txt"
+  fi
+}
+
+section ceilings 40
+section mlp 140
+section resnet 200
+section margins 60
 
 echo
-for name in mlp fzmnist cnn resnet; do
-    cat "$OUT_DIR/gpu_$name.txt" 2>/dev/null || true
-    echo
-done
-
-# Then (not in tiny mode) the 2,000-model Fashion-MNIST estimation with Feldman & Zhang's
-# recipe, whole process: benchmarks/gpu_fmnist.sh (SKIP_FMNIST=1 skips it).
-if [ "$TINY" != 1 ] && [ "${SKIP_FMNIST:-0}" != 1 ]; then
-    OUT_DIR="$OUT_DIR" PYTHON="$PYTHON" bash benchmarks/gpu_fmnist.sh
-fi
+"$PYTHON" benchmarks/gpu_bench.py table --rows "$ROWS" | tee "$OUT/table.txt"

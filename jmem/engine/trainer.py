@@ -624,8 +624,10 @@ def finish(wave: Wave, state: TrainState) -> TrainResult:
         seconds=time.perf_counter() - wave.started)
 
 
-def segment_hlo(wave: Wave) -> str:
-    """Compiled HLO text of the wave's training program (to check it has no collectives)."""
+def segment_program(wave: Wave):
+    """The compiled training program of one segment of ``wave`` (a ``jax.stages.Compiled``):
+    ``.as_text()`` is its HLO, ``.memory_analysis()`` its device memory (arguments, outputs,
+    temporaries). Compiles once more unless JAX's persistent compilation cache holds it."""
     if wave.mesh is None:
         raise JmemError("strategy='sequential' has no sharded program to inspect")
     x_all, y_all = wave.data
@@ -633,7 +635,12 @@ def segment_hlo(wave: Wave) -> str:
     state = _compiled_init(wave.plan, wave.mesh)(init_keys)
     lowered = _compiled_epochs(wave.plan, wave.mesh).lower(
         x_all, y_all, keep, order_keys, aug_keys, lrs, state, np.int32(0), np.int32(1))
-    return lowered.compile().as_text()
+    return lowered.compile()
+
+
+def segment_hlo(wave: Wave) -> str:
+    """Compiled HLO text of the wave's training program (to check it has no collectives)."""
+    return segment_program(wave).as_text()
 
 
 def train_models(keep, dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig,
