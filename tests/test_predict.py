@@ -116,3 +116,18 @@ def test_bad_input_raises(change, match):
     args.update(change)
     with pytest.raises(JmemError, match=match):
         predict_margins(cfg, params, state, **args)
+
+
+@pytest.mark.parametrize("model_cfg,example_shape", CONFIGS[:2])
+def test_margins_in_the_compute_dtype(model_cfg, example_shape):
+    """compute_dtype="bfloat16" computes the layers in bf16 (margins differ from fp32 by
+    rounding only) and still returns float32."""
+    params, state = _models(model_cfg, example_shape)
+    x, y = _data(64, example_shape)
+    full = predict_margins(model_cfg, params, state, x, y)
+    half = predict_margins(model_cfg, params, state, x, y, compute_dtype="bfloat16")
+    assert half.dtype == np.float32 and half.shape == full.shape
+    assert not np.array_equal(half, full)
+    scale = np.abs(full).max()
+    assert np.abs(half - full).max() < 0.05 * scale
+    assert np.mean((half > 0) == (full > 0)) > 0.95

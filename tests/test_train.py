@@ -292,11 +292,29 @@ def test_choose_wave_size(small_digits):
     # patches trade memory for speed: a conv model's estimate grows with the patch matrices
     lax_cfg = dataclasses.replace(cfg, strategy="vmap")
     assert estimate_model_bytes(CNN, cfg, small_digits) > estimate_model_bytes(CNN, lax_cfg, small_digits)
+    # Accelerators have no constant cap: memory decides (the CPU's 32 is a cache effect).
+    assert choose_wave_size(MLP, cfg, small_digits, available_bytes=10 ** 15, backend="gpu") == 500
+    big = dataclasses.replace(cfg, num_models=10 ** 6)
+    assert choose_wave_size(MLP, big, small_digits, available_bytes=10 ** 12, backend="gpu") > 1024
+
+
+def test_model_bytes_count_activations_in_the_compute_dtype(small_digits):
+    """Master weights stay float32; only the activation term halves in bfloat16."""
+    def per_batch_growth(dtype):  # bytes added by 128 more examples per batch
+        cfg = TrainConfig(batch_size=128, strategy="vmap", compute_dtype=dtype)
+        return (estimate_model_bytes(CNN, dataclasses.replace(cfg, batch_size=256), small_digits)
+                - estimate_model_bytes(CNN, cfg, small_digits))
+
+    assert per_batch_growth("bfloat16") * 2 == per_batch_growth("float32") > 0
 
 
 def test_auto_strategy_rule():
     assert resolve_strategy(MLP, TrainConfig()) == "vmap"
-    assert resolve_strategy(CNN, TrainConfig()) == "patches"
+    assert resolve_strategy(CNN, TrainConfig(), "cpu") == "patches"
+    # Measured on an H200 (benchmarks/results/gpu-2026-12-04.md): vmapped convolutions win.
+    assert resolve_strategy(CNN, TrainConfig(), "gpu") == "vmap"
+    assert resolve_strategy(MLP, TrainConfig(), "gpu") == "vmap"
+    assert resolve_strategy(CNN, TrainConfig(), "tpu") == "patches"  # unmeasured: unchanged
     assert resolve_strategy(CNN, TrainConfig(strategy="sequential")) == "sequential"
 
 

@@ -67,6 +67,22 @@ def hidden_widths(model_cfg: ModelConfig) -> tuple[int, ...]:
     return model_cfg.widths or (model_cfg.width,) * model_cfg.depth
 
 
+def auto_strategy(model_kind: str, backend: str) -> str:
+    """What ``strategy="auto"`` means for a model family on a backend (measured rules).
+
+    MLPs: "vmap" everywhere (a batched GEMM already; "patches" is the same program).
+    Convolutional models: "vmap" on GPUs: on one H200 the CIFAR preset's ResNet in bf16 ran
+    at 116,013 images/s with vmapped (grouped) convolutions at R = 64 against 68,091 with
+    patches x matmul, which also took 2.6x the memory; at R = 16 the two were within 1%
+    (benchmarks/results/gpu-2026-12-04.md). "patches" on CPUs (vmapped convolutions measured
+    2-4x slower per model than a loop there, patches the fastest way, benchmarks/RESULTS.md)
+    and on TPUs, where nothing is measured yet.
+    """
+    if model_kind == "mlp":
+        return "vmap"
+    return "vmap" if backend in ("gpu", "cuda", "rocm") else "patches"
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """How every model is trained. All models of a run share these settings.

@@ -15,13 +15,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from jmem.errors import JmemError
-from jmem.engine.hparams import ModelConfig
+from jmem.engine.hparams import ModelConfig, auto_strategy
 from jmem.engine.models import activation_elems, apply_one, build_model, check_input, num_classes_of
 
 PREDICT_STRATEGIES = ("auto", "vmap", "patches", "sequential")
 
-# Activation values one prediction call may hold (float32): 64 Mi values = 256 MB.
-_ACTIVATION_BUDGET = 64 * 2 ** 20
+# Activation values one prediction call may hold on a CPU: 64 Mi values = 256 MB. On an
+# accelerator, an eighth of the device's free memory: 256 MB held one ResNet per call there,
+# 944 calls for 16 ResNets on 60,000 images (benchmarks/results/gpu-2026-12-04.md).
+_CPU_ACTIVATION_BUDGET = 64 * 2 ** 20
+_DEVICE_MEMORY_SHARE = 1 / 8
 
 # Models per prediction call by backend (others: as many as the activation budget allows).
 # On XLA:CPU, 64 digits MLPs on 2,234 examples took 0.108 s in one call of 64 and 0.046 s in
@@ -43,16 +46,25 @@ def accuracy(margins) -> np.ndarray:
     return np.mean(np.asarray(margins) > 0, axis=-1, dtype=np.float32)
 
 
-def _conv_impl(model_cfg: ModelConfig, strategy: str) -> str:
-    """Conv models default to the patches path: vmapped lax convs become grouped convs."""
+def _conv_impl(model_cfg: ModelConfig, strategy: str, backend: str) -> str:
+    """"auto" follows training's measured rule (``hparams.auto_strategy``) for ``backend``."""
     if strategy == "auto":
-        strategy = "vmap" if model_cfg.kind == "mlp" else "patches"
+        strategy = auto_strategy(model_cfg.kind, backend)
     return "patches" if strategy == "patches" else "lax"
 
 
+def _activation_budget(backend: str) -> int:
+    """Activation values (of 4 bytes) one prediction call may hold on ``backend``."""
+    if backend == "cpu":
+        return _CPU_ACTIVATION_BUDGET
+    from jmem.engine.trainer import available_device_bytes
+    return max(_CPU_ACTIVATION_BUDGET, int(available_device_bytes() * _DEVICE_MEMORY_SHARE) // 4)
+
+
 @functools.lru_cache(maxsize=32)
-def _batched_fn(model_cfg: ModelConfig, num_classes: int, conv_impl: str, output: str):
-    module = build_model(model_cfg, num_classes, conv_impl)
+def _batched_fn(model_cfg: ModelConfig, num_classes: int, conv_impl: str, output: str,
+                compute_dtype: str = "float32"):
+    module = build_model(model_cfg, num_classes, conv_impl, compute_dtype)
 
     def one(params, state, x, y):
         logits, feats, _ = apply_one(module, params, state, x)
@@ -77,9 +89,9 @@ def _check(model_cfg, params, x, y=None):
     return x, y, num_models
 
 
-def _default_model_chunk(model_cfg, num_classes, example_shape, conv_impl, chunk_size):
+def _default_model_chunk(model_cfg, num_classes, example_shape, conv_impl, chunk_size, backend):
     per_model = chunk_size * max(1, activation_elems(model_cfg, num_classes, example_shape, conv_impl))
-    return max(1, _ACTIVATION_BUDGET // per_model)
+    return max(1, _activation_budget(backend) // per_model)
 
 
 def _balanced_chunk(num_examples: int, chunk_size: int) -> int:
@@ -90,7 +102,7 @@ def _balanced_chunk(num_examples: int, chunk_size: int) -> int:
 
 
 def _chunked(model_cfg, params, state, x, y, chunk_size, model_chunk_size, strategy, output,
-             devices=None):
+             devices=None, compute_dtype="float32"):
     """Run ``_batched_fn`` over model and example chunks; returns a host array [R, T, ...].
 
     With several ``devices``, the model chunks go round-robin to them and run concurrently
@@ -104,18 +116,20 @@ def _chunked(model_cfg, params, state, x, y, chunk_size, model_chunk_size, strat
         raise JmemError(f"chunk_size={chunk_size} must be >= 1")
     x, y, num_models = _check(model_cfg, params, x, y)
     devices = list(devices or [None])
+    backend = devices[0].platform if devices[0] is not None else jax.default_backend()
     num_classes = num_classes_of(params)
-    impl = _conv_impl(model_cfg, strategy)
+    impl = _conv_impl(model_cfg, strategy, backend)
     num_examples = x.shape[0]
     chunk_size = _balanced_chunk(num_examples, min(chunk_size, num_examples)) if num_examples else 1
     if strategy == "sequential":
         model_chunk_size = 1
     elif model_chunk_size is None:
-        model_chunk_size = min(_default_model_chunk(model_cfg, num_classes, x.shape[1:], impl, chunk_size),
-                               _MODELS_PER_CALL.get(jax.default_backend(), num_models),
+        model_chunk_size = min(_default_model_chunk(model_cfg, num_classes, x.shape[1:], impl, chunk_size,
+                                                    backend),
+                               _MODELS_PER_CALL.get(backend, num_models),
                                -(-num_models // len(devices)))
     model_chunk_size = max(1, min(model_chunk_size, num_models))
-    fn = _batched_fn(model_cfg, num_classes, impl, output)
+    fn = _batched_fn(model_cfg, num_classes, impl, output, compute_dtype)
     labels = np.zeros(num_examples, np.int32) if y is None else y
     chunk_devices = [devices[i % len(devices)] for i in range(-(-num_models // model_chunk_size))]
     models = []  # per model chunk: (params, state) on its device
@@ -148,7 +162,7 @@ def _gather(outs: list, real: int) -> np.ndarray:
 
 def predict_margins(model_cfg: ModelConfig, params, model_state, x, y, chunk_size: int = 1024,
                     model_chunk_size: int | None = None, strategy: str = "auto",
-                    devices=None) -> np.ndarray:
+                    devices=None, compute_dtype: str = "float32") -> np.ndarray:
     """Margins of R models on T examples: float32[R, T].
 
     params / model_state: pytrees with a leading model axis R (``TrainResult.params`` /
@@ -159,10 +173,13 @@ def predict_margins(model_cfg: ModelConfig, params, model_state, x, y, chunk_siz
     strategy: "auto" (vmap for MLPs, patches for conv nets), "vmap", "patches" or
       "sequential" (one model per call). All give the same margins up to float rounding.
     devices: devices to spread the model chunks over (default: the default device); the
-      margins are the same whatever the devices.
+      margins are the same whatever the devices. Parameters already on a device stay there
+      (a slice of a device array is not copied through the host).
+    compute_dtype: "float32" or "bfloat16": the dtype the layers compute in, as in training
+      (``train.compute_dtype``); the margins are returned as float32 either way.
     """
     return _chunked(model_cfg, params, model_state, x, y, chunk_size, model_chunk_size,
-                    strategy, "margins", devices).astype(np.float32)
+                    strategy, "margins", devices, compute_dtype).astype(np.float32)
 
 
 def predict_features(model_cfg: ModelConfig, params, model_state, x, chunk_size: int = 1024,

@@ -65,7 +65,7 @@ from jmem.engine import parallel
 from jmem import rng
 from jmem.data.dataset import Dataset
 from jmem.errors import JmemError
-from jmem.engine.hparams import ModelConfig, TrainConfig
+from jmem.engine.hparams import ModelConfig, TrainConfig, auto_strategy
 from jmem.engine.models import activation_elems, apply_one, build_model, check_input, init_one, param_count
 
 STRATEGIES = ("vmap", "patches", "sequential")
@@ -102,18 +102,11 @@ class TrainResult:
 
 
 def resolve_strategy(model_cfg: ModelConfig, train_cfg: TrainConfig, backend: str | None = None) -> str:
-    """The concrete strategy for ``train_cfg.strategy`` ("auto" resolved).
-
-    Rule (measured on the 2-core CPU, see benchmarks/RESULTS.md and the README):
-    MLPs use "vmap" (a batched GEMM already; "patches" is the same program). Convolutional
-    models use "patches" on every backend: vmapped convolutions lower to grouped
-    convolutions, measured 2-4x slower per model than a loop on CPU and a known weak spot of
-    GPU backward passes, while patches x matmul under vmap was the fastest way on CPU.
-    """
-    del backend  # The rule does not depend on the backend yet; kept for a measured GPU rule.
+    """The concrete strategy for ``train_cfg.strategy``: "auto" resolved by
+    :func:`auto_strategy` for ``backend`` (default: JAX's default backend)."""
     if train_cfg.strategy != "auto":
         return train_cfg.strategy
-    return "vmap" if model_cfg.kind == "mlp" else "patches"
+    return auto_strategy(model_cfg.kind, backend or jax.default_backend())
 
 
 def _conv_impl(strategy: str) -> str:
@@ -511,8 +504,8 @@ def prepare_wave(keep, dataset: Dataset, model_cfg: ModelConfig, train_cfg: Trai
     """
     started = time.perf_counter()
     keep, ids, lrs = _validate(keep, dataset, model_cfg, train_cfg, model_ids, learning_rates)
-    strategy = resolve_strategy(model_cfg, train_cfg)
     devices = tuple(parallel.local_devices() if devices is None else devices)
+    strategy = resolve_strategy(model_cfg, train_cfg, devices[0].platform)
     num_models = len(ids)
     devices = devices[:num_models] if strategy != "sequential" else devices
     bsz = train_cfg.batch_size
@@ -673,20 +666,26 @@ def train_models(keep, dataset: Dataset, model_cfg: ModelConfig, train_cfg: Trai
 # ----------------------------------------------------------------------------- waves
 
 
-def estimate_model_bytes(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset) -> int:
-    """Rough device bytes one model of a wave needs during training.
+def estimate_model_bytes(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset,
+                         backend: str | None = None) -> int:
+    """Device bytes one model of a wave needs during training (an upper estimate).
 
-    params + gradients + updated copies (x3) + optimizer slots, each float32; activations of
-    one batch x 3 (forward values kept for the backward pass, their gradients, temporaries);
-    the per-epoch order (int32[N]) and its sort temporaries.
+    Parameters, gradients and updated copies (x3) plus optimizer slots, always float32 (the
+    master weights); the activations of one batch (layer outputs, and the patch matrices
+    under "patches") and the batch itself, in the compute dtype; the per-epoch order (int32[N])
+    and its sort temporaries. Calibrated on one H200 (benchmarks/results/gpu-2026-12-04.md):
+    XLA's memory analysis gave 239 MB per model for the CIFAR preset's ResNet in bf16 (vmap)
+    and 623 MB (patches) against 302 MB and 795 MB here, and 10.5 MB per F&Z MLP against
+    12.3 MB: the activations enter once, not three times as until then, and at 2 bytes in bf16.
     """
     check_input(model_cfg, dataset.example_shape)
-    strategy = resolve_strategy(model_cfg, train_cfg)
+    strategy = resolve_strategy(model_cfg, train_cfg, backend)
     n_params = param_count(model_cfg, dataset.num_classes, dataset.example_shape)
     slots = {"sgd": 1 if train_cfg.momentum else 0, "adam": 2, "adamw": 2}[train_cfg.optimizer]
     param_bytes = 4 * n_params * (3 + 2 * slots)
     act = activation_elems(model_cfg, dataset.num_classes, dataset.example_shape, _conv_impl(strategy))
-    act_bytes = 4 * 3 * train_cfg.batch_size * (act + math.prod(dataset.example_shape))
+    itemsize = 2 if train_cfg.compute_dtype == "bfloat16" else 4
+    act_bytes = itemsize * train_cfg.batch_size * (act + math.prod(dataset.example_shape))
     order_bytes = 4 * 4 * dataset.num_train
     return int(param_bytes + act_bytes + order_bytes)
 
@@ -702,37 +701,37 @@ def available_device_bytes() -> int:
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
-# Largest wave per device. On CPU the per-model cost is lowest at 8-32 models (their
+# Largest wave per device on a CPU: the per-model cost is lowest at 8-32 models there (their
 # parameters and optimizer state still fit in cache; measured in benchmarks/RESULTS.md: the
 # digits MLP's cost per model rises from 0.39x of R=1 at R=32 to 0.52x at R=128), and small
-# waves also keep the progress bar and checkpoints fine-grained. Accelerators want width.
+# waves keep the progress bar and checkpoints fine-grained. Accelerators: memory decides
+# (on an H200 the ResNet's throughput still rose from R = 16 to 64).
 MAX_WAVE_PER_DEVICE = {"cpu": 32}
-DEFAULT_MAX_WAVE = 1024
 
 
-def default_max_wave() -> int:
-    """The per-device wave cap of the default backend (32 on CPU, 1024 elsewhere)."""
-    return MAX_WAVE_PER_DEVICE.get(jax.default_backend(), DEFAULT_MAX_WAVE)
+def default_max_wave(backend: str | None = None) -> int | None:
+    """The per-device wave cap of ``backend`` (default: JAX's): 32 on CPU, None elsewhere."""
+    return MAX_WAVE_PER_DEVICE.get(backend or jax.default_backend())
 
 
 def choose_wave_size(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset,
                      available_bytes: int | None = None, headroom: float = 0.5,
-                     max_wave: int | None = None) -> int:
+                     max_wave: int | None = None, backend: str | None = None) -> int:
     """Models to train at once on one device: ``train_cfg.wave_size`` if > 0, else what fits.
 
     Uses ``headroom`` of the available bytes (``available_device_bytes()`` by default) after
-    the dataset itself, divided by :func:`estimate_model_bytes`; capped by
-    ``train_cfg.num_models`` and ``max_wave`` (default :func:`default_max_wave`: larger waves
-    gain nothing on these models and make waves coarse). Always >= 1.
+    the dataset itself (at 4 bytes a value), divided by :func:`estimate_model_bytes`; capped by
+    ``train_cfg.num_models`` and ``max_wave`` (default :func:`default_max_wave`: 32 on CPU,
+    no cap elsewhere). Always >= 1.
     """
     if max_wave is None:
-        max_wave = default_max_wave()
+        max_wave = default_max_wave(backend)
     if train_cfg.wave_size > 0:
         return min(train_cfg.wave_size, train_cfg.num_models)
     if available_bytes is None:
         available_bytes = available_device_bytes()
     data_bytes = dataset.x_train.nbytes + dataset.y_train.nbytes
     budget = headroom * available_bytes - data_bytes
-    per_model = estimate_model_bytes(model_cfg, train_cfg, dataset)
+    per_model = estimate_model_bytes(model_cfg, train_cfg, dataset, backend)
     fits = int(budget // per_model) if budget > 0 else 1
-    return max(1, min(fits, train_cfg.num_models, max_wave))
+    return max(1, min(fits, train_cfg.num_models, max_wave or fits))
