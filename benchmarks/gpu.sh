@@ -76,10 +76,12 @@ section() {  # section NAME CAP_SECONDS
   fi
 }
 
-section ceilings 40
-section mlp 140
-section resnet 200
-section margins 60
+# JMEM_GPU_SECTIONS="ceilings resnet" runs only those (with JMEM_GPU_ONLY, see gpu_bench.py).
+for spec in ceilings:40 mlp:140 resnet:200 margins:60; do
+  case " ${JMEM_GPU_SECTIONS:-ceilings mlp resnet margins} " in
+    *" ${spec%%:*} "*) section "${spec%%:*}" "${spec##*:}" ;;
+  esac
+done
 
 echo
 "$PYTHON" benchmarks/gpu_bench.py table --rows "$ROWS" | tee "$OUT/table.txt"

@@ -137,7 +137,12 @@ class Budget:
 
 def measure(rows: Rows, budget: Budget, predicted_s: float, name: str, fn, **labels) -> dict | None:
     """Run ``fn() -> dict`` unless predicted (from a similar configuration measured before;
-    0: nothing to go by, try) not to end in time; write its row (ok, error or skipped)."""
+    0: nothing to go by, try) not to end in time; write its row (ok, error or skipped).
+    ``$JMEM_GPU_ONLY`` (e.g. ``copy,vmap@64``): measure only the named configurations
+    (``name`` or ``name@R``), to complete an earlier run that was cut short."""
+    only = [x for x in os.environ.get("JMEM_GPU_ONLY", "").split(",") if x]
+    if only and name not in only and f"{name}@{labels.get('R')}" not in only:
+        return None
     if not budget.allows(predicted_s):
         rows.add(name=name, status="skipped", reason=f"predicted {predicted_s:.0f} s > "
                  f"{max(0.0, budget.left()):.0f} s left", **labels)

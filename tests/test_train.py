@@ -11,8 +11,8 @@ from jmem.data.dataset import Dataset
 from jmem.errors import JmemError
 from jmem.engine.hparams import ModelConfig, TrainConfig
 from jmem.engine.predict import accuracy, predict_margins
-from jmem.engine.trainer import (choose_wave_size, crop_flip, estimate_model_bytes, lr_factor,
-                        resolve_strategy, train_models)
+from jmem.engine.trainer import (choose_wave_size, crop_flip, epoch_order, estimate_model_bytes,
+                                 lr_factor, resolve_strategy, steps_per_epoch, train_models)
 
 # ----------------------------------------------------------------------------- datasets
 
@@ -152,6 +152,61 @@ def test_model_is_determined_by_its_id_not_its_wave_or_strategy(small_digits, mo
     # ...and a different id or seed is a different model.
     other_id = train_models(keep[3:4], ds, model_cfg, cfg, seed=0, model_ids=[99])
     assert _max_diff(alone.params, other_id.params) > 1e-3
+
+
+# ----------------------------------------------------------------------------- coupled order
+
+
+def test_coupled_order_keeps_every_other_example_in_place():
+    """Removing examples leaves the others at the same positions (hence the same batches and
+    steps) within each epoch; the compact order shifts them."""
+    n = 200
+    full = np.ones(n, bool)
+    removed = full.copy()
+    removed[[3, 50, 51, 120]] = False
+    for epoch in range(3):
+        key = jax.random.fold_in(jax.random.PRNGKey(7), epoch)
+        a = np.asarray(epoch_order(key, full, coupled=True))
+        b = np.asarray(epoch_order(key, removed, coupled=True))
+        np.testing.assert_array_equal(a, b)  # the same positions; the removed ones are masked
+        compact = np.asarray(epoch_order(key, removed, coupled=False))
+        kept = compact[:removed.sum()]
+        assert set(kept) == set(np.flatnonzero(removed))
+        # the same relative order of the remaining examples, but shifted positions
+        np.testing.assert_array_equal(kept, a[removed[a]])
+        assert (compact[:len(kept)] != a[:len(kept)]).any()
+
+
+def test_coupled_steps_and_determinism(small_digits):
+    """Coupled: every model takes ceil(N / B) steps; with nothing removed it is the compact
+    recipe bitwise; a model is still a function of its id, not its wave."""
+    ds = small_digits
+    cfg = dataclasses.replace(SHORT, batch_size=16, strategy="vmap", data_order="coupled")
+    keep = np.ones((4, ds.num_train), bool)
+    keep[1, :7] = False
+    keep[2, 100:140] = False
+    steps = steps_per_epoch(keep, cfg)
+    assert (steps == -(-ds.num_train // 16)).all()
+    assert list(steps_per_epoch(keep, dataclasses.replace(cfg, data_order="compact"))) == list(
+        -(-keep.sum(axis=1) // 16))
+    ids = np.full(4, 5)  # one seed for every arm, as the removal experiment trains them
+    wave = train_models(keep, ds, MLP, cfg, seed=0, model_ids=ids)
+    assert (wave.steps == cfg.epochs * steps).all()
+    alone = train_models(keep[2:3], ds, MLP, cfg, seed=0, model_ids=ids[2:3])
+    assert _max_diff(_row(wave.params, 2), _row(alone.params, 0)) < 1e-5
+    compact = train_models(keep[:1], ds, MLP, dataclasses.replace(cfg, data_order="compact"),
+                           seed=0, model_ids=ids[:1])
+    for a, b in zip(_leaves(wave.params, 0), _leaves(compact.params, 0)):
+        np.testing.assert_array_equal(a, b)
+    # Removing examples changes the model, and excluded examples still never reach it.
+    assert _max_diff(_row(wave.params, 0), _row(wave.params, 1)) > 1e-4
+    x, y = ds.x_train.copy(), ds.y_train.copy()
+    x[:7] = 9.0
+    y[:7] = (y[:7] + 1) % ds.num_classes
+    edited = train_models(keep[1:2], dataclasses.replace(ds, x_train=x, y_train=y), MLP, cfg, seed=0,
+                          model_ids=ids[1:2])
+    for a, b in zip(_leaves(wave.params, 1), _leaves(edited.params, 0)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_strategies_agree_with_batchnorm_and_options(small_digits):

@@ -103,6 +103,11 @@ class TrainConfig:
     strategy: how models are batched (see ``jmem.engine.trainer``): "auto", "vmap", "sequential",
       "patches".
     wave_size: models trained at once (0 = chosen from available memory).
+    data_order: "compact" (each epoch runs over the model's own subset, ceil(n_r / batch_size)
+      steps: the estimation recipe) or "coupled" (each epoch runs over all N positions in one
+      random order per seed, the model's excluded examples masked out of their batches, so
+      models that share a seed and differ by a few removed examples see every other example
+      at the same step: the removal experiment's paired arms).
     """
 
     num_models: int = 256
@@ -122,6 +127,7 @@ class TrainConfig:
     compute_dtype: str = "float32"
     strategy: str = "auto"
     wave_size: int = 0
+    data_order: str = "compact"
 
     def __post_init__(self):
         positive = {"num_models": self.num_models, "epochs": self.epochs,
@@ -135,6 +141,7 @@ class TrainConfig:
             "augment": ("none", "crop_flip"),
             "compute_dtype": ("float32", "bfloat16"),
             "strategy": ("auto", "vmap", "sequential", "patches"),
+            "data_order": ("compact", "coupled"),
         }
         for name, allowed in choices.items():
             value = getattr(self, name)

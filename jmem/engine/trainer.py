@@ -14,7 +14,7 @@ dataset replicated on each, see ``jmem.engine.parallel``); the program has no co
 data-order and augmentation keys are ``rng.model_keys(seed, stream, model_ids)``; its
 steps per epoch are ``ceil(n_r / batch_size)`` from *its own* subset size ``n_r``; each
 epoch's order is its kept indices in random order followed by the excluded ones (one stable
-sort of all N by a random key with the "excluded" bit on top, see :func:`_epoch_order`), so
+sort of all N by a random key with the "excluded" bit on top, see :func:`epoch_order`), so
 it does not depend on the padded length of the wave. In a vmapped block, models with
 smaller subsets than the largest of their block sit idle (state unchanged) for the few
 leftover steps of each epoch; one model at a time, they simply stop. Hence model 17 is the
@@ -211,19 +211,34 @@ class _Plan:
     chunk: int = 0  # models vectorised together on a device (0: all of its block)
 
 
-def _epoch_order(key: jax.Array, keep_row: jax.Array) -> jax.Array:
-    """int32[N]: the kept indices first, in uniformly random order, then the excluded ones.
+def epoch_order(key: jax.Array, keep_row: jax.Array, coupled: bool = False) -> jax.Array:
+    """int32[N]: one epoch's order of the N example positions.
 
-    One stable sort of all N indices by a 32-bit key whose top bit is "excluded" and whose
-    other 31 bits are random (``jax.random.bits``), so the order depends on (key, keep row)
-    only, never on the wave's padding. (Until 2026-12 this was a full permutation followed by
-    a stable argsort: two sorts of N per model and epoch, 13% of a digits-MLP wave's time.)
+    One stable sort of all N indices by 31 random bits per example (``jax.random.bits``), so
+    the order depends on (key, keep row) only, never on the wave's padding. Compact order
+    (``coupled=False``, the default): the top bit of the key is "excluded", so the kept
+    indices come first, in random order, then the excluded ones. Coupled order: all N by
+    their random bits alone, the excluded ones left where they fall (their slots are masked
+    out of the batch): two models with the same key and keep rows that differ in a few
+    examples see every other example at the same step and in the same batch.
+    (Until 2026-12 this was a full permutation followed by a stable argsort: two sorts of N
+    per model and epoch, 13% of a digits-MLP wave's time.)
     """
     n_total = keep_row.shape[0]
     bits = jax.random.bits(key, (n_total,), jnp.uint32) >> 1
-    sort_key = jnp.where(keep_row, bits, bits | jnp.uint32(0x80000000))
+    sort_key = bits if coupled else jnp.where(keep_row, bits, bits | jnp.uint32(0x80000000))
     _, order = lax.sort((sort_key, jnp.arange(n_total, dtype=jnp.int32)), num_keys=1, is_stable=True)
     return order
+
+
+def steps_per_epoch(keep: np.ndarray, train_cfg: TrainConfig) -> np.ndarray:
+    """int64[R]: optimizer steps per epoch of each model of ``keep: bool[R, N]``:
+    ``ceil(n_r / batch_size)`` for its own subset (compact order), or ``ceil(N / batch_size)``
+    for every model with ``train.data_order="coupled"`` (excluded slots are masked, not
+    skipped, so every model takes the same steps)."""
+    keep = np.asarray(keep, bool)
+    sizes = keep.sum(axis=1) if train_cfg.data_order == "compact" else np.full(keep.shape[0], keep.shape[1])
+    return -(-sizes // train_cfg.batch_size)
 
 
 def crop_flip(key: jax.Array, x: jax.Array, pad: int) -> jax.Array:
@@ -306,7 +321,9 @@ def _epochs_one(plan: _Plan, batched: bool, x_all, y_all, keep_row, order_key, a
     tx = make_optimizer(cfg)
 
     n_total, bsz, n_steps = keep_row.shape[0], cfg.batch_size, plan.steps_per_epoch
-    n = jnp.sum(keep_row, dtype=jnp.int32)
+    coupled = cfg.data_order == "coupled"
+    # n: the positions this model's epochs run over (coupled: all N, its excluded ones masked).
+    n = jnp.int32(n_total) if coupled else jnp.sum(keep_row, dtype=jnp.int32)
     own_steps = (n + bsz - 1) // bsz
     total = cfg.epochs * own_steps
     example_axes = (slice(None),) + (None,) * len(plan.example_shape)
@@ -324,6 +341,8 @@ def _epochs_one(plan: _Plan, batched: bool, x_all, y_all, keep_row, order_key, a
         params, state, opt_state, k, loss_sum = carry
         idx = lax.dynamic_slice(order, (j * bsz,), (bsz,))
         valid = j * bsz + jnp.arange(bsz) < n
+        if coupled:
+            valid &= keep_row[idx]
         # Zeroing (not just masking) the padded slots makes independence from excluded
         # examples structural: their values never enter the computation.
         xb = jnp.where(valid[example_axes], x_all[idx], 0.0)
@@ -343,7 +362,7 @@ def _epochs_one(plan: _Plan, batched: bool, x_all, y_all, keep_row, order_key, a
                 loss_sum + jnp.where(active, loss, 0.0))
 
     def epoch(e, ts: TrainState) -> TrainState:
-        order = _epoch_order(jax.random.fold_in(order_key, e), keep_row)
+        order = epoch_order(jax.random.fold_in(order_key, e), keep_row, coupled)
         order = jnp.pad(order, (0, max(0, n_steps * bsz - n_total)))
         # base_lr * 0 (finite by validation), not a constant: under shard_map the loss sum
         # must be typed as varying over the model axis like the rest of the carry.
@@ -508,8 +527,7 @@ def prepare_wave(keep, dataset: Dataset, model_cfg: ModelConfig, train_cfg: Trai
     strategy = resolve_strategy(model_cfg, train_cfg, devices[0].platform)
     num_models = len(ids)
     devices = devices[:num_models] if strategy != "sequential" else devices
-    bsz = train_cfg.batch_size
-    own_steps = -(-keep.sum(axis=1) // bsz)
+    own_steps = steps_per_epoch(keep, train_cfg)
     padded = parallel.padded_size(num_models, len(devices))
     block = padded // len(devices)
     if chunk is None:
