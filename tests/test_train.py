@@ -406,3 +406,37 @@ def test_bad_input_shapes_raise():
         ModelConfig(kind="cnn", kernel_size=0)
     with pytest.raises(JmemError, match="train.crop_padding=-1"):
         TrainConfig(crop_padding=-1)
+
+
+# ----------------------------------------------------------------------------- proxies
+
+
+def test_recorded_proxies(small_digits):
+    """Cumulative loss and learned epoch: zero off the subset, higher and later for examples
+    with flipped labels; recording them does not change training."""
+    ds = small_digits
+    flipped = np.arange(0, ds.num_train, 10)
+    y = ds.y_train.copy()
+    y[flipped] = (y[flipped] + 3) % ds.num_classes
+    ds = dataclasses.replace(ds, y_train=y)
+    keep = _bernoulli_keep(4, ds.num_train)
+    cfg = dataclasses.replace(SHORT, epochs=15, learning_rate=1e-2, strategy="vmap")
+    plain = train_models(keep, ds, MLP, cfg, seed=1)
+    rec = train_models(keep, ds, MLP, dataclasses.replace(cfg, record_proxies=True), seed=1)
+    assert plain.cum_loss is None and plain.learned_epoch is None
+    for a, b in zip(_leaves(plain.params, 0), _leaves(rec.params, 0)):
+        np.testing.assert_array_equal(a, b)
+    assert rec.cum_loss.shape == keep.shape and rec.learned_epoch.shape == keep.shape
+    assert (rec.cum_loss[~keep] == 0).all() and (rec.learned_epoch[~keep] == 0).all()
+    assert (rec.cum_loss[keep] > 0).all()
+    assert rec.learned_epoch.min() >= 0 and rec.learned_epoch.max() <= cfg.epochs
+    is_flipped = np.zeros(ds.num_train, bool)
+    is_flipped[flipped] = True
+    on = keep & is_flipped[None, :]
+    off = keep & ~is_flipped[None, :]
+    assert rec.cum_loss[on].mean() > 2 * rec.cum_loss[off].mean()
+    assert rec.learned_epoch[on].mean() > rec.learned_epoch[off].mean() + 1
+    # The epoch mean of the recorded losses is the loss history (same passes, same weights).
+    seq = train_models(keep, ds, MLP, dataclasses.replace(cfg, record_proxies=True, strategy="sequential"), seed=1)
+    np.testing.assert_allclose(seq.cum_loss, rec.cum_loss, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(seq.learned_epoch, rec.learned_epoch)

@@ -108,6 +108,9 @@ class TrainConfig:
       random order per seed, the model's excluded examples masked out of their batches, so
       models that share a seed and differ by a few removed examples see every other example
       at the same step: the removal experiment's paired arms).
+    record_proxies: also record, per model and training example, the cumulative training loss
+      and the epoch from which the example stays learned (two [R, N] arrays; cheap
+      memorization proxies, validated against leave-one-out by ``jmem loo``).
     """
 
     num_models: int = 256
@@ -128,6 +131,7 @@ class TrainConfig:
     strategy: str = "auto"
     wave_size: int = 0
     data_order: str = "compact"
+    record_proxies: bool = False
 
     def __post_init__(self):
         positive = {"num_models": self.num_models, "epochs": self.epochs,

@@ -85,6 +85,11 @@ class TrainResult:
     model_ids: int64[R], the ids that determined each model's keys.
     strategy: the batching strategy actually used ("vmap", "patches" or "sequential").
     seconds: wall time of the call, compilation included.
+    cum_loss: float32[R, N] or None: with ``train.record_proxies``, each model's summed
+      training loss on each example (0 where it never trained on it; see :class:`TrainState`).
+    learned_epoch: int32[R, N] or None: the epoch from which the model classified the
+      example correctly in every later training pass (0: from the first; ``epochs``: still
+      wrong in the last), meaningful where the model trained on the example.
     """
 
     params: Any
@@ -96,6 +101,8 @@ class TrainResult:
     model_ids: np.ndarray
     strategy: str
     seconds: float
+    cum_loss: np.ndarray | None = None
+    learned_epoch: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------- strategy
@@ -209,6 +216,7 @@ class _Plan:
     conv_impl: str
     min_steps: int = 0  # the smallest ceil(n_r / B) of the wave: steps every model takes
     chunk: int = 0  # models vectorised together on a device (0: all of its block)
+    num_train: int = 0  # N, the length of the proxies' per-example arrays
 
 
 def epoch_order(key: jax.Array, keep_row: jax.Array, coupled: bool = False) -> jax.Array:
@@ -272,6 +280,12 @@ class TrainState(NamedTuple):
     diverged: bool[]; steps: int32[], optimizer steps taken so far;
     history: float32[E], mean training loss per epoch (NaN for epochs not yet run, and from
       divergence on).
+    proxies: ``{}``, or with ``train.record_proxies`` the two cheap memorization proxies of
+      every example, from the model's own training passes (train-mode forward, before each
+      update): ``cum_loss`` float32[N], the summed training loss on the example over all its
+      steps (cumulative sample loss, Ravikumar et al., ICML 2025), and ``last_wrong`` int32[N],
+      one plus the last epoch in which the example was misclassified (0: never), i.e. the
+      epoch from which it stays learned. Examples the model never trains on keep 0.
 
     Together with the epoch counter of its wave this is everything training needs to go on:
     the data-order and augmentation keys are recomputed from (seed, model id, epoch, steps).
@@ -283,6 +297,13 @@ class TrainState(NamedTuple):
     diverged: jax.Array
     steps: jax.Array
     history: jax.Array
+    proxies: Any = None
+
+
+def _init_proxies(plan: _Plan, n_total: int) -> dict:
+    if not plan.train_cfg.record_proxies:
+        return {}
+    return {"cum_loss": jnp.zeros((n_total,), jnp.float32), "last_wrong": jnp.zeros((n_total,), jnp.int32)}
 
 
 def _init_one(plan: _Plan, init_key) -> TrainState:
@@ -291,7 +312,8 @@ def _init_one(plan: _Plan, init_key) -> TrainState:
     params, state = init_one(module, init_key, plan.example_shape)
     opt_state = make_optimizer(plan.train_cfg).init(params)
     history = jnp.full((plan.train_cfg.epochs,), jnp.nan, jnp.float32)
-    return TrainState(params, state, opt_state, jnp.zeros((), bool), jnp.zeros((), jnp.int32), history)
+    return TrainState(params, state, opt_state, jnp.zeros((), bool), jnp.zeros((), jnp.int32), history,
+                      _init_proxies(plan, plan.num_train))
 
 
 def _epochs_one(plan: _Plan, batched: bool, x_all, y_all, keep_row, order_key, aug_key, base_lr,
@@ -335,10 +357,22 @@ def _epochs_one(plan: _Plan, batched: bool, x_all, y_all, keep_row, order_key, a
             targets = optax.smooth_labels(targets, cfg.label_smoothing)
         weights = valid.astype(jnp.float32)
         per_example = optax.softmax_cross_entropy(logits, targets)
-        return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0), new_s
+        wrong = jnp.argmax(logits, axis=-1) != yb
+        mean = jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+        return mean, (new_s, per_example, wrong)
 
-    def step(j, carry, order, guard):
-        params, state, opt_state, k, loss_sum = carry
+    def record(prox, idx, valid, per_example, wrong, e):
+        """Scatter one batch's losses and mistakes into the model's proxies (valid slots only;
+        the indices of a batch are distinct, padding aside, which ``valid`` masks)."""
+        if not prox:
+            return prox
+        loss = jnp.where(valid, per_example, 0.0)
+        last = jnp.where(valid & wrong, e + 1, 0).astype(jnp.int32)
+        return {"cum_loss": prox["cum_loss"].at[idx].add(loss),
+                "last_wrong": prox["last_wrong"].at[idx].max(last)}
+
+    def step(j, carry, order, guard, e):
+        params, state, opt_state, k, loss_sum, prox = carry
         idx = lax.dynamic_slice(order, (j * bsz,), (bsz,))
         valid = j * bsz + jnp.arange(bsz) < n
         if coupled:
@@ -349,33 +383,36 @@ def _epochs_one(plan: _Plan, batched: bool, x_all, y_all, keep_row, order_key, a
         yb = jnp.where(valid, y_all[idx], 0)
         if cfg.augment == "crop_flip":
             xb = crop_flip(jax.random.fold_in(aug_key, k), xb, cfg.crop_padding)
-        (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, state, xb, yb, valid)
+        (loss, (new_state, per_example, wrong)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, state, xb, yb, valid)
+        new_prox = record(prox, idx, valid, per_example, wrong, e)
         lr = base_lr * lr_factor(cfg, k, total)
         opt_state_lr = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
         updates, new_opt_state = tx.update(grads, opt_state_lr, params)
         new_params = optax.apply_updates(params, updates)
         if not guard:
-            return new_params, new_state, new_opt_state, k + 1, loss_sum + loss
+            return new_params, new_state, new_opt_state, k + 1, loss_sum + loss, new_prox
         active = j < own_steps  # idle steps of a model with fewer steps than the wave's longest
+        # (an idle step's slots are all past n, so ``valid`` already kept it out of the proxies)
         return (_select(active, new_params, params), _select(active, new_state, state),
                 _select(active, new_opt_state, opt_state), k + active.astype(jnp.int32),
-                loss_sum + jnp.where(active, loss, 0.0))
+                loss_sum + jnp.where(active, loss, 0.0), new_prox)
 
     def epoch(e, ts: TrainState) -> TrainState:
         order = epoch_order(jax.random.fold_in(order_key, e), keep_row, coupled)
         order = jnp.pad(order, (0, max(0, n_steps * bsz - n_total)))
         # base_lr * 0 (finite by validation), not a constant: under shard_map the loss sum
         # must be typed as varying over the model axis like the rest of the carry.
-        inner = (ts.params, ts.model_state, ts.opt_state, ts.steps, base_lr * 0.0)
-        plain = functools.partial(step, order=order, guard=False)
+        inner = (ts.params, ts.model_state, ts.opt_state, ts.steps, base_lr * 0.0, ts.proxies)
+        plain = functools.partial(step, order=order, guard=False, e=e)
         if batched:
             inner = lax.fori_loop(0, plan.min_steps, plain, inner)
             if plan.min_steps < n_steps:
                 inner = lax.fori_loop(plan.min_steps, n_steps,
-                                      functools.partial(step, order=order, guard=True), inner)
+                                      functools.partial(step, order=order, guard=True, e=e), inner)
         else:
             inner = lax.fori_loop(0, own_steps, plain, inner)
-        params, state, opt_state, steps, loss_sum = inner
+        params, state, opt_state, steps, loss_sum, proxies = inner
         finite = jnp.isfinite(loss_sum) & _all_finite(params)
         keep_new = finite & ~ts.diverged
         params, state, opt_state = _select(keep_new, (params, state, opt_state),
@@ -383,7 +420,7 @@ def _epochs_one(plan: _Plan, batched: bool, x_all, y_all, keep_row, order_key, a
         diverged = ts.diverged | ~finite
         mean = loss_sum / jnp.maximum(own_steps, 1).astype(jnp.float32)
         history = lax.dynamic_update_index_in_dim(ts.history, jnp.where(diverged, jnp.nan, mean), e, 0)
-        return TrainState(params, state, opt_state, diverged, steps, history)
+        return TrainState(params, state, opt_state, diverged, steps, history, proxies)
 
     return lax.fori_loop(e_start, e_stop, epoch, carry)
 
@@ -534,7 +571,8 @@ def prepare_wave(keep, dataset: Dataset, model_cfg: ModelConfig, train_cfg: Trai
         chunk = resolve_chunk(model_cfg, train_cfg, devices[0].platform)
     plan = _Plan(model_cfg, _cache_key_cfg(train_cfg), dataset.num_classes,
                  tuple(dataset.example_shape), int(own_steps.max()), _conv_impl(strategy),
-                 min_steps=int(own_steps.min()), chunk=_divisor_at_most(block, chunk))
+                 min_steps=int(own_steps.min()), chunk=_divisor_at_most(block, chunk),
+                 num_train=int(dataset.num_train) if train_cfg.record_proxies else 0)
     x_all = np.asarray(dataset.x_train, np.float32)
     y_all = np.asarray(dataset.y_train, np.int32)
     inputs = (keep, np.asarray(rng.model_keys(seed, "init", ids)),
@@ -627,12 +665,14 @@ def finish(wave: Wave, state: TrainState) -> TrainResult:
     params, model_state = jax.tree_util.tree_map(
         lambda leaf: leaf[:wave.num_models] if leaf.shape[0] != wave.num_models else leaf,
         (state.params, state.model_state))
+    proxies = {name: np.asarray(leaf)[:wave.num_models] for name, leaf in (state.proxies or {}).items()}
     return TrainResult(
         params=params, model_state=model_state, diverged=np.asarray(diverged, bool),
         final_loss=np.where(diverged, np.nan, history[:, -1]).astype(np.float32),
         loss_history=np.asarray(history, np.float32), steps=np.asarray(steps, np.int32),
         model_ids=wave.model_ids, strategy=wave.strategy,
-        seconds=time.perf_counter() - wave.started)
+        seconds=time.perf_counter() - wave.started,
+        cum_loss=proxies.get("cum_loss"), learned_epoch=proxies.get("last_wrong"))
 
 
 def segment_program(wave: Wave):
