@@ -50,8 +50,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-import os
 import time
 from typing import Any, NamedTuple
 
@@ -66,10 +64,9 @@ from jmem import rng
 from jmem.data.dataset import Dataset
 from jmem.errors import JmemError
 from jmem.engine.hparams import ModelConfig, TrainConfig
-from jmem.engine.models import activation_elems, apply_one, build_model, check_input, init_one, param_count
-
-STRATEGIES = ("vmap", "patches", "sequential")
-
+from jmem.engine.models import apply_one, build_model, check_input, init_one
+from jmem.engine.optim import lr_factor, make_optimizer
+from jmem.engine.strategy import conv_impl, resolve_chunk, resolve_strategy
 
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
@@ -96,109 +93,6 @@ class TrainResult:
     model_ids: np.ndarray
     strategy: str
     seconds: float
-
-
-# ----------------------------------------------------------------------------- strategy
-
-
-def resolve_strategy(model_cfg: ModelConfig, train_cfg: TrainConfig, backend: str | None = None) -> str:
-    """The concrete strategy for ``train_cfg.strategy`` ("auto" resolved).
-
-    Rule (measured on the 2-core CPU, see benchmarks/RESULTS.md and the README):
-    MLPs use "vmap" (a batched GEMM already; "patches" is the same program). Convolutional
-    models use "patches" on every backend: vmapped convolutions lower to grouped
-    convolutions, measured 2-4x slower per model than a loop on CPU and a known weak spot of
-    GPU backward passes, while patches x matmul under vmap was the fastest way on CPU.
-    """
-    del backend  # The rule does not depend on the backend yet; kept for a measured GPU rule.
-    if train_cfg.strategy != "auto":
-        return train_cfg.strategy
-    return "vmap" if model_cfg.kind == "mlp" else "patches"
-
-
-def _conv_impl(strategy: str) -> str:
-    return "patches" if strategy == "patches" else "lax"
-
-
-
-# Chunk per model family on CPU (see resolve_chunk); measured in benchmarks/RESULTS.md.
-CPU_CHUNK = {"mlp": 1, "cnn": 1, "resnet": 1}
-
-
-def resolve_chunk(model_cfg: ModelConfig, train_cfg: TrainConfig, backend: str) -> int:
-    """Models vectorised together on one device (0: all of its block), by measured rule.
-
-    CPU (XLA:CPU, one thread per device): one model at a time inside the program
-    (``lax.map``) for every family. Measured on the 2-core CPU, 2026-12-01 (RESULTS.md,
-    "Issue 15"; loaded machine, alternated runs, medians): digits MLP at R=256, chunk 1
-    18.5-18.9 models/s vs 14.0 for chunks of 4 and 8.9-13.2 for one vmap per device block
-    (vmapping tiny per-model matmuls does not pay on XLA:CPU, BACKGROUND section 5);
-    MNIST-1D CNN at R=32, chunk 1 6.3 vs 5.0 (chunks of 4) and 3.7 (one vmap), at R=8
-    within noise of each other. The ResNet is not measured on CPU; it follows the CNN.
-    Accelerators: the whole block in one vmap (one small model leaves the chip idle; no
-    GPU measurement yet, benchmarks/gpu.sh measures the chunk layouts too).
-    """
-    del train_cfg
-    if backend != "cpu":
-        return 0
-    return CPU_CHUNK.get(model_cfg.kind, 0)
-
-
-# ----------------------------------------------------------------------------- optimizer
-
-
-def make_optimizer(train_cfg: TrainConfig) -> optax.GradientTransformation:
-    """The optax optimizer of one model, with its learning rate injected as state.
-
-    ``optax.inject_hyperparams`` keeps the learning rate in the optimizer state (a scalar per
-    model under vmap), so each model can have its own and the schedule is applied by
-    overwriting it each step. Weight decay: L2 added to the gradient for sgd/adam, decoupled
-    for adamw. Gradient clipping is by the *model's own* global norm.
-    """
-    cfg = train_cfg
-
-    def build(learning_rate):
-        parts = []
-        if cfg.grad_clip > 0:
-            parts.append(optax.clip_by_global_norm(cfg.grad_clip))
-        if cfg.optimizer == "adamw":
-            parts.append(optax.adamw(learning_rate, weight_decay=cfg.weight_decay))
-        else:
-            if cfg.weight_decay > 0:
-                parts.append(optax.add_decayed_weights(cfg.weight_decay))
-            if cfg.optimizer == "sgd":
-                parts.append(optax.sgd(learning_rate, momentum=cfg.momentum or None,
-                                       nesterov=cfg.nesterov))
-            else:
-                parts.append(optax.adam(learning_rate))
-        return optax.chain(*parts)
-
-    return optax.inject_hyperparams(build)(learning_rate=1.0)
-
-
-def lr_factor(train_cfg: TrainConfig, step: jax.Array, total: jax.Array) -> jax.Array:
-    """Multiplier of the base learning rate at ``step`` (int32) of ``total`` steps: float32.
-
-    ``total`` is per model (it depends on the model's subset size), so schedules are written
-    as functions of progress instead of optax schedules with a baked-in length.
-    """
-    step = step.astype(jnp.float32)
-    total = jnp.maximum(total.astype(jnp.float32), 1.0)
-    if train_cfg.schedule == "onecycle":
-        peak = float(train_cfg.warmup_steps) if train_cfg.warmup_steps else jnp.round(0.3 * total)
-        peak = jnp.maximum(peak, 1.0)
-        up = 1.0 / 25 + (1.0 - 1.0 / 25) * step / peak
-        down = 1.0 - (step - peak) / jnp.maximum(total - peak, 1.0)
-        return jnp.clip(jnp.where(step < peak, up, down), 0.0, 1.0)
-    warmup = float(train_cfg.warmup_steps)
-    warm = jnp.minimum((step + 1.0) / warmup, 1.0) if warmup else 1.0
-    progress = jnp.clip((step - warmup) / jnp.maximum(total - warmup, 1.0), 0.0, 1.0)
-    decay = {
-        "constant": 1.0,
-        "cosine": 0.5 * (1.0 + jnp.cos(jnp.pi * progress)),
-        "linear": 1.0 - progress,
-    }[train_cfg.schedule]
-    return jnp.asarray(warm * decay, jnp.float32)
 
 
 # ----------------------------------------------------------------------------- one model
@@ -522,7 +416,7 @@ def prepare_wave(keep, dataset: Dataset, model_cfg: ModelConfig, train_cfg: Trai
     if chunk is None:
         chunk = resolve_chunk(model_cfg, train_cfg, devices[0].platform)
     plan = _Plan(model_cfg, _cache_key_cfg(train_cfg), dataset.num_classes,
-                 tuple(dataset.example_shape), int(own_steps.max()), _conv_impl(strategy),
+                 tuple(dataset.example_shape), int(own_steps.max()), conv_impl(strategy),
                  min_steps=int(own_steps.min()), chunk=_divisor_at_most(block, chunk))
     x_all = np.asarray(dataset.x_train, np.float32)
     y_all = np.asarray(dataset.y_train, np.int32)
@@ -661,71 +555,3 @@ def train_models(keep, dataset: Dataset, model_cfg: ModelConfig, train_cfg: Trai
                         chunk)
     state = train_epochs(wave, init_state(wave), 0, wave.epochs)
     return finish(wave, state)
-
-
-# ----------------------------------------------------------------------------- waves
-
-
-def estimate_model_bytes(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset) -> int:
-    """Rough device bytes one model of a wave needs during training.
-
-    params + gradients + updated copies (x3) + optimizer slots, each float32; activations of
-    one batch x 3 (forward values kept for the backward pass, their gradients, temporaries);
-    the per-epoch order (int32[N]) and its sort temporaries.
-    """
-    check_input(model_cfg, dataset.example_shape)
-    strategy = resolve_strategy(model_cfg, train_cfg)
-    n_params = param_count(model_cfg, dataset.num_classes, dataset.example_shape)
-    slots = {"sgd": 1 if train_cfg.momentum else 0, "adam": 2, "adamw": 2}[train_cfg.optimizer]
-    param_bytes = 4 * n_params * (3 + 2 * slots)
-    act = activation_elems(model_cfg, dataset.num_classes, dataset.example_shape, _conv_impl(strategy))
-    act_bytes = 4 * 3 * train_cfg.batch_size * (act + math.prod(dataset.example_shape))
-    order_bytes = 4 * 4 * dataset.num_train
-    return int(param_bytes + act_bytes + order_bytes)
-
-
-def available_device_bytes() -> int:
-    """Free bytes on this process's first device (its memory stats), else free host memory."""
-    try:
-        stats = jax.local_devices()[0].memory_stats()
-    except Exception:  # noqa: BLE001 - backends without stats raise various errors
-        stats = None
-    if stats and "bytes_limit" in stats:
-        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
-    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-
-
-# Largest wave per device. On CPU the per-model cost is lowest at 8-32 models (their
-# parameters and optimizer state still fit in cache; measured in benchmarks/RESULTS.md: the
-# digits MLP's cost per model rises from 0.39x of R=1 at R=32 to 0.52x at R=128), and small
-# waves also keep the progress bar and checkpoints fine-grained. Accelerators want width.
-MAX_WAVE_PER_DEVICE = {"cpu": 32}
-DEFAULT_MAX_WAVE = 1024
-
-
-def default_max_wave() -> int:
-    """The per-device wave cap of the default backend (32 on CPU, 1024 elsewhere)."""
-    return MAX_WAVE_PER_DEVICE.get(jax.default_backend(), DEFAULT_MAX_WAVE)
-
-
-def choose_wave_size(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset,
-                     available_bytes: int | None = None, headroom: float = 0.5,
-                     max_wave: int | None = None) -> int:
-    """Models to train at once on one device: ``train_cfg.wave_size`` if > 0, else what fits.
-
-    Uses ``headroom`` of the available bytes (``available_device_bytes()`` by default) after
-    the dataset itself, divided by :func:`estimate_model_bytes`; capped by
-    ``train_cfg.num_models`` and ``max_wave`` (default :func:`default_max_wave`: larger waves
-    gain nothing on these models and make waves coarse). Always >= 1.
-    """
-    if max_wave is None:
-        max_wave = default_max_wave()
-    if train_cfg.wave_size > 0:
-        return min(train_cfg.wave_size, train_cfg.num_models)
-    if available_bytes is None:
-        available_bytes = available_device_bytes()
-    data_bytes = dataset.x_train.nbytes + dataset.y_train.nbytes
-    budget = headroom * available_bytes - data_bytes
-    per_model = estimate_model_bytes(model_cfg, train_cfg, dataset)
-    fits = int(budget // per_model) if budget > 0 else 1
-    return max(1, min(fits, train_cfg.num_models, max_wave))

@@ -288,7 +288,7 @@ def pending_waves(done: np.ndarray, wave_size: int) -> list[tuple[int, int]]:
 def auto_wave_size(config: Config, dataset: Dataset, num_devices: int, num_processes: int) -> int:
     """``train.wave_size``, or what fits in one device's memory times the device count,
     capped so that every process gets at least one wave."""
-    from jmem.engine.trainer import choose_wave_size
+    from jmem.engine.memory import choose_wave_size
 
     num_models = config.train.num_models
     if config.train.wave_size:
