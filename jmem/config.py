@@ -17,6 +17,7 @@ import typing
 from pathlib import Path
 
 from jmem.errors import JmemError
+from jmem.jsonable import to_jsonable
 from jmem.engine.hparams import ModelConfig, TrainConfig
 
 
@@ -171,15 +172,7 @@ EXECUTION_ONLY_FIELDS = frozenset({"train.wave_size"})
 
 def to_dict(config) -> dict:
     """The config as plain JSON-able nested dicts (tuples become lists)."""
-    return _jsonable(dataclasses.asdict(config))
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
+    return to_jsonable(dataclasses.asdict(config))
 
 
 def from_dict(raw: dict, cls=Config):

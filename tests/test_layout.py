@@ -4,7 +4,7 @@ Parses every module's imports with ``ast`` (lazy imports inside functions includ
 checks the direction documented in the README's code map:
 
     cli -> study -> {engine, data, scores};  bench -> {engine, data};  engine -> data (the
-    ``Dataset`` value);  scores -> numpy/scipy only;  everything -> errors, rng, config.
+    ``Dataset`` value);  scores -> numpy/scipy only;  everything -> errors, rng, jsonable, config.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "jmem"
 FOLDERS = ("engine", "data", "scores", "study", "bench")
-FOUNDATION = ("jmem.errors", "jmem.rng")  # import no other jmem module
+FOUNDATION = ("jmem.errors", "jmem.rng", "jmem.jsonable")  # import no other jmem module
 HEAVY = ("jax", "jaxlib", "flax", "optax", "orbax")
 
 # Parts an importer part must not import (a part: a folder, a top-level jmem module, or a

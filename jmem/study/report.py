@@ -756,7 +756,7 @@ def build_report(run_dir, *, export_fz: bool = True, half_width: float = 0.1) ->
                     "stability": rel["stability"], "models_needed": rel["models_needed"],
                     "variance_check": rel["variance_check"],
                     "half_width": rel["half_width"], "confidence": rel["confidence"]}
-        rundir.save_json(d / rundir.RELIABILITY, thresholds.to_jsonable(rel_json))
+        rundir.save_json(d / rundir.RELIABILITY, rel_json)
     rundir.save_text(d / rundir.REPORT, "\n".join(lines))
     return {"report": d / rundir.REPORT, "figures": sorted(fig_dir.glob("*.png")),
             "reliability": d / rundir.RELIABILITY if rel is not None else None,

@@ -51,6 +51,7 @@ from jmem.config import Config, RetrainConfig
 from jmem.data import removal
 from jmem.data.dataset import Dataset
 from jmem.errors import JmemError
+from jmem.jsonable import to_jsonable
 from jmem.scores import estimators
 from jmem.scores import paired
 from jmem.scores import protocols
@@ -293,7 +294,7 @@ def ablation_record(design: Design, outcomes: Outcomes, seed: int, resamples: in
         row["test_set"] = "test_clean" if cell.leakage else "test"
     out["rates"] = list(design.ablation_rates)
     out["excluded_seeds"] = int((~ok).sum())
-    return thresholds.to_jsonable(out)
+    return to_jsonable(out)
 
 
 def build_design(run: scoring.RunArrays, cfg: RetrainConfig, opt: scoring.ScoreOptions,
@@ -794,7 +795,7 @@ def record(design: Design, outcomes: Outcomes, comparisons: list[dict], accuracy
                      "removed_fraction": arm.count / num_examples,
                      "rows": [int(rows[0]), int(rows[-1]) + 1],
                      "diverged": int(outcomes.diverged[rows].sum())})
-    return thresholds.to_jsonable({
+    return to_jsonable({
         "seeds": design.seeds,
         "methods": list(cfg.method_list),
         "sweep": list(cfg.sweep),

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from jmem.errors import JmemError, one_line, os_error
+from jmem.jsonable import to_jsonable
 
 CONFIG = "config.json"
 KEEP = "keep.npy"                    # bool[R, N]
@@ -183,8 +184,8 @@ def save_json(path: Path, obj) -> None:
 
 
 def json_text(obj) -> str:
-    """The exact text :func:`save_json` writes for ``obj``."""
-    return json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n"
+    """The exact text :func:`save_json` writes for ``obj`` (through :func:`jmem.jsonable.to_jsonable`)."""
+    return json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n"
 
 
 def load_json(path: Path, expect=None):
@@ -215,13 +216,3 @@ def save_bytes(path: Path, data: bytes) -> None:
     """Atomically write a binary file (a PNG figure)."""
     with _atomic_path(path) as tmp:
         Path(tmp).write_bytes(data)
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

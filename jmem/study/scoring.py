@@ -59,6 +59,7 @@ from jmem.study import rundir as artifacts
 from jmem.scores import estimators as scoring
 from jmem.scores import thresholds
 from jmem.errors import JmemError
+from jmem.jsonable import to_jsonable
 
 CANARY_SCORES = ("mem", "fractional", "lira", "neg_log10_p", "one_minus_cscore")
 
@@ -444,7 +445,7 @@ def score_run(run_dir, options: ScoreOptions | None = None) -> dict:
                     "variance_matched": placebo.variance_matched},
         "options": dataclasses.asdict(opt),
     }
-    record = thresholds.to_jsonable(record)
+    record = to_jsonable(record)
     artifacts.save_text(d / artifacts.SCORES, csv_text(columns))
     artifacts.save_json(d / artifacts.THRESHOLDS, record)
     pairs = {k: np.concatenate(v) if v else np.empty(0) for k, v in pair_cols.items()}

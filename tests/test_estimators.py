@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import stats
 
-from jmem.scores import estimators as scoring
+from jmem.scores import estimators
 from jmem.errors import JmemError
 
 
@@ -63,7 +63,7 @@ def random_run(seed, R=40, N=30, rate=0.7):
 def test_hand_computed_example():
     keep = np.array([[1, 1, 0], [1, 1, 0], [0, 1, 0], [0, 1, 0]], bool)
     margins = np.array([[1, 1, 1], [2, -1, 1], [-1, 1, -1], [3, 1, 1]], np.float32)
-    s = scoring.compute_scores(keep, margins)
+    s = estimators.compute_scores(keep, margins)
     # Example 0: in = models 0,1 (both correct), out = models 2,3 (one correct).
     assert (s.n_in[0], s.n_out[0], s.correct_in[0], s.correct_out[0]) == (2, 2, 2, 1)
     assert s.acc_in[0] == 1.0 and s.acc_out[0] == 0.5 and s.mem[0] == 0.5
@@ -87,7 +87,7 @@ def test_newcombe_matches_published_values():
     """Newcombe (1998) Table II, method 10, examples (a)-(g)."""
     k1, n1 = np.array([56, 9, 6, 5, 0, 0, 10]), np.array([70, 10, 7, 56, 10, 10, 10])
     k2, n2 = np.array([48, 3, 2, 0, 0, 0, 0]), np.array([80, 10, 7, 29, 20, 10, 20])
-    low, high = scoring.newcombe_interval(k1, n1, k2, n2)
+    low, high = estimators.newcombe_interval(k1, n1, k2, n2)
     np.testing.assert_allclose(low, [0.0524, 0.1705, 0.0582, -0.0381, -0.1611, -0.2775, 0.6791],
                                atol=6e-5)
     np.testing.assert_allclose(high, [0.3339, 0.8090, 0.8062, 0.1926, 0.2775, 0.2775, 1.0],
@@ -96,7 +96,7 @@ def test_newcombe_matches_published_values():
 
 def test_wilson_matches_published_values():
     """Newcombe (1998, single proportion) Wilson intervals: 81/263, 15/148, 0/20, 1/29."""
-    low, high = scoring.wilson_interval(np.array([81, 15, 0, 1]), np.array([263, 148, 20, 29]))
+    low, high = estimators.wilson_interval(np.array([81, 15, 0, 1]), np.array([263, 148, 20, 29]))
     np.testing.assert_allclose(low, [0.2553, 0.0624, 0.0, 0.0061], atol=6e-5)
     np.testing.assert_allclose(high, [0.3662, 0.1605, 0.1611, 0.1718], atol=6e-5)
 
@@ -104,11 +104,11 @@ def test_wilson_matches_published_values():
 def test_fractional_floor_never_one_on_noise():
     acc_in = np.array([0.02, 0.09, 0.1, 0.5, 1.0, np.nan])
     acc_out = np.array([0.0, 0.0, 0.0, 0.5, 0.0, 0.2])
-    frac = scoring.fractional_score(acc_in, acc_out, floor=0.1)
+    frac = estimators.fractional_score(acc_in, acc_out, floor=0.1)
     np.testing.assert_array_equal(frac[:5], [0.0, 0.0, 1.0, 0.0, 1.0])
     assert np.isnan(frac[5])
     with pytest.raises(JmemError, match="fractional_floor"):
-        scoring.fractional_score(acc_in, acc_out, floor=0.0)
+        estimators.fractional_score(acc_in, acc_out, floor=0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ def test_matches_naive_loop(seed, R, N, rate, chunk):
     keep = rng.random((R, N)) < rate
     keep[:, 0] = rng.random(R) < 0.5  # at least one column with a mix, usually
     margins = rng.normal(0.2, 1, (R, N)).astype(np.float32)
-    s = scoring.compute_scores(keep, margins, chunk_size=chunk)
+    s = estimators.compute_scores(keep, margins, chunk_size=chunk)
     ref = naive_scores(keep, margins)
     np.testing.assert_array_equal(s.n_in, ref["n_in"])
     np.testing.assert_array_equal(s.correct_in, ref["correct_in"])
@@ -135,8 +135,8 @@ def test_matches_naive_loop(seed, R, N, rate, chunk):
 def test_invariant_to_model_order_and_chunking():
     keep, margins = random_run(0, R=60, N=50)
     perm = np.random.default_rng(1).permutation(60)
-    a = scoring.compute_scores(keep, margins, chunk_size=7)
-    b = scoring.compute_scores(keep[perm], margins[perm], chunk_size=1000)
+    a = estimators.compute_scores(keep, margins, chunk_size=7)
+    b = estimators.compute_scores(keep[perm], margins[perm], chunk_size=1000)
     for name, x in a.columns().items():
         np.testing.assert_allclose(x, b.columns()[name], rtol=1e-9, atol=1e-12, err_msg=name)
 
@@ -145,7 +145,7 @@ def test_invariant_to_model_order_and_chunking():
 @given(seed=st.integers(0, 10_000), R=st.integers(2, 60), N=st.integers(1, 20))
 def test_ranges(seed, R, N):
     keep, margins = random_run(seed, R, N)
-    s = scoring.compute_scores(keep, margins)
+    s = estimators.compute_scores(keep, margins)
     ok = ~s.undefined
     assert np.all((s.mem[ok] >= -1) & (s.mem[ok] <= 1))
     assert np.all((s.fractional[ok] >= -1) & (s.fractional[ok] <= 1))
@@ -159,9 +159,9 @@ def test_memmap_input(tmp_path):
     keep, margins = random_run(3)
     np.save(tmp_path / "k.npy", keep)
     np.save(tmp_path / "m.npy", margins)
-    a = scoring.compute_scores(np.load(tmp_path / "k.npy", mmap_mode="r"),
+    a = estimators.compute_scores(np.load(tmp_path / "k.npy", mmap_mode="r"),
                                np.load(tmp_path / "m.npy", mmap_mode="r"), chunk_size=4)
-    b = scoring.compute_scores(keep, margins)
+    b = estimators.compute_scores(keep, margins)
     np.testing.assert_array_equal(a.mem, b.mem)
 
 
@@ -178,7 +178,7 @@ def test_newcombe_coverage_near_nominal():
                 sims = 4000
                 k_in = rng.binomial(n_in, p_in, sims)
                 k_out = rng.binomial(n_out, p_out, sims)
-                lo, hi = scoring.newcombe_interval(k_in, np.full(sims, n_in), k_out,
+                lo, hi = estimators.newcombe_interval(k_in, np.full(sims, n_in), k_out,
                                                    np.full(sims, n_out), 0.95)
                 truth = p_in - p_out
                 covs.append(np.mean((lo <= truth) & (truth <= hi)))
@@ -193,14 +193,14 @@ def test_fisher_p_values_valid_under_null_and_powerful_otherwise():
     for n_in, n_out, p in [(70, 30, 0.5), (70, 30, 0.9), (28, 12, 0.3), (140, 60, 0.97)]:
         k_in = rng.binomial(n_in, p, sims)
         k_out = rng.binomial(n_out, p, sims)
-        pv = scoring.fisher_one_sided(k_in, np.full(sims, n_in), k_out, np.full(sims, n_out))
+        pv = estimators.fisher_one_sided(k_in, np.full(sims, n_in), k_out, np.full(sims, n_out))
         for alpha in (0.01, 0.05, 0.1):
             # Fisher is conservative for discrete data: P(p <= alpha) <= alpha (+ MC slack).
             assert np.mean(pv <= alpha) <= alpha + 3 * np.sqrt(alpha / sims) + 1e-3, (p, alpha)
     # Under an alternative it must reject often (guards against a p-value stuck at 1).
     k_in = rng.binomial(70, 0.9, sims)
     k_out = rng.binomial(30, 0.5, sims)
-    pv = scoring.fisher_one_sided(k_in, np.full(sims, 70), k_out, np.full(sims, 30))
+    pv = estimators.fisher_one_sided(k_in, np.full(sims, 70), k_out, np.full(sims, 30))
     assert np.mean(pv <= 0.05) > 0.9
 
 
@@ -211,21 +211,21 @@ def test_fisher_p_values_valid_under_null_and_powerful_otherwise():
 def test_input_validation_names_the_array():
     keep, margins = random_run(0, R=5, N=4)
     with pytest.raises(JmemError, match="margins"):
-        scoring.compute_scores(keep, margins[:, :3])
+        estimators.compute_scores(keep, margins[:, :3])
     with pytest.raises(JmemError, match="margins.*models"):
-        scoring.compute_scores(keep, margins[:4])
+        estimators.compute_scores(keep, margins[:4])
     bad = margins.copy()
     bad[2, 3] = np.nan
     with pytest.raises(JmemError, match=r"margins_train.*model 2, example 3"):
-        scoring.compute_scores(keep, bad, name="margins_train", chunk_size=2)
+        estimators.compute_scores(keep, bad, name="margins_train", chunk_size=2)
     with pytest.raises(JmemError, match="keep"):
-        scoring.compute_scores(keep.astype(int) * 2, margins)
+        estimators.compute_scores(keep.astype(int) * 2, margins)
     with pytest.raises(JmemError, match="keep"):
-        scoring.compute_scores(keep[0], margins)
+        estimators.compute_scores(keep[0], margins)
     with pytest.raises(JmemError, match="dtype"):
-        scoring.compute_scores(keep, margins.astype(int))
+        estimators.compute_scores(keep, margins.astype(int))
     # 0/1 integers are accepted as a mask.
-    s = scoring.compute_scores(keep.astype(np.uint8), margins)
+    s = estimators.compute_scores(keep.astype(np.uint8), margins)
     np.testing.assert_array_equal(s.n_in, keep.sum(0))
 
 
@@ -236,17 +236,17 @@ def test_input_validation_names_the_array():
 def test_scores_by_rate_and_cscore():
     keep, margins = random_run(5, R=60, N=20)
     rates = np.repeat([0.3, 0.7, 0.5], 20).astype(np.float32)
-    by = scoring.scores_by_rate(keep, margins, rates)
+    by = estimators.scores_by_rate(keep, margins, rates)
     assert list(by) == pytest.approx([0.3, 0.5, 0.7])
-    ref = scoring.compute_scores(keep[40:], margins[40:])
+    ref = estimators.compute_scores(keep[40:], margins[40:])
     np.testing.assert_array_equal(by[0.5].mem, ref.mem)
-    cs = scoring.cscore_over_rates(by)
+    cs = estimators.cscore_over_rates(by)
     np.testing.assert_allclose(cs, np.nanmean(np.stack([s.acc_out for s in by.values()]), 0))
-    curve = scoring.rate_curve(by)
+    curve = estimators.rate_curve(by)
     assert [c["rate"] for c in curve] == pytest.approx([0.3, 0.5, 0.7])
     assert all(c["num_models"] == 20 for c in curve)
     with pytest.raises(JmemError, match="model_rates"):
-        scoring.scores_by_rate(keep, margins, rates[:10])
+        estimators.scores_by_rate(keep, margins, rates[:10])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,10 +265,19 @@ def naive_influence(keep, margins_test):
     return out
 
 
+def influence_matrix(keep, margins_test, chunk_size=estimators.DEFAULT_CHUNK):
+    """float32[N, T]: every block of :func:`estimators.iter_influence`, put together."""
+    correct = estimators.correct_matrix(margins_test, keep.shape[0])
+    out = np.empty((keep.shape[1], correct.shape[1]), np.float32)
+    for sl, infl in estimators.iter_influence(keep, correct, chunk_size=chunk_size):
+        out[sl] = infl.T
+    return out
+
+
 def test_influence_hand_case():
     keep = np.array([[1, 0], [1, 1], [0, 1], [0, 1]], bool)
     mt = np.array([[1.0], [1.0], [-1.0], [1.0]], np.float32)
-    infl = scoring.influence_matrix(keep, mt)
+    infl = influence_matrix(keep, mt)
     # train 0: in {0,1} both right, out {2,3} half right -> 0.5;
     # train 1: in {1,2,3} 2/3 right, out {0} right -> -1/3.
     np.testing.assert_allclose(infl[:, 0], [0.5, -1 / 3], rtol=1e-6)
@@ -283,11 +292,11 @@ def test_influence_summary_matches_full_matrix(seed, chunk, k):
     keep[:, 0] = True  # one undefined column
     mt = rng.normal(0, 1, (R, T)).astype(np.float32)
     full = naive_influence(keep, mt)
-    np.testing.assert_allclose(scoring.influence_matrix(keep, mt, chunk_size=chunk), full,
+    np.testing.assert_allclose(influence_matrix(keep, mt, chunk_size=chunk), full,
                                rtol=1e-5, atol=1e-6)
     mem = rng.uniform(-0.2, 1, N)
     lt, lte = rng.integers(0, 2, N), rng.integers(0, 2, T)
-    summ = scoring.influence_summary(keep, mt, mem, lt, lte, k=k, mem_threshold=0.25,
+    summ = estimators.influence_summary(keep, mt, mem, lt, lte, k=k, mem_threshold=0.25,
                                      infl_threshold=0.1, chunk_size=chunk)
     # Top-k values equal the k largest of each column of the full matrix (NaN excluded).
     key = np.where(np.isnan(full), -np.inf, full)
@@ -304,16 +313,14 @@ def test_influence_summary_matches_full_matrix(seed, chunk, k):
     assert want ^ got <= borderline
 
 
-def test_influence_summary_refuses_too_many_pairs_and_big_matrix():
+def test_influence_summary_refuses_too_many_pairs_and_bad_labels():
     keep, _ = random_run(0, R=20, N=10)
     mt = np.ones((20, 5), np.float32)
     with pytest.raises(JmemError, match="max_pairs"):
-        scoring.influence_summary(keep, mt, np.ones(10), np.zeros(10, int), np.zeros(5, int),
+        estimators.influence_summary(keep, mt, np.ones(10), np.zeros(10, int), np.zeros(5, int),
                                   mem_threshold=0, infl_threshold=-1, max_pairs=3)
-    with pytest.raises(JmemError, match="max_entries"):
-        scoring.influence_matrix(keep, mt, max_entries=10)
     with pytest.raises(JmemError, match="labels_test"):
-        scoring.influence_summary(keep, mt, np.ones(10), np.zeros(10, int), np.zeros(4, int))
+        estimators.influence_summary(keep, mt, np.ones(10), np.zeros(10, int), np.zeros(4, int))
 
 
 def test_import_graph_stays_light():
