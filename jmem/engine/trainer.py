@@ -4,7 +4,7 @@ The unit of work is a *wave*: R models given by ``keep: bool[R, N]`` and ``model
 Training a wave is one jitted computation (``lax.fori_loop`` over epochs, inner ``lax.scan``
 over steps); the dataset lives on the device and a batch is an index gather. The epoch
 bounds are traced arguments, so a wave can be trained in segments (to checkpoint between
-them, see ``jmem.study.training``) by one compiled program, with bitwise the same result as in one
+them, see ``jmem.study.waves``) by one compiled program, with bitwise the same result as in one
 call: :func:`prepare_wave`, :func:`init_state`, :func:`train_epochs`, :func:`finish`.
 
 Several devices: the model axis of a wave is sharded over them with ``jax.shard_map`` (the

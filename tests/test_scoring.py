@@ -6,10 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from jmem.study import rundir as A
+from jmem.config import ScoreConfig
 from jmem.data.canaries import make_canaries
 from jmem.errors import JmemError
-from jmem.study.scoring import ScoreOptions, format_summary, score_run
+from jmem.study import rundir
+from jmem.study.scoring import format_summary, score_run
 
 R, N, T, C = 120, 400, 60, 5
 DOC_COLUMNS = ["index", "label", "is_canary", "n_in", "n_out", "correct_in", "correct_out",
@@ -38,14 +39,14 @@ def build_run(d, seed=0, rates=None, canary_fraction=0.05, extra=True):
     labels_test[7] = labels[3]
     margins_test = rng.normal(1, 1, (R, T)).astype(np.float32)
     margins_test[:, 7] = np.where(keep[:, 3], 1.0, -1.0)
-    files = {A.KEEP: keep, A.MARGINS_TRAIN: margins, A.LABELS_TRAIN: labels,
-             A.MARGINS_TEST: margins_test, A.LABELS_TEST: labels_test, A.CANARIES: canary,
-             A.MODEL_RATES: model_rates.astype(np.float32)}
+    files = {rundir.KEEP: keep, rundir.MARGINS_TRAIN: margins, rundir.LABELS_TRAIN: labels,
+             rundir.MARGINS_TEST: margins_test, rundir.LABELS_TEST: labels_test, rundir.CANARIES: canary,
+             rundir.MODEL_RATES: model_rates.astype(np.float32)}
     if extra:
-        files[A.margins_extra_name("clean")] = margins_test[:, 5:10]
-        files[A.labels_extra_name("clean")] = labels_test[5:10]
+        files[rundir.margins_extra_name("clean")] = margins_test[:, 5:10]
+        files[rundir.labels_extra_name("clean")] = labels_test[5:10]
     for name, arr in files.items():
-        A.save_array(d / name, arr)
+        rundir.save_array(d / name, arr)
     return keep, margins, canary
 
 
@@ -56,22 +57,22 @@ def read_csv(path):
 
 def test_end_to_end_canaries_recovered(tmp_path):
     _, _, canary = build_run(tmp_path)
-    summary = score_run(tmp_path, ScoreOptions(top_k=20))
-    rows = read_csv(tmp_path / A.SCORES)
+    summary = score_run(tmp_path, ScoreConfig(top_k=20))
+    rows = read_csv(tmp_path / rundir.SCORES)
     assert len(rows) == N
     assert list(rows[0]) == DOC_COLUMNS + ["selected_canary"]
     assert [int(r["is_canary"]) for r in rows] == canary.astype(int).tolist()
     for name in ("mem", "fractional", "lira", "neg_log10_p"):
         assert summary["canaries"]["scores"][name]["auroc"] > 0.99, name
         assert summary["canaries"]["scores"][name]["fpr_at_95tpr"] < 0.02, name
-    saved = json.loads((tmp_path / A.THRESHOLDS).read_text())
+    saved = json.loads((tmp_path / rundir.THRESHOLDS).read_text())
     json.dumps(saved, allow_nan=False)  # strict JSON: no NaN/Infinity
     assert set(saved["methods"]) == {"fixed", "top_k", "fdr", "null", "canary"}
     assert saved["methods"]["top_k"]["n_selected"] == 20
     fdr = saved["methods"]["fdr"]["canary_metrics"]
     assert fdr["tpr"] > 0.95 and fdr["precision"] > 0.9
     # The planted pair (train 3 -> test 7) is found, for the extra set not (7 is not in 5..9).
-    pairs = read_csv(tmp_path / A.PAIRS)
+    pairs = read_csv(tmp_path / rundir.PAIRS)
     test_pairs = {(int(p["train_index"]), int(p["test_index"])) for p in pairs
                   if p["test_set"] == "test"}
     assert (3, 7) in test_pairs
@@ -89,13 +90,13 @@ def test_end_to_end_canaries_recovered(tmp_path):
 
 def test_undefined_examples_are_nan_and_counted(tmp_path):
     build_run(tmp_path)
-    keep = np.load(tmp_path / A.KEEP)
+    keep = np.load(tmp_path / rundir.KEEP)
     keep[:, 0] = False
     keep[:, 1] = True
-    A.save_array(tmp_path / A.KEEP, keep)
+    rundir.save_array(tmp_path / rundir.KEEP, keep)
     summary = score_run(tmp_path)
     assert summary["nan_counts"]["zero_in"] == 1 and summary["nan_counts"]["zero_out"] == 1
-    rows = read_csv(tmp_path / A.SCORES)
+    rows = read_csv(tmp_path / rundir.SCORES)
     for r in rows[:2]:
         assert r["mem"] == "nan" and r["p_value"] == "nan" and r["q_value"] == "nan"
         assert all(r[f"selected_{m}"] == "0" for m in ("fixed", "top_k", "fdr", "null"))
@@ -109,12 +110,12 @@ def test_several_rates(tmp_path):
     assert summary["pooled_over_rates"] is True
     assert [p["rate"] for p in summary["rate_curve"]] == [0.5, 0.9]
     assert all(p["canary_auroc_mem"] > 0.95 for p in summary["rate_curve"])
-    row = read_csv(tmp_path / A.SCORES)[0]
+    row = read_csv(tmp_path / rundir.SCORES)[0]
     assert {"mem_rate_0.5", "mem_rate_0.9", "acc_out_rate_0.5", "acc_out_rate_0.9"} <= set(row)
-    one = score_run(tmp_path, ScoreOptions(rate=0.9))
+    one = score_run(tmp_path, ScoreConfig(rate=0.9))
     assert one["num_models"] == R // 2 and one["pooled_over_rates"] is False
     with pytest.raises(JmemError, match="score.rate"):
-        score_run(tmp_path, ScoreOptions(rate=0.3))
+        score_run(tmp_path, ScoreConfig(rate=0.3))
 
 
 @pytest.mark.parametrize("field,value", [
@@ -126,38 +127,38 @@ def test_several_rates(tmp_path):
 ])
 def test_options_validated(field, value):
     with pytest.raises(JmemError, match=f"score.{field}="):
-        ScoreOptions(**{field: value})
+        ScoreConfig(**{field: value})
 
 
 def test_bad_run_directories(tmp_path):
     with pytest.raises(JmemError, match="does not exist"):
         score_run(tmp_path / "nope")
     build_run(tmp_path, extra=False)
-    (tmp_path / A.LABELS_TEST).unlink()
+    (tmp_path / rundir.LABELS_TEST).unlink()
     with pytest.raises(JmemError, match="labels_test.npy"):
         score_run(tmp_path)
     build_run(tmp_path, extra=False)
-    m = np.load(tmp_path / A.MARGINS_TRAIN)
+    m = np.load(tmp_path / rundir.MARGINS_TRAIN)
     m[4, 9] = np.nan
-    A.save_array(tmp_path / A.MARGINS_TRAIN, m)
+    rundir.save_array(tmp_path / rundir.MARGINS_TRAIN, m)
     with pytest.raises(JmemError, match=r"margins_train.npy.*model 4, example 9"):
         score_run(tmp_path)
     build_run(tmp_path, extra=False)
-    A.save_array(tmp_path / A.LABELS_TRAIN, np.zeros(N + 1, np.int32))
+    rundir.save_array(tmp_path / rundir.LABELS_TRAIN, np.zeros(N + 1, np.int32))
     with pytest.raises(JmemError, match="labels_train.npy"):
         score_run(tmp_path)
     build_run(tmp_path, extra=False)
-    A.save_array(tmp_path / A.margins_extra_name("v2"), np.zeros((R, 3), np.float32))
+    rundir.save_array(tmp_path / rundir.margins_extra_name("v2"), np.zeros((R, 3), np.float32))
     with pytest.raises(JmemError, match="labels_v2.npy"):
         score_run(tmp_path)
 
 
 def test_runs_without_optional_files(tmp_path):
     build_run(tmp_path, extra=False)
-    (tmp_path / A.CANARIES).unlink()
-    (tmp_path / A.MODEL_RATES).unlink()
+    (tmp_path / rundir.CANARIES).unlink()
+    (tmp_path / rundir.MODEL_RATES).unlink()
     summary = score_run(tmp_path)
     assert summary["canaries"] is None and summary["rate_curve"] is None
     assert "canary" not in summary["methods"]
-    assert "selected_canary" not in read_csv(tmp_path / A.SCORES)[0]
+    assert "selected_canary" not in read_csv(tmp_path / rundir.SCORES)[0]
     assert "canar" not in format_summary(summary)
