@@ -47,8 +47,8 @@ def main(argv=None) -> int:
 
     from jmem import config as config_lib
     from jmem.data.loaders import load_dataset
-    from jmem.study import retrain as rt
     from jmem.study import rundir
+    from jmem.study.retrain import stage
     from jmem.study.training import run_training
 
     config = config_lib.from_dict(rundir.load_json(args.run_dir / rundir.CONFIG))
@@ -61,10 +61,10 @@ def main(argv=None) -> int:
             copy = Path(tmp) / f"run_{repeat}"
             shutil.copytree(args.run_dir, copy, ignore=shutil.ignore_patterns("retrain"))
             began = time.perf_counter()
-            summary = rt.run_retrain(copy, overrides, dataset=dataset, progress=False,
-                                     log=lambda *a: None)
+            summary = stage.run_retrain(copy, overrides, dataset=dataset, progress=False,
+                                        log=lambda *a: None)
             total = time.perf_counter() - began
-            keep = np.load(copy / rt.RETRAIN_DIR / rt.KEEP)
+            keep = np.load(copy / stage.RETRAIN_DIR / stage.KEEP)
             models = keep.shape[0]
             retrain_row = {"what": "retrain", "repeat": repeat, "models": models,
                            "train_seconds": summary["train_seconds"],

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from jmem.scores import estimators as scoring
+from jmem.scores import estimators
 from jmem.scores import thresholds
 
 
@@ -62,7 +62,7 @@ def main(argv=None) -> dict:
     p.add_argument("--models", type=int, default=4000)
     p.add_argument("--examples", type=int, default=50_000)
     p.add_argument("--test", type=int, default=10_000)
-    p.add_argument("--chunk", type=int, default=scoring.DEFAULT_CHUNK,
+    p.add_argument("--chunk", type=int, default=estimators.DEFAULT_CHUNK,
                    help="training examples per chunk (scores and influence)")
     p.add_argument("--k", type=int, default=10, help="top influencers per test example")
     p.add_argument("--skip-placebo", action="store_true")
@@ -87,14 +87,14 @@ def main(argv=None) -> dict:
         print(f"  {name:<28} {timings[name]:7.1f} s   peak RSS {peak_rss_gib():.2f} GiB", flush=True)
         return out
 
-    counts = stage("counts + margin moments", lambda: scoring.example_counts(
+    counts = stage("counts + margin moments", lambda: estimators.example_counts(
         keep, margins, chunk_size=args.chunk))
-    s = stage("scores, intervals, p-values", lambda: scoring.scores_from_counts(counts))
+    s = stage("scores, intervals, p-values", lambda: estimators.scores_from_counts(counts))
     stage("BH q-values + FDR selection", lambda: thresholds.fdr_threshold(s.p_value, s.mem))
     if not args.skip_placebo:
         pl = stage("placebo null", lambda: thresholds.placebo_scores(keep, margins, seed=0))
         stage("null threshold", lambda: thresholds.null_threshold(s.mem, pl.scores))
-    inf = stage("influence top-k + pairs", lambda: scoring.influence_summary(
+    inf = stage("influence top-k + pairs", lambda: estimators.influence_summary(
         keep, margins_test, s.mem, lt, lte, k=args.k, chunk_size=args.chunk))
     scoring_time = sum(v for k, v in timings.items() if k != "generate_data")
     flops = 2.0 * R * N * T
@@ -129,18 +129,18 @@ def time_score_run(run_dir, keep, margins, margins_test, lt, lte, chunk) -> dict
     import subprocess
     from pathlib import Path
 
-    from jmem.study import rundir as artifacts
+    from jmem.study import rundir
 
     d = Path(run_dir)
-    for name, arr in [(artifacts.KEEP, keep), (artifacts.MARGINS_TRAIN, margins),
-                      (artifacts.MARGINS_TEST, margins_test), (artifacts.LABELS_TRAIN, lt),
-                      (artifacts.LABELS_TEST, lte)]:
-        artifacts.save_array(d / name, arr)
+    for name, arr in [(rundir.KEEP, keep), (rundir.MARGINS_TRAIN, margins),
+                      (rundir.MARGINS_TEST, margins_test), (rundir.LABELS_TRAIN, lt),
+                      (rundir.LABELS_TEST, lte)]:
+        rundir.save_array(d / name, arr)
     canary = np.zeros(keep.shape[1], bool)
     canary[:50] = True  # the planted memorized examples stand in for canaries
-    artifacts.save_array(d / artifacts.CANARIES, canary)
-    code = ("import sys; from jmem.study.scoring import ScoreOptions, format_summary, score_run; "
-            f"s = score_run(sys.argv[1], ScoreOptions(chunk_size={chunk}, "
+    rundir.save_array(d / rundir.CANARIES, canary)
+    code = ("import sys; from jmem.config import ScoreConfig; from jmem.study.scoring import format_summary, score_run; "
+            f"s = score_run(sys.argv[1], ScoreConfig(chunk_size={chunk}, "
             f"influence_chunk_size={chunk})); print(format_summary(s))")
     t = time.perf_counter()
     subprocess.run([sys.executable, "-c", code, str(d)], check=True)

@@ -438,7 +438,9 @@ def section_resnet(rows: Rows, budget: Budget) -> None:
 
     from jmem.bench.workloads import forward_macs, synthetic_images
     from jmem.engine.models import apply_one, build_model, init_one
-    from jmem.engine.trainer import crop_flip, make_optimizer, prepare_wave, segment_program, train_models
+    from jmem.engine.optim import make_optimizer
+    from jmem.engine.batches import crop_flip
+    from jmem.engine.trainer import prepare_wave, segment_program, train_models
 
     all_rows = read_rows(rows.path)
     peak, peak_measured = ceiling(all_rows, "matmul_bfloat16")

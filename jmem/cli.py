@@ -35,12 +35,17 @@ def _add_config_args(parser: argparse.ArgumentParser, optional: bool = False) ->
                             help="experiment file (default: experiments/digits.py, the embedded digits study)")
     else:
         parser.add_argument("config", help="experiment file, e.g. experiments/digits.py (or FILE.py:VARIANT)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="override a config field, e.g. --set train.num_models=64 (repeatable)")
+    _add_set_arg(parser, "override a config field, e.g. --set train.num_models=64 (repeatable)")
     parser.add_argument("--workdir", required=not optional, type=Path, default=None,
                         help="run directory to write (or resume)" + (" (default: runs/<dataset>)" if optional else ""))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_execution_args(parser)
+
+
+def _add_set_arg(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--set SECTION.FIELD=VALUE`` (repeatable): the one override grammar of every command."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.FIELD=VALUE", help=help_text)
 
 
 def _add_execution_args(parser: argparse.ArgumentParser) -> None:
@@ -76,8 +81,8 @@ def _add_retrain_execution_args(parser: argparse.ArgumentParser) -> None:
 
 
 def execution_from_args(args):
-    """The :class:`jmem.study.training.Execution` of the parsed flags."""
-    from jmem.study.training import Execution
+    """The :class:`jmem.study.waves.Execution` of the parsed flags."""
+    from jmem.study.waves import Execution
 
     return Execution(devices=args.devices or 0,
                      checkpoint_every_seconds=args.checkpoint_every_seconds,
@@ -105,9 +110,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import jmem
+
     parser = _Parser(
         prog="jmem",
         description="Train many small JAX models on random subsets at once to measure memorization.")
+    parser.add_argument("--version", action="version", version=f"jmem {jmem.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="the main job, the whole study: train, score, retrain, report "
@@ -121,12 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("score", help="memorization scores, thresholds and high-influence pairs of a run")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a scoring option, e.g. --set fdr_q=0.05 (repeatable)")
+    _add_set_arg(p, "override a field of the run's score section, e.g. --set score.fdr_q=0.05 "
+                    "(repeatable)")
     p.set_defaults(handler=cmd_score)
 
     p = sub.add_parser("leakage", help="train/test near-duplicates of a dataset or run directory")
     p.add_argument("target", help="dataset name, .npz path, or run directory")
+    _add_set_arg(p, "override a config field, e.g. --set leakage.threshold=0.005 (repeatable)")
     p.add_argument("--data-dir", default="", help="TFDS data directory")
     p.add_argument("--idx-dir", default="", help="directory of Fashion-MNIST's IDX files")
     p.add_argument("--out", type=Path, default=None, help="where to write duplicates.csv (default: the run directory, else ./duplicates.csv)")
@@ -149,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retrain", help="the removal experiment: retrain without the selected "
                                        "examples and compare with matched random removal")
     p.add_argument("run_dir", type=Path, help="a scored run directory")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="retrain.FIELD=VALUE",
-                   help="override a retrain field, e.g. --set retrain.seeds=32 (repeatable)")
+    _add_set_arg(p, "override a field of the run's retrain section, e.g. --set retrain.seeds=32 "
+                    "(repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_retrain_execution_args(p)
     p.set_defaults(handler=cmd_retrain)
@@ -161,11 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--half-width", type=float, default=0.1, metavar="H",
                    help="target half-width of the mem interval in the models-needed table (default 0.1)")
     p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser("config", help="print the resolved config of an experiment file and list "
+                                      "its variants (runs nothing)")
+    p.add_argument("config", help="experiment file, e.g. experiments/digits.py (or FILE.py:VARIANT)")
+    _add_set_arg(p, "override a config field, e.g. --set train.num_models=64 (repeatable)")
+    p.set_defaults(handler=cmd_config)
     return parser
 
 
 def cmd_report(args) -> int:
-    from jmem.study.report import build_report
+    from jmem.study.report.stage import build_report
 
     out = build_report(args.run_dir, export_fz=not args.no_export, half_width=args.half_width)
     if out["verdict"]:
@@ -294,7 +309,7 @@ def cmd_run(args) -> int:
 
 def cmd_retrain(args) -> int:
     execution = execution_from_args(args)
-    from jmem.study.retrain import run_retrain
+    from jmem.study.retrain.stage import run_retrain
 
     summary = run_retrain(args.run_dir, args.overrides, execution=execution,
                           progress=not args.no_progress)
@@ -303,49 +318,58 @@ def cmd_retrain(args) -> int:
     return 0
 
 
-def cmd_score(args) -> int:
-    from jmem.study.scoring import ScoreOptions, format_summary, score_run
+def run_config(run_dir: Path):
+    """The config a run directory records (``config.json``), or the defaults without one."""
     from jmem import config as config_lib
-    import dataclasses
+    from jmem.study import rundir
 
-    options = ScoreOptions()
-    for item in args.overrides:
-        name, _, text = item.partition("=")
-        name = name.removeprefix("score.")
-        if not hasattr(options, name):
-            raise JmemError(f"unknown scoring option {name!r}; known: {', '.join(f.name for f in dataclasses.fields(options))}")
-        value = config_lib.parse_value(text, getattr(options, name), f"score.{name}")
-        options = dataclasses.replace(options, **{name: value})
+    path = Path(run_dir) / rundir.CONFIG
+    if not path.exists():
+        return config_lib.Config()
+    return config_lib.from_dict(rundir.load_json(path, expect=dict))
+
+
+def cmd_score(args) -> int:
+    from jmem import config as config_lib
+    from jmem.study.scoring import format_summary, score_run
+
+    config = config_lib.apply_overrides(run_config(args.run_dir), args.overrides,
+                                        sections=("score",), command="jmem score")
     if args.run_dir.is_dir() and not os.access(args.run_dir, os.W_OK):
         raise JmemError(f"run directory {str(args.run_dir)!r} is not writable; scoring writes "
                         "scores.csv, thresholds.json and pairs.csv into it")
-    summary = score_run(args.run_dir, options)
+    summary = score_run(args.run_dir, config.score)
     print(format_summary(summary))
     return 0
 
 
 def cmd_leakage(args) -> int:
-    from jmem.study import rundir as artifacts
     from jmem import config as config_lib
-    from jmem.data.loaders import load_dataset
     from jmem.data.leakage import format_leakage_summary
+    from jmem.data.loaders import load_dataset
+    from jmem.study import integrity, rundir
     from jmem.study.leakage import detect_leakage, write_duplicates_csv
 
     target = Path(args.target)
-    if (target / artifacts.CONFIG).exists():  # a run directory: its dataset, its settings
-        from jmem.study import integrity
-
+    if (target / rundir.CONFIG).exists():  # a run directory: its dataset, its settings
         manifest = integrity.load_manifest(target)
         if manifest is not None:
-            integrity.check_files(target, manifest, "inputs", names=[artifacts.CONFIG])
-        config = config_lib.from_dict(artifacts.load_json(target / artifacts.CONFIG, expect=dict))
-        out = args.out or target / artifacts.DUPLICATES
-    else:  # a dataset name or .npz path: the default leakage settings
-        config = config_lib.Config(data=config_lib.DataConfig(name=args.target))
-        out = args.out or Path(artifacts.DUPLICATES)
+            integrity.check_files(target, manifest, "inputs", names=[rundir.CONFIG])
+        recorded = run_config(target)
+        config = config_lib.apply_overrides(recorded, args.overrides)
+        changed = config_lib.first_difference(config_lib.to_dict(recorded), config_lib.to_dict(config),
+                                              ignore=(), ignore_sections=("score", "retrain"))
+        if changed and args.out is None:  # the run's duplicates.csv is the one it trained with
+            raise JmemError(f"--set changes the run's settings ({changed}); give --out to write "
+                            f"the result elsewhere than {str(target / rundir.DUPLICATES)!r}")
+        out = args.out or target / rundir.DUPLICATES
+    else:  # a dataset name or .npz path: the default settings and the --set overrides
+        config = config_lib.apply_overrides(config_lib.Config(data=config_lib.DataConfig(name=args.target)),
+                                            args.overrides)
+        out = args.out or Path(rundir.DUPLICATES)
     if Path(out).is_dir():  # before the detection, not after
         raise JmemError(f"--out {str(out)!r} is a directory; give a file name, e.g. "
-                        f"{str(Path(out) / artifacts.DUPLICATES)!r}")
+                        f"{str(Path(out) / rundir.DUPLICATES)!r}")
     dataset = load_dataset(config.data.name, data_dir=(args.data_dir or config.data.data_dir) or None,
                            idx_dir=(args.idx_dir or config.data.idx_dir) or None)
     result = detect_leakage(config, dataset)
@@ -355,6 +379,21 @@ def cmd_leakage(args) -> int:
     figures = save_leakage_figures(Path(out).parent, result, dataset)
     print(format_leakage_summary(result, dataset))
     print(f"wrote {', '.join(str(p) for p in [Path(out), *figures])}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    """Print the resolved config (JSON, as config.json records it) and the file's variants."""
+    from jmem import config as config_lib
+    from jmem.study import rundir
+
+    config = config_lib.apply_overrides(config_lib.load_experiment(args.config), args.overrides)
+    print(rundir.json_text(config_lib.to_dict(config)), end="")
+    path_text, variant = config_lib.split_spec(args.config)
+    variants = config_lib.experiment_variants(args.config)
+    lines = [f"variants of {path_text}" + (f" (this is {variant!r})" if variant else "") + ":"]
+    lines += [f"  {name}: {' '.join(items)}" for name, items in variants.items()] or ["  (none)"]
+    print("\n".join(lines))
     return 0
 
 
@@ -394,7 +433,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - the last resort: one line, not a traceback
-        from jmem.study.training import EXIT_PREEMPTED, Preempted
+        from jmem.study.waves import EXIT_PREEMPTED, Preempted
 
         if isinstance(err, Preempted):
             print(f"jmem: stopped by SIGTERM ({err}); re-run the same command to resume",

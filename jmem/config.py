@@ -16,7 +16,10 @@ import types
 import typing
 from pathlib import Path
 
+import numpy as np
+
 from jmem.errors import JmemError
+from jmem.jsonable import to_jsonable
 from jmem.engine.hparams import ModelConfig, TrainConfig
 
 
@@ -93,6 +96,87 @@ class LeakageConfig:
             raise JmemError(f"leakage.threshold={self.threshold} must be a finite number >= 0 (0 = default)")
 
 
+# Training examples per chunk of the per-example statistics: ``jmem.scores.estimators.DEFAULT_CHUNK``
+# (this module may not import the scores; tests/test_config.py holds the two equal).
+DEFAULT_CHUNK = 2048
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreConfig:
+    """The scoring stage, ``jmem score`` (see ``jmem.study.scoring``): how scores become selections.
+
+    fixed_threshold: F&Z's hand-chosen cut, ``mem >= 0.25``.
+    fdr_q, min_effect: Benjamini-Hochberg level and the minimum ``mem`` of a discovery.
+    top_k: how many examples the top-k method selects.
+    influence_threshold, pair_mem_threshold, pair_same_class: F&Z high-influence pairs
+      (``infl >= 0.15``, ``mem >= 0.25``, same class).
+    influencers_k: top influencers kept per test example (in the returned summary only).
+    null_fpr: false-positive level of the placebo-null threshold; placebo_seed: its seed
+      ("placebo" stream); placebo_match_variance: rescale placebo scores to the real split's
+      variance (see ``jmem.scores.thresholds.placebo_scores``).
+    canary_tpr: TPR at which FPR is reported and the canary threshold is set.
+    confidence: level of the ``mem`` intervals. fractional_floor: see ``jmem.scores.estimators``.
+    rate: score only the models of this inclusion rate (needs model_rates.npy); None = all
+      models (pooled if the run has several rates; per-rate columns are written anyway).
+    chunk_size: training examples per chunk for per-example statistics;
+    influence_chunk_size: training examples per influence matrix product.
+    max_pairs: refuse (error) rather than write more pairs than this.
+    """
+
+    fixed_threshold: float = 0.25
+    fdr_q: float = 0.1
+    min_effect: float = 0.1
+    top_k: int = 1000
+    influence_threshold: float = 0.15
+    pair_mem_threshold: float = 0.25
+    pair_same_class: bool = True
+    influencers_k: int = 10
+    null_fpr: float = 0.05
+    placebo_seed: int = 0
+    placebo_match_variance: bool = True
+    canary_tpr: float = 0.95
+    confidence: float = 0.95
+    fractional_floor: float = 0.1
+    rate: float | None = None
+    chunk_size: int = DEFAULT_CHUNK
+    influence_chunk_size: int = DEFAULT_CHUNK
+    max_pairs: int = 10_000_000
+
+    def __post_init__(self):
+        def need(ok, field, rule):
+            if not ok:
+                raise JmemError(f"score.{field}={getattr(self, field)!r} {rule}")
+
+        for f in ("fixed_threshold", "min_effect", "influence_threshold", "pair_mem_threshold"):
+            v = getattr(self, f)
+            need(_is_real(v) and -1 <= v <= 1, f, "must be a number in [-1, 1]")
+        for f in ("fdr_q", "null_fpr", "confidence"):
+            v = getattr(self, f)
+            need(_is_real(v) and 0 < v < 1, f, "must be in (0, 1)")
+        for f in ("canary_tpr", "fractional_floor"):
+            v = getattr(self, f)
+            need(_is_real(v) and 0 < v <= 1, f, "must be in (0, 1]")
+        for f in ("top_k", "influencers_k", "placebo_seed"):
+            v = getattr(self, f)
+            need(_is_int(v) and v >= 0, f, "must be an integer >= 0")
+        for f in ("chunk_size", "influence_chunk_size", "max_pairs"):
+            v = getattr(self, f)
+            need(_is_int(v) and v >= 1, f, "must be an integer >= 1")
+        for f in ("pair_same_class", "placebo_match_variance"):
+            need(isinstance(getattr(self, f), bool), f, "must be true or false")
+        need(self.rate is None or (_is_real(self.rate) and 0 < self.rate < 1), "rate",
+             "must be null or in (0, 1)")
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) \
+        and bool(np.isfinite(v))
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
 @dataclasses.dataclass(frozen=True)
 class RetrainConfig:
     """The removal experiment, ``jmem retrain`` (see ``jmem.study.retrain``).
@@ -157,12 +241,14 @@ class Config:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     leakage: LeakageConfig = dataclasses.field(default_factory=LeakageConfig)
+    score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
     retrain: RetrainConfig = dataclasses.field(default_factory=RetrainConfig)
 
 
 # Sections that configure a later stage, not training: ``jmem train`` records them but a run
-# directory may be resumed with other values (``jmem retrain`` checks its own section).
-NOT_TRAINING_SECTIONS = ("retrain",)
+# directory may be resumed with other values (``jmem retrain`` checks its own section, and the
+# scoring stage records the options it used in thresholds.json).
+NOT_TRAINING_SECTIONS = ("score", "retrain")
 
 # Fields that change how a run executes but not what it computes: a run directory may be
 # resumed with different values. Everything else defines the run.
@@ -171,15 +257,7 @@ EXECUTION_ONLY_FIELDS = frozenset({"train.wave_size"})
 
 def to_dict(config) -> dict:
     """The config as plain JSON-able nested dicts (tuples become lists)."""
-    return _jsonable(dataclasses.asdict(config))
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
+    return to_jsonable(dataclasses.asdict(config))
 
 
 def from_dict(raw: dict, cls=Config):
@@ -229,13 +307,24 @@ def first_difference(a: dict, b: dict, ignore=EXECUTION_ONLY_FIELDS,
     return None
 
 
-def apply_overrides(config: Config, overrides: list[str]) -> Config:
-    """Apply ``section.field=value`` strings; values are parsed by the field's type."""
+def apply_overrides(config: Config, overrides: list[str], sections: tuple[str, ...] | None = None,
+                    command: str = "") -> Config:
+    """Apply ``section.field=value`` strings (``--set``); values are parsed by the field's type.
+
+    sections: the sections ``command`` may change (None = every field): a command acting on
+    a run directory changes only its own section, the run's config.json fixes the rest.
+    An unknown field names the closest known one ("did you mean").
+    """
     for item in overrides:
         if "=" not in item:
             raise JmemError(f"--set {item!r} must look like section.field=value")
         path, text = item.split("=", 1)
-        config = _replace_path(config, path.strip().split("."), text.strip(), path.strip())
+        parts = path.strip().split(".")
+        config = _replace_path(config, parts, text.strip(), path.strip())
+        if sections is not None and (len(parts) < 2 or parts[0] not in sections):
+            fields = " and ".join(f"{name}.*" for name in sections)
+            raise JmemError(f"--set {item!r}: {command} takes only {fields} fields (the run's "
+                            "other settings are fixed by its config.json)")
     return config
 
 
@@ -243,14 +332,19 @@ def _replace_path(node, parts, text, full_path):
     hints = typing.get_type_hints(type(node))
     name = parts[0]
     if name not in hints:
-        close = difflib.get_close_matches(name, list(hints), n=1)
+        # A section's field given without its section (``fdr_q``) is named in full.
+        owners = [f"{key}.{name}" for key, cls in hints.items()
+                  if len(parts) == 1 and dataclasses.is_dataclass(cls) and name in typing.get_type_hints(cls)]
+        close = owners or difflib.get_close_matches(name, list(hints), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(hints)}"
         raise JmemError(f"unknown config field {full_path!r}{hint}")
     current = getattr(node, name)
     if len(parts) == 1:
         if dataclasses.is_dataclass(current):
             raise JmemError(f"{full_path!r} is a section; set one of its fields, e.g. {full_path}.{next(iter(typing.get_type_hints(type(current))))}=...")
-        value = parse_value(text, current, full_path)
+        optional = type(None) in typing.get_args(hints[name])  # e.g. score.rate: float | None
+        value = (None if optional and text.lower() in ("", "none", "null")
+                 else parse_value(text, current, full_path))
     else:
         if not dataclasses.is_dataclass(current):
             raise JmemError(f"config field {'.'.join(full_path.split('.')[:-len(parts) + 1])!r} has no sub-fields")
@@ -341,7 +435,39 @@ def load_experiment(spec: str) -> Config:
 
     The file must define ``get_config(variant: str = "") -> Config``.
     """
+    path_text, variant = split_spec(spec)
+    module = _experiment_module(path_text)
+    try:
+        get_config = getattr(module, "get_config", None)
+        if not isinstance(get_config, types.FunctionType):
+            raise JmemError(f"config file {path_text!r} defines no get_config(variant) function")
+        config = get_config(variant)
+    except JmemError:
+        raise
+    except Exception as err:  # a broken experiment file: say which and why, in one line
+        raise JmemError(f"config file {path_text!r} failed to load: {type(err).__name__}: {err}") from err
+    if not isinstance(config, Config):
+        raise JmemError(f"{path_text}: get_config({variant!r}) returned {type(config).__name__}, not jmem.config.Config")
+    return config
+
+
+def experiment_variants(spec: str) -> dict:
+    """The named variants of an experiment file (its ``VARIANTS``: name -> override strings)."""
+    path_text, _ = split_spec(spec)
+    variants = getattr(_experiment_module(path_text), "VARIANTS", {})
+    if not isinstance(variants, dict):
+        raise JmemError(f"config file {path_text!r}: VARIANTS is a {type(variants).__name__}, not a dict")
+    return variants
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """``FILE.py[:VARIANT]`` -> (file, variant); a path that exists is a file even with a colon."""
     path_text, _, variant = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
+    return path_text, variant
+
+
+def _experiment_module(path_text: str) -> types.ModuleType:
+    """Execute an experiment file; JmemError naming it when it is not one or does not run."""
     path = Path(path_text)
     if not path.exists():
         raise JmemError(f"config file {path_text!r} does not exist")
@@ -355,14 +481,8 @@ def load_experiment(spec: str) -> Config:
     module = importlib.util.module_from_spec(module_spec)
     try:
         module_spec.loader.exec_module(module)
-        get_config = getattr(module, "get_config", None)
-        if not isinstance(get_config, types.FunctionType):
-            raise JmemError(f"config file {path_text!r} defines no get_config(variant) function")
-        config = get_config(variant)
     except JmemError:
         raise
     except Exception as err:  # a broken experiment file: say which and why, in one line
         raise JmemError(f"config file {path_text!r} failed to load: {type(err).__name__}: {err}") from err
-    if not isinstance(config, Config):
-        raise JmemError(f"{path_text}: get_config({variant!r}) returned {type(config).__name__}, not jmem.config.Config")
-    return config
+    return module

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import jax
 
-from jmem.study.training import KILL_ENV
+from jmem.study.faults import KILL_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 

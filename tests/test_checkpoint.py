@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jmem.engine import checkpoint
-from jmem.engine import trainer as train
+from jmem.engine import trainer
 from jmem.data.loaders import load_dataset
 from jmem.engine.hparams import ModelConfig, TrainConfig
 
@@ -38,15 +38,15 @@ def _assert_same(a, b):
 def test_segments_and_host_round_trips_are_bitwise_identical(digits, model_cfg):
     """One call over all epochs == four one-epoch segments, each through a host copy."""
     keep = _keep(3, digits.num_train)
-    wave = train.prepare_wave(keep, digits, model_cfg, CFG, seed=0)
-    whole = train.finish(wave, train.train_epochs(wave, train.init_state(wave), 0, CFG.epochs))
+    wave = trainer.prepare_wave(keep, digits, model_cfg, CFG, seed=0)
+    whole = trainer.finish(wave, trainer.train_epochs(wave, trainer.init_state(wave), 0, CFG.epochs))
 
-    wave = train.prepare_wave(keep, digits, model_cfg, CFG, seed=0)
-    state = train.init_state(wave)
+    wave = trainer.prepare_wave(keep, digits, model_cfg, CFG, seed=0)
+    state = trainer.init_state(wave)
     for epoch in range(CFG.epochs):
-        state = train.train_epochs(wave, state, epoch, epoch + 1)
-        state = train.state_from_host(wave, train.state_to_host(wave, state))
-    pieces = train.finish(wave, state)
+        state = trainer.train_epochs(wave, state, epoch, epoch + 1)
+        state = trainer.state_from_host(wave, trainer.state_to_host(wave, state))
+    pieces = trainer.finish(wave, state)
     _assert_same((whole.params, whole.model_state, whole.loss_history, whole.steps),
                  (pieces.params, pieces.model_state, pieces.loss_history, pieces.steps))
     assert np.all(np.isfinite(pieces.loss_history))
@@ -54,25 +54,25 @@ def test_segments_and_host_round_trips_are_bitwise_identical(digits, model_cfg):
 
 def test_train_models_matches_the_segmented_api(digits):
     keep = _keep(2, digits.num_train)
-    result = train.train_models(keep, digits, MLP, CFG, seed=0, model_ids=[5, 9])
-    wave = train.prepare_wave(keep, digits, MLP, CFG, seed=0, model_ids=[5, 9])
-    state = train.train_epochs(wave, train.init_state(wave), 0, 1)
-    state = train.train_epochs(wave, state, 1, CFG.epochs)
-    _assert_same(result.params, train.finish(wave, state).params)
+    result = trainer.train_models(keep, digits, MLP, CFG, seed=0, model_ids=[5, 9])
+    wave = trainer.prepare_wave(keep, digits, MLP, CFG, seed=0, model_ids=[5, 9])
+    state = trainer.train_epochs(wave, trainer.init_state(wave), 0, 1)
+    state = trainer.train_epochs(wave, state, 1, CFG.epochs)
+    _assert_same(result.params, trainer.finish(wave, state).params)
     with pytest.raises(Exception, match=r"epochs \[3, 9\)"):
-        train.train_epochs(wave, state, 3, 9)
+        trainer.train_epochs(wave, state, 3, 9)
 
 
 def _saved_wave(tmp_path, digits, epochs=(1, 2)):
     """A wave checkpointed after each epoch in ``epochs``; returns (wave, ckpts, states)."""
     keep = _keep(3, digits.num_train)
-    wave = train.prepare_wave(keep, digits, MLP, CFG, seed=0, model_ids=[4, 5, 6])
+    wave = trainer.prepare_wave(keep, digits, MLP, CFG, seed=0, model_ids=[4, 5, 6])
     ckpts = checkpoint.WaveCheckpoints(tmp_path / "wave")
-    state, done, states = train.init_state(wave), 0, {}
+    state, done, states = trainer.init_state(wave), 0, {}
     for epoch in epochs:
-        state = train.train_epochs(wave, state, done, epoch)
+        state = trainer.train_epochs(wave, state, done, epoch)
         done = epoch
-        states[epoch] = train.state_to_host(wave, state)
+        states[epoch] = trainer.state_to_host(wave, state)
         ckpts.save(epoch, wave.model_ids, states[epoch])
     ckpts.wait()
     return wave, ckpts, states
@@ -81,16 +81,16 @@ def _saved_wave(tmp_path, digits, epochs=(1, 2)):
 def test_checkpoint_round_trip_keeps_values_and_optax_types(tmp_path, digits):
     wave, ckpts, states = _saved_wave(tmp_path, digits)
     assert ckpts.steps() == [1, 2]
-    epoch, restored = ckpts.restore_latest(train.abstract_state(wave), wave.model_ids)
+    epoch, restored = ckpts.restore_latest(trainer.abstract_state(wave), wave.model_ids)
     assert epoch == 2
     _assert_same(restored, states[2])
-    assert isinstance(restored, train.TrainState)
+    assert isinstance(restored, trainer.TrainState)
     assert type(restored.opt_state) is type(states[2].opt_state)
     assert "learning_rate" in restored.opt_state.hyperparams  # a named tuple, not a list
     assert restored.history.shape == (3, CFG.epochs) and np.isnan(restored.history[:, 2:]).all()
     # The restored state trains on exactly like the original.
-    a = train.train_epochs(wave, train.state_from_host(wave, restored), 2, CFG.epochs)
-    b = train.train_epochs(wave, train.state_from_host(wave, states[2]), 2, CFG.epochs)
+    a = trainer.train_epochs(wave, trainer.state_from_host(wave, restored), 2, CFG.epochs)
+    b = trainer.train_epochs(wave, trainer.state_from_host(wave, states[2]), 2, CFG.epochs)
     _assert_same(a, b)
     ckpts.close()
 
@@ -115,7 +115,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, digits, 
     _damage(tmp_path / "wave" / "2", how)
     warnings = []
     ckpts = checkpoint.WaveCheckpoints(tmp_path / "wave")
-    epoch, restored = ckpts.restore_latest(train.abstract_state(wave), wave.model_ids, warn=warnings.append)
+    epoch, restored = ckpts.restore_latest(trainer.abstract_state(wave), wave.model_ids, warn=warnings.append)
     assert epoch == 1
     _assert_same(restored, states[1])
     assert len(warnings) == 1 and "wave/2" in warnings[0] and "falling back" in warnings[0]
@@ -129,7 +129,7 @@ def test_every_checkpoint_damaged_means_start_over(tmp_path, digits):
     _damage(tmp_path / "wave" / "1", "garble")
     ckpts = checkpoint.WaveCheckpoints(tmp_path / "wave")
     warnings = []
-    assert ckpts.restore_latest(train.abstract_state(wave), wave.model_ids, warn=warnings.append) is None
+    assert ckpts.restore_latest(trainer.abstract_state(wave), wave.model_ids, warn=warnings.append) is None
     assert len(warnings) == 1
     ckpts.close()
 
@@ -137,7 +137,7 @@ def test_every_checkpoint_damaged_means_start_over(tmp_path, digits):
 def test_checkpoint_of_other_models_is_refused(tmp_path, digits):
     wave, ckpts, _ = _saved_wave(tmp_path, digits, epochs=(1,))
     with pytest.raises(checkpoint.CheckpointError, match="holds models"):
-        ckpts.restore(1, train.abstract_state(wave), np.array([7, 8, 9]))
+        ckpts.restore(1, trainer.abstract_state(wave), np.array([7, 8, 9]))
     ckpts.close()
 
 

@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 from jmem.cli import main
 from jmem.config import load_experiment
 from jmem.data.leakage import load_known_duplicates
-from jmem.study import rundir as A
+from jmem.study import rundir
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -63,27 +63,27 @@ def test_small_variant_runs_end_to_end_on_mock_data(name, tmp_path, capsys):
     n_train, n_test = SIZES[name]
     r = config.train.num_models
 
-    keep = np.load(workdir / A.KEEP)
-    assert keep.shape == np.load(workdir / A.MARGINS_TRAIN).shape == (r, n_train)
-    assert np.load(workdir / A.MARGINS_TEST).shape == (r, n_test)
+    keep = np.load(workdir / rundir.KEEP)
+    assert keep.shape == np.load(workdir / rundir.MARGINS_TRAIN).shape == (r, n_train)
+    assert np.load(workdir / rundir.MARGINS_TEST).shape == (r, n_test)
     # The leakage-free test set is the test set minus the listed duplicates.
     clean = np.load(workdir / "margins_test_clean.npy")
     assert clean.shape == (r, n_test - LISTED)
-    for f in (A.CONFIG, A.MODEL_METRICS, A.SCORES, A.THRESHOLDS, A.PAIRS, A.DUPLICATES):
+    for f in (rundir.CONFIG, rundir.MODEL_METRICS, rundir.SCORES, rundir.THRESHOLDS, rundir.PAIRS, rundir.DUPLICATES):
         assert (workdir / f).stat().st_size > 0, f
 
-    retrain = json.loads((workdir / "retrain" / A.RETRAIN).read_text())
+    retrain = json.loads((workdir / "retrain" / rundir.RETRAIN).read_text())
     assert retrain  # parses, not empty
     verdict = (workdir / "retrain" / "verdict.txt").read_text()
     assert verdict.strip() and verdict.strip().splitlines()[0] in out
     if config.retrain.ablation:
-        ablation = json.loads((workdir / "retrain" / A.ABLATION).read_text())
+        ablation = json.loads((workdir / "retrain" / rundir.ABLATION).read_text())
         assert ablation["rates"] == [0.7, 0.95] and len(ablation["cells"]) == 16
         assert "Ablation" in out
     else:
-        assert not (workdir / "retrain" / A.ABLATION).exists()
+        assert not (workdir / "retrain" / rundir.ABLATION).exists()
 
-    report = (workdir / A.REPORT).read_text()
+    report = (workdir / rundir.REPORT).read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
     assert links
     for rel in links:
@@ -91,4 +91,4 @@ def test_small_variant_runs_end_to_end_on_mock_data(name, tmp_path, capsys):
         assert data[:8] == PNG_SIGNATURE and len(data) > 1000, rel
         width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
         assert width >= 400 and height >= 200, (rel, width, height)
-    assert f"report: {workdir / A.REPORT}" in out
+    assert f"report: {workdir / rundir.REPORT}" in out

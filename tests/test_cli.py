@@ -1,13 +1,13 @@
 """The `jmem` command end to end on small configs: run directory, resume, refusals, errors."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
-from jmem.study import rundir as artifacts
-from jmem.study import training as runner
 from jmem.cli import main
+from jmem.study import rundir, waves
 
 SMALL = "experiments/digits.py:small"
 
@@ -44,32 +44,32 @@ def test_unknown_dataset_is_one_line_exit_2(capsys):
 
 
 def test_train_writes_the_run_directory(trained):
-    keep = np.load(trained / artifacts.KEEP)
-    n = np.load(trained / artifacts.LABELS_TRAIN).shape[0]
-    t = np.load(trained / artifacts.LABELS_TEST).shape[0]
+    keep = np.load(trained / rundir.KEEP)
+    n = np.load(trained / rundir.LABELS_TRAIN).shape[0]
+    t = np.load(trained / rundir.LABELS_TEST).shape[0]
     assert keep.shape == (16, n) and keep.dtype == bool
     assert np.all(keep.sum(1) == round(0.7 * n))
-    margins_train = np.load(trained / artifacts.MARGINS_TRAIN)
-    margins_test = np.load(trained / artifacts.MARGINS_TEST)
+    margins_train = np.load(trained / rundir.MARGINS_TRAIN)
+    margins_test = np.load(trained / rundir.MARGINS_TEST)
     assert margins_train.shape == (16, n) and margins_train.dtype == np.float32
     assert margins_test.shape == (16, t)
     assert np.all(np.isfinite(margins_train))
-    assert np.load(trained / artifacts.CANARIES).sum() == round(0.02 * n)
-    config = json.loads((trained / artifacts.CONFIG).read_text())
+    assert np.load(trained / rundir.CANARIES).sum() == round(0.02 * n)
+    config = json.loads((trained / rundir.CONFIG).read_text())
     assert config["train"]["num_models"] == 16
-    lines = (trained / artifacts.MODEL_METRICS).read_text().splitlines()
+    lines = (trained / rundir.MODEL_METRICS).read_text().splitlines()
     assert lines[0].startswith("model,rate,subset_size,diverged,final_loss,test_accuracy")
     assert len(lines) == 17
-    assert not (trained / runner.WAVES_DIR).exists()
+    assert not (trained / waves.WAVES_DIR).exists()
     # Even 3 epochs on 70% of digits is far above chance (10%).
     assert (margins_test > 0).mean() > 0.5
 
 
 def test_rerun_is_a_no_op(trained, capsys):
-    before = (trained / artifacts.MARGINS_TRAIN).stat().st_mtime_ns
+    before = (trained / rundir.MARGINS_TRAIN).stat().st_mtime_ns
     assert run_cli("train", SMALL, "--workdir", trained, "--no-progress") == 0
     assert "already complete" in capsys.readouterr().out
-    assert (trained / artifacts.MARGINS_TRAIN).stat().st_mtime_ns == before
+    assert (trained / rundir.MARGINS_TRAIN).stat().st_mtime_ns == before
 
 
 def test_different_config_is_refused_naming_the_field(trained, capsys):
@@ -157,4 +157,64 @@ def test_leakage_command_on_a_dataset_and_on_a_run_directory(trained, tmp_path, 
     # A run directory uses its recorded dataset and settings: the same pairs as the run wrote.
     by_run = tmp_path / "by_run.csv"
     assert run_cli("leakage", trained, "--out", by_run) == 0
-    assert by_run.read_text() == (trained / artifacts.DUPLICATES).read_text() == by_name.read_text()
+    assert by_run.read_text() == (trained / rundir.DUPLICATES).read_text() == by_name.read_text()
+    # --set with the same grammar as every command: a stricter threshold finds fewer pairs.
+    strict = tmp_path / "strict.csv"
+    assert run_cli("leakage", "digits", "--set", "leakage.threshold=0.005", "--out", strict) == 0
+    assert 1 <= len(strict.read_text().splitlines()) < len(lines)
+    # ... but never into a run directory, whose duplicates.csv is the one it trained with
+    assert run_cli("leakage", trained, "--set", "leakage.threshold=0.005") == 2
+    err = capsys.readouterr().err
+    assert "leakage.threshold: 0.0 vs 0.005" in err and "give --out" in err
+    assert run_cli("leakage", "digits", "--set", "leakage.treshold=1") == 2
+    assert "did you mean 'threshold'" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    import jmem
+
+    with pytest.raises(SystemExit) as exit_:
+        run_cli("--version")
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"jmem {jmem.__version__}"
+
+
+def test_config_command_prints_the_resolved_config_and_the_variants(capsys, tmp_path):
+    assert run_cli("config", SMALL, "--set", "score.fdr_q=0.05") == 0
+    out = capsys.readouterr().out
+    record, _, variants = out.partition("\n}\n")
+    record = json.loads(record + "\n}")
+    assert record["train"]["num_models"] == 16 and record["score"]["fdr_q"] == 0.05
+    assert "variants of experiments/digits.py (this is 'small'):" in variants
+    assert "  fz: subsets.design=fixed" in variants and "  sweep: " in variants
+    assert not list(tmp_path.iterdir())  # runs nothing, writes nothing
+    assert run_cli("config", "experiments/digits.py:huge") == 2
+    assert "unknown variant 'huge'" in capsys.readouterr().err
+
+
+def test_every_stage_takes_set_with_one_grammar(trained, tmp_path, capsys):
+    """`jmem run --set score.*` scores with it; `jmem score` and `jmem retrain` take their own
+    section only, naming the field of a mistyped or section-less override."""
+    run = tmp_path / "run"
+    assert run_cli("run", SMALL, "--workdir", run, "--no-progress", "--set", "score.fdr_q=0.05",
+                   "--set", "retrain.resamples=200") == 0
+    assert json.loads((run / rundir.THRESHOLDS).read_text())["options"]["fdr_q"] == 0.05
+    assert json.loads((run / rundir.CONFIG).read_text())["score"]["fdr_q"] == 0.05
+    capsys.readouterr()
+    for command, override, message in [
+            ("score", "fdr_q=0.2", "unknown config field 'fdr_q'; did you mean 'score.fdr_q'?"),
+            ("score", "train.epochs=2", "jmem score takes only score.* fields"),
+            ("retrain", "score.fdr_q=0.2", "jmem retrain takes only retrain.* fields"),
+            ("retrain", "retrain.seed=4", "did you mean 'seeds'")]:
+        assert run_cli(command, run, "--set", override) == 2
+        assert message in capsys.readouterr().err
+    assert run_cli("score", run, "--set", "score.fdr_q=0.2") == 0
+    assert json.loads((run / rundir.THRESHOLDS).read_text())["options"]["fdr_q"] == 0.2
+    # the fixed method's selection does not depend on fdr_q: retrain/ still holds this experiment
+    capsys.readouterr()
+    assert run_cli("retrain", run) == 0 and "already complete" in capsys.readouterr().out
+    assert run_cli("retrain", run, "--set", "retrain.seeds=4") == 2
+    assert "holds a different removal experiment (retrain.seeds: 2 vs 4)" in capsys.readouterr().err
+    shutil.rmtree(run / "retrain")
+    assert run_cli("retrain", run, "--no-progress", "--set", "retrain.seeds=4",
+                   "--set", "retrain.resamples=200") == 0
+    assert "Removal experiment, 4 seeds per arm" in capsys.readouterr().out

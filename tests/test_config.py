@@ -1,6 +1,5 @@
 """Experiment configs: loading, overrides, validation, the JSON record."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,7 @@ EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.py")
 
 def _variants(path: Path) -> list[str]:
     """The variant names of an experiment file: the keys of its module-level VARIANTS."""
-    spec = importlib.util.spec_from_file_location(f"variants_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return sorted(getattr(module, "VARIANTS", {}))
+    return sorted(config_lib.experiment_variants(str(path)))
 
 
 EXPERIMENT_VARIANTS = [(p, v) for p in EXPERIMENTS for v in ["", *_variants(p)]]
@@ -132,3 +128,45 @@ def test_cifar_presets_are_feldman_zhang_sized_two_rate_studies(name, classes):
     assert config.subsets.rates == (0.7, 0.95)
     assert config.retrain.ablation and config.retrain.methods == ""
     assert config.leakage.clean_test  # the Barz & Denzler list gives test_clean
+
+
+def test_score_section_is_a_config_section():
+    from jmem.scores import estimators
+
+    config = apply_overrides(Config(), ["score.fdr_q=0.05", "score.rate=0.7", "score.pair_same_class=no"])
+    assert config.score.fdr_q == 0.05 and config.score.rate == 0.7 and config.score.pair_same_class is False
+    assert from_dict(to_dict(config)) == config
+    assert apply_overrides(config, ["score.rate=none"]).score.rate is None
+    assert config_lib.DEFAULT_CHUNK == estimators.DEFAULT_CHUNK  # held equal by hand (see config.py)
+    # A run may be resumed and re-scored with other score settings, like retrain ones.
+    assert first_difference(to_dict(Config()), to_dict(config)) is None
+    with pytest.raises(JmemError, match=r"score.fdr_q=1.5 must be in \(0, 1\)"):
+        apply_overrides(Config(), ["score.fdr_q=1.5"])
+
+
+def test_an_experiment_file_sets_every_section(tmp_path):
+    path = tmp_path / "mine.py"
+    path.write_text("from jmem.config import Config, RetrainConfig, ScoreConfig\n"
+                    "VARIANTS = {'strict': ['score.fdr_q=0.01']}\n"
+                    "def get_config(variant=''):\n"
+                    "    from jmem.config import with_variant\n"
+                    "    config = Config(score=ScoreConfig(fixed_threshold=0.3), retrain=RetrainConfig(seeds=8))\n"
+                    "    return with_variant(config, variant, VARIANTS)\n")
+    config = load_experiment(f"{path}:strict")
+    assert (config.score.fixed_threshold, config.score.fdr_q, config.retrain.seeds) == (0.3, 0.01, 8)
+    assert config_lib.experiment_variants(str(path)) == {"strict": ["score.fdr_q=0.01"]}
+    assert config_lib.split_spec(f"{path}:strict") == (str(path), "strict")
+
+
+def test_overrides_limited_to_sections_name_the_command_and_the_closest_field():
+    def error(overrides, **kw):
+        with pytest.raises(JmemError) as err:
+            apply_overrides(Config(), overrides, **kw)
+        return str(err.value)
+
+    assert error(["train.epochs=2"], sections=("retrain",), command="jmem retrain") == (
+        "--set 'train.epochs=2': jmem retrain takes only retrain.* fields (the run's other "
+        "settings are fixed by its config.json)")
+    assert "did you mean 'score.fdr_q'?" in error(["fdr_q=0.1"], sections=("score",), command="jmem score")
+    assert "did you mean 'seeds'?" in error(["retrain.seed=3"], sections=("retrain",), command="jmem retrain")
+    assert apply_overrides(Config(), ["retrain.seeds=3"], sections=("retrain",)).retrain.seeds == 3

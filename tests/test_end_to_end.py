@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 
-from jmem.study import rundir as artifacts
+from jmem.study import rundir
 from jmem.cli import main
 
 
@@ -22,9 +22,9 @@ def test_scores_recover_canaries_on_a_trained_digits_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "canary recovery" in out
 
-    thresholds = json.loads((workdir / artifacts.THRESHOLDS).read_text())
-    rows = list(csv.DictReader(open(workdir / artifacts.SCORES)))
-    canaries = np.load(workdir / artifacts.CANARIES)
+    thresholds = json.loads((workdir / rundir.THRESHOLDS).read_text())
+    rows = list(csv.DictReader(open(workdir / rundir.SCORES)))
+    canaries = np.load(workdir / rundir.CANARIES)
     assert len(rows) == canaries.size
     mem = np.array([float(r["mem"]) for r in rows])
     is_canary = np.array([r["is_canary"] == "1" for r in rows])
@@ -36,6 +36,6 @@ def test_scores_recover_canaries_on_a_trained_digits_run(tmp_path, capsys):
     assert auroc["mem"] > 0.9, auroc
     assert auroc["lira"] > 0.9, auroc
     # The leakage-free test set is attached and scored alongside the full test set.
-    assert (workdir / artifacts.margins_extra_name("test_clean")).exists()
-    assert (workdir / artifacts.DUPLICATES).exists()
+    assert (workdir / rundir.margins_extra_name("test_clean")).exists()
+    assert (workdir / rundir.DUPLICATES).exists()
 

@@ -20,7 +20,7 @@ from jmem.data import idx, loaders
 from jmem.data.leakage import find_leakage
 from jmem.data.loaders import load_dataset
 from jmem.study import figures_leakage
-from jmem.study import rundir as artifacts
+from jmem.study import rundir
 
 EXPERIMENT = Path(__file__).parent.parent / "experiments" / "fashion_mnist.py"
 
@@ -147,17 +147,17 @@ def test_small_variant_end_to_end(tmp_path, capsys):
     assert main(["run", f"{EXPERIMENT}:small", "--workdir", str(workdir), "--no-progress",
                  "--set", f"data.name=idx:{data}"]) == 0
     capsys.readouterr()
-    recorded = json.loads((workdir / artifacts.CONFIG).read_text())
+    recorded = json.loads((workdir / rundir.CONFIG).read_text())
     assert recorded["model"]["widths"] == [16] and recorded["train"]["optimizer"] == "sgd"
-    margins = np.load(workdir / artifacts.MARGINS_TRAIN)
-    keep = np.load(workdir / artifacts.KEEP)
+    margins = np.load(workdir / rundir.MARGINS_TRAIN)
+    keep = np.load(workdir / rundir.KEEP)
     assert margins.shape == keep.shape == (8, 700) and np.isfinite(margins).all()
     np.testing.assert_array_equal(keep.sum(1), 490)  # fixed 70% subsets
-    models = list(csv.DictReader(open(workdir / artifacts.MODEL_METRICS)))
+    models = list(csv.DictReader(open(workdir / rundir.MODEL_METRICS)))
     accuracy = np.mean([float(r["test_accuracy"]) for r in models])
     if have_files():  # one epoch of SGD on 490 real images already beats chance (10%) by far
         assert accuracy > 0.4, accuracy
-    assert len(list(csv.DictReader(open(workdir / artifacts.SCORES)))) == 700
+    assert len(list(csv.DictReader(open(workdir / rundir.SCORES)))) == 700
 
 
 # ----------------------------------------------------------------------------- leakage figures
@@ -210,14 +210,14 @@ def test_row_writer_writes_what_np_save_writes(tmp_path):
     """Run assembly streams margins wave by wave: the file must be np.save's, byte for byte."""
     a = np.random.default_rng(0).standard_normal((7, 5)).astype(np.float32)
     np.save(tmp_path / "ref.npy", a)
-    writer = artifacts.NpyRowWriter(tmp_path / "rows.npy", a.shape, np.float32)
+    writer = rundir.NpyRowWriter(tmp_path / "rows.npy", a.shape, np.float32)
     for block in (a[:3], a[3:4], a[4:]):
         writer.write_rows(block.astype(np.float64))  # cast back to the file's dtype
     with pytest.raises(Exception, match="do not fit"):
         writer.write_rows(a[:1])
     writer.commit()
     assert (tmp_path / "rows.npy").read_bytes() == (tmp_path / "ref.npy").read_bytes()
-    short = artifacts.NpyRowWriter(tmp_path / "short.npy", a.shape, np.float32)
+    short = rundir.NpyRowWriter(tmp_path / "short.npy", a.shape, np.float32)
     short.write_rows(a[:2])
     with pytest.raises(Exception, match="2 rows written, expected 7"):
         short.commit()
@@ -237,7 +237,7 @@ def test_gpu_sh_dry_run_on_the_cpu(real_dir, tmp_path):
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "failed" not in run.stdout, run.stdout[-2000:]
-    assert (tmp_path / "gpu_fmnist_run" / artifacts.SCORES).exists()
+    assert (tmp_path / "gpu_fmnist_run" / rundir.SCORES).exists()
     bench = json.loads((tmp_path / "gpu_fmnist_bench.json").read_text())
     assert bench["R"] == 4 and bench["ratio_baseline_over_jmem_wall"] > 0
     assert bench["jmem"]["test_accuracy_mean"] > 0.3 and bench["baseline_fz_loop"]["test_accuracy_mean"] > 0.3

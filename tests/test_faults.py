@@ -28,9 +28,7 @@ import numpy as np
 import pytest
 
 from jmem import cli
-from jmem.study import integrity
-from jmem.study import rundir as artifacts
-from jmem.study import training as runner
+from jmem.study import faults, integrity, rundir, training, waves
 
 SMALL = "experiments/digits.py:small"
 TINY = ["--set", "train.num_models=4", "--set", "train.epochs=1", "--set", "train.wave_size=2",
@@ -64,7 +62,7 @@ def warnings_of(err: str) -> list[str]:
 def snapshot(directory: Path) -> dict:
     """Relative path -> bytes of every file (the lock file's holder text excepted)."""
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
-            if p.is_file() and p.name != runner.LOCK}
+            if p.is_file() and p.name != waves.LOCK}
 
 
 def write_npz(path: Path, **changes) -> Path:
@@ -104,20 +102,20 @@ class _Crash(Exception):
 def unfinished_template(tmp_path_factory, data) -> Path:
     """A run whose process died after its first wave file (waves/ holds models 0-1)."""
     workdir = tmp_path_factory.mktemp("unfinished") / "run"
-    real = runner.fault_point
+    real = faults.point
 
-    def crash(point):
-        if point == "wave_written":
+    def crash(name, settle=None):
+        if name == "wave_written":
             raise _Crash("killed")
-        real(point)
+        real(name, settle)
 
-    runner.fault_point = crash
+    faults.point = crash
     try:
         assert cli.main([str(a) for a in train_args(data, workdir)]) == 1  # an "internal error"
     finally:
-        runner.fault_point = real
-    assert len(list((workdir / runner.WAVES_DIR).glob("*.npz"))) == 1
-    assert not runner.is_complete(workdir)
+        faults.point = real
+    assert len(list((workdir / waves.WAVES_DIR).glob("*.npz"))) == 1
+    assert not training.is_complete(workdir)
     return workdir
 
 
@@ -258,11 +256,11 @@ def test_unwritable_or_full_disk_is_one_line_and_leaves_nothing_half_written(
     def fail(path):
         raise OSError(code, os.strerror(code), str(path))
 
-    monkeypatch.setattr(artifacts, "_create_tmp", fail)
+    monkeypatch.setattr(rundir, "_create_tmp", fail)
     # a new run: refused at its first file, and no temporary left behind
     workdir = tmp_path / "new"
     assert_error(jmem(capsys, *train_args(data, workdir)), reason, str(workdir))
-    assert not [p for p in workdir.rglob("*") if p.name != runner.LOCK]
+    assert not [p for p in workdir.rglob("*") if p.name != waves.LOCK]
     # scoring a finished run: nothing of the run changes
     before = snapshot(finished)
     assert_error(jmem(capsys, "score", finished), reason, str(finished))
@@ -298,7 +296,7 @@ def test_resume_with_a_changed_dataset_is_refused(unfinished, data, tmp_path, ca
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
 def test_resume_with_a_damaged_input_is_refused(damage, unfinished, data, capsys):
-    keep = unfinished / artifacts.KEEP
+    keep = unfinished / rundir.KEEP
     if damage == "flip":
         raw = bytearray(keep.read_bytes())
         raw[-1] ^= 1
@@ -311,22 +309,22 @@ def test_resume_with_a_damaged_input_is_refused(damage, unfinished, data, capsys
     needle = "keep.npy is missing" if damage == "delete" else "keep.npy is damaged"
     assert_error(jmem(capsys, *train_args(data, unfinished)), needle, str(unfinished))
     assert snapshot(unfinished) == before
-    assert not runner.is_complete(unfinished)
+    assert not training.is_complete(unfinished)
 
 
 @pytest.mark.parametrize("recorded", [True, False], ids=["checksum", "read-in-full"])
 def test_resume_recomputes_a_truncated_wave_and_equals_an_uninterrupted_run(
         recorded, unfinished, complete, data, capsys):
-    (wave,) = (unfinished / runner.WAVES_DIR).glob("*.npz")
+    (wave,) = (unfinished / waves.WAVES_DIR).glob("*.npz")
     _truncate(wave)
     if not recorded:  # a wave another process of a multi-process job wrote: no checksum
-        manifest = json.loads((unfinished / artifacts.MANIFEST).read_text())
+        manifest = json.loads((unfinished / rundir.MANIFEST).read_text())
         manifest["waves"] = {}
-        (unfinished / artifacts.MANIFEST).write_text(json.dumps(manifest))
+        (unfinished / rundir.MANIFEST).write_text(json.dumps(manifest))
     code, _, err = jmem(capsys, *train_args(data, unfinished))
     assert code == 0 and "Traceback" not in err, err
     assert any(wave.name in line and "damaged" in line for line in warnings_of(err)), err
-    assert runner.is_complete(unfinished)
+    assert training.is_complete(unfinished)
     assert snapshot(unfinished) == snapshot(complete)  # every file, manifest.json included
 
 
@@ -338,15 +336,15 @@ def test_resume_after_a_kill_completes_identically(unfinished, complete, data, c
 
 
 def test_config_json_that_is_not_an_object(unfinished, data, capsys):
-    (unfinished / artifacts.CONFIG).write_text("[1, 2, 3]\n")
+    (unfinished / rundir.CONFIG).write_text("[1, 2, 3]\n")
     before = snapshot(unfinished)
     assert_error(jmem(capsys, *train_args(data, unfinished)), "config.json",
                  "not a JSON object")
     assert_error(jmem(capsys, "leakage", unfinished), "config.json is damaged or was changed")
     assert snapshot(unfinished) == before
-    (unfinished / artifacts.MANIFEST).unlink()  # a hand-made run directory: read as it is
+    (unfinished / rundir.MANIFEST).unlink()  # a hand-made run directory: read as it is
     assert_error(jmem(capsys, "leakage", unfinished), "config.json", "not a JSON object")
-    (unfinished / artifacts.CONFIG).write_text("{not json")
+    (unfinished / rundir.CONFIG).write_text("{not json")
     assert_error(jmem(capsys, "leakage", unfinished), "config.json", "not valid JSON")
 
 
@@ -354,11 +352,11 @@ def test_config_json_that_is_not_an_object(unfinished, data, capsys):
 
 
 @pytest.mark.parametrize("name,damage,needle", [
-    (artifacts.KEEP, "truncate", "keep.npy is damaged"),
-    (artifacts.MARGINS_TRAIN, "truncate", "margins_train.npy is damaged"),
-    (artifacts.CANARIES, "delete", "canaries.npy is missing"),
+    (rundir.KEEP, "truncate", "keep.npy is damaged"),
+    (rundir.MARGINS_TRAIN, "truncate", "margins_train.npy is damaged"),
+    (rundir.CANARIES, "delete", "canaries.npy is missing"),
     ("margins_test_clean.npy", "delete", "margins_test_clean.npy is missing"),
-    (artifacts.MODEL_METRICS, "delete", "models.csv is missing"),
+    (rundir.MODEL_METRICS, "delete", "models.csv is missing"),
 ])
 def test_score_refuses_a_damaged_or_incomplete_run(name, damage, needle, finished, capsys):
     path = finished / name
@@ -370,8 +368,8 @@ def test_score_refuses_a_damaged_or_incomplete_run(name, damage, needle, finishe
 
 
 def test_score_without_a_manifest_still_names_a_truncated_file(finished, capsys):
-    (finished / artifacts.MANIFEST).unlink()
-    _truncate(finished / artifacts.MARGINS_TRAIN)
+    (finished / rundir.MANIFEST).unlink()
+    _truncate(finished / rundir.MARGINS_TRAIN)
     before = snapshot(finished)
     assert_error(jmem(capsys, "score", finished), "margins_train.npy", "damaged or not a .npy file")
     assert snapshot(finished) == before
@@ -382,7 +380,7 @@ def test_score_of_an_unfinished_run(unfinished, capsys):
 
 
 def test_diverged_models_are_excluded_from_scoring(finished, capsys):
-    metrics = finished / artifacts.MODEL_METRICS
+    metrics = finished / rundir.MODEL_METRICS
     lines = metrics.read_text().splitlines()
     column = lines[0].split(",").index("diverged")
     for row in (2, 4):  # models 1 and 3
@@ -391,12 +389,12 @@ def test_diverged_models_are_excluded_from_scoring(finished, capsys):
         lines[row] = ",".join(cells)
     metrics.write_text("\n".join(lines) + "\n")
     # Recorded as if training had flagged them (the manifest would hold this models.csv).
-    manifest = json.loads((finished / artifacts.MANIFEST).read_text())
-    manifest["outputs"][artifacts.MODEL_METRICS] = integrity.file_sha256(metrics)
-    (finished / artifacts.MANIFEST).write_text(json.dumps(manifest))
+    manifest = json.loads((finished / rundir.MANIFEST).read_text())
+    manifest["outputs"][rundir.MODEL_METRICS] = integrity.file_sha256(metrics)
+    (finished / rundir.MANIFEST).write_text(json.dumps(manifest))
     code, out, err = jmem(capsys, "score", finished)
     assert code == 0, err
-    record = json.loads((finished / artifacts.THRESHOLDS).read_text())
+    record = json.loads((finished / rundir.THRESHOLDS).read_text())
     assert record["excluded_diverged"] == {"count": 2, "ids": [1, 3]}
     assert record["num_models"] == 2
     assert "excluded 2 diverged model(s): ids 1, 3" in out
@@ -426,7 +424,7 @@ def test_files_get_the_umask_mode(complete):
     mask = os.umask(0)
     os.umask(mask)
     modes = {p.name: p.stat().st_mode & 0o777 for p in complete.iterdir()
-             if p.is_file() and p.name != runner.LOCK}
+             if p.is_file() and p.name != waves.LOCK}
     assert modes and set(modes.values()) == {0o666 & ~mask}, modes
 
 
@@ -467,9 +465,9 @@ def test_leakage_out_directory_checked_before_detection(tmp_path, capsys):
 
 
 def test_a_damaged_manifest_is_named_with_the_way_out(finished, capsys):
-    (finished / artifacts.MANIFEST).write_text("{trunc")
+    (finished / rundir.MANIFEST).write_text("{trunc")
     assert_error(jmem(capsys, "score", finished), "manifest.json is not valid JSON", "delete it")
-    (finished / artifacts.MANIFEST).unlink()
+    (finished / rundir.MANIFEST).unlink()
     assert jmem(capsys, "score", finished)[0] == 0
 
 
@@ -481,23 +479,23 @@ def test_a_run_too_large_for_memory_is_refused_before_it_starts(data, tmp_path, 
 
 
 def test_a_run_config_json_with_a_wrongly_typed_value(unfinished, capsys):
-    config = json.loads((unfinished / artifacts.CONFIG).read_text())
+    config = json.loads((unfinished / rundir.CONFIG).read_text())
     config["train"]["epochs"] = "ten"
-    (unfinished / artifacts.CONFIG).write_text(json.dumps(config))
-    (unfinished / artifacts.MANIFEST).unlink()
+    (unfinished / rundir.CONFIG).write_text(json.dumps(config))
+    (unfinished / rundir.MANIFEST).unlink()
     assert_error(jmem(capsys, "leakage", unfinished), "TrainConfig", "wrong type")
 
 
 def test_resume_of_a_run_without_a_manifest_records_one(unfinished, complete, data, capsys):
     """A run directory of an older jmem: resumed with a warning, verified from then on."""
-    (unfinished / artifacts.MANIFEST).unlink()
+    (unfinished / rundir.MANIFEST).unlink()
     code, _, err = jmem(capsys, *train_args(data, unfinished))
     assert code == 0, err
     (line,) = warnings_of(err)
     assert "has no manifest.json" in line
     ours, reference = snapshot(unfinished), snapshot(complete)
-    assert ours.pop(artifacts.MANIFEST) and reference.pop(artifacts.MANIFEST)
+    assert ours.pop(rundir.MANIFEST) and reference.pop(rundir.MANIFEST)
     assert ours == reference
     manifest = integrity.verify_run(unfinished)
     assert sorted(manifest["inputs"]) == sorted(json.loads(
-        (complete / artifacts.MANIFEST).read_text())["inputs"])
+        (complete / rundir.MANIFEST).read_text())["inputs"])

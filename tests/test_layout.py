@@ -4,7 +4,9 @@ Parses every module's imports with ``ast`` (lazy imports inside functions includ
 checks the direction documented in the README's code map:
 
     cli -> study -> {engine, data, scores};  bench -> {engine, data};  engine -> data (the
-    ``Dataset`` value);  scores -> numpy/scipy only;  everything -> errors, rng, config.
+    ``Dataset`` value);  scores -> numpy/scipy only;  everything -> errors, rng, jsonable, config.
+
+and that no module uses another module's private (underscore) names.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "jmem"
 FOLDERS = ("engine", "data", "scores", "study", "bench")
-FOUNDATION = ("jmem.errors", "jmem.rng")  # import no other jmem module
+FOUNDATION = ("jmem.errors", "jmem.rng", "jmem.jsonable")  # import no other jmem module
 HEAVY = ("jax", "jaxlib", "flax", "optax", "orbax")
 
 # Parts an importer part must not import (a part: a folder, a top-level jmem module, or a
@@ -50,6 +52,45 @@ def imports_of(source: str, package: str) -> set[str]:
             out.add(base)
             out.update(f"{base}.{alias.name}" for alias in node.names)
     return out
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def private_uses(source: str, package: str, modules: set[str]) -> list[str]:
+    """Private names ``source`` (a module of ``package``) takes from other jmem ``modules``:
+    ``from jmem.x import _y`` and ``x._y`` / ``jmem.x._y`` where ``x`` is an imported module."""
+    tree = ast.parse(source)
+    aliases = {}  # local name -> jmem module it is bound to
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in modules:
+                    aliases[alias.asname or alias.name.split(".")[0]] = (
+                        alias.name if alias.asname else alias.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                if _is_private(alias.name) and base in modules:
+                    found.append(f"{base}.{alias.name}")
+                if f"{base}.{alias.name}" in modules:
+                    aliases[alias.asname or alias.name] = f"{base}.{alias.name}"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _is_private(node.attr):
+            chain, value = [], node.value
+            while isinstance(value, ast.Attribute):
+                chain.insert(0, value.attr)
+                value = value.value
+            if isinstance(value, ast.Name) and value.id in aliases:
+                target = ".".join([aliases[value.id], *chain])
+                if target in modules:
+                    found.append(f"{target}.{node.attr}")
+    return sorted(set(found))
 
 
 def part_of(module: str) -> str:
@@ -151,6 +192,16 @@ def test_only_the_cli_imports_the_study():
             assert not any(part_of(t) == "study" for t in targets), src
 
 
+def test_no_module_uses_another_modules_private_names():
+    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    modules = set(paths) | {"jmem"}
+    bad = []
+    for name, path in paths.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        bad += [f"{name} uses {use}" for use in private_uses(path.read_text(), package, modules - {name})]
+    assert bad == []
+
+
 def test_checks_catch_what_they_forbid():
     # Positive controls: each check fails on a graph that breaks its rule.
     lazy = imports_of("def f():\n    import jax\n    from ..engine import trainer\n", "jmem.scores")
@@ -163,3 +214,9 @@ def test_checks_catch_what_they_forbid():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
     assert folder_graph({"jmem.engine.x": {"jmem.study.y"}, "jmem.study.y": {"jmem.engine.x"}}) == {
         "engine": {"study"}, "study": {"engine"}}
+    modules = {"jmem", "jmem.study", "jmem.study.training", "jmem.study.scoring"}
+    source = ("from jmem.study import training\nfrom jmem.study.scoring import _rows, load_run\n"
+              "import jmem.study.scoring\nx = training._Start, training.run, training.__doc__\n"
+              "y = jmem.study.scoring._take\ndef f(self):\n    return self._private\n")
+    assert private_uses(source, "jmem.study", modules) == [
+        "jmem.study.scoring._rows", "jmem.study.scoring._take", "jmem.study.training._Start"]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from jmem.data import leakage as L
+from jmem.data import leakage
 from jmem.study import leakage as study_leakage
-from jmem.data.loaders import parse_source_ids
+from jmem.data.tfds_source import parse_source_ids
 from jmem.data.dataset import Dataset
 from jmem.errors import JmemError
 
@@ -73,7 +73,7 @@ def planted():
 @pytest.fixture(scope="module")
 def planted_result(planted):
     ds, _, _ = planted
-    return L.find_leakage(ds, chunk_size=64, train_chunk_size=128)
+    return leakage.find_leakage(ds, chunk_size=64, train_chunk_size=128)
 
 
 def recall_precision(result, source, detector="pixel"):
@@ -94,7 +94,7 @@ def test_planted_duplicates_found_at_default_threshold(planted, planted_result):
     assert recall >= 0.99 and precision >= 0.95, (recall, precision)
     d = planted_result.nearest["pixel"].distance
     for kind in KINDS:  # every perturbation, not just on average
-        assert d[:N_PLANTED][kinds == kind].max() <= L.DEFAULT_THRESHOLDS["cosine"], kind
+        assert d[:N_PLANTED][kinds == kind].max() <= leakage.DEFAULT_THRESHOLDS["cosine"], kind
     # A margin, so the threshold is not fitted to this draw: distinct images are far.
     assert d[:N_PLANTED].max() < 0.25 * d[N_PLANTED:].min()
 
@@ -102,7 +102,7 @@ def test_planted_duplicates_found_at_default_threshold(planted, planted_result):
 def test_pairs_table_and_per_class_counts(planted, planted_result):
     ds, source, _ = planted
     pairs = planted_result.pairs
-    assert pairs.dtype == L.PAIRS_DTYPE
+    assert pairs.dtype == leakage.PAIRS_DTYPE
     np.testing.assert_array_equal(pairs["test_index"], np.arange(N_PLANTED))
     np.testing.assert_array_equal(pairs["train_index"], source)
     assert set(pairs["detector"]) == {"pixel"}
@@ -115,14 +115,14 @@ def test_distinct_smooth_images_are_not_flagged():
     rng = np.random.default_rng(1)
     # Very smooth fields (few degrees of freedom) are the hardest case for false positives.
     ds = make_dataset("smooth", smooth_images(rng, 300, sigma=4.0), smooth_images(rng, 100, sigma=4.0))
-    result = L.find_leakage(ds, chunk_size=64, train_chunk_size=128)
+    result = leakage.find_leakage(ds, chunk_size=64, train_chunk_size=128)
     assert not result.leaked.any(), np.sort(result.nearest["pixel"].distance)[:3]
     assert len(result.within_test_pairs) == 0
 
 
 def test_shift_tolerance_is_what_finds_shifted_copies(planted):
     ds, source, kinds = planted
-    no_shift = L.find_leakage(ds, max_shift=0, within_test=False, chunk_size=64, train_chunk_size=128)
+    no_shift = leakage.find_leakage(ds, max_shift=0, within_test=False, chunk_size=64, train_chunk_size=128)
     shifted = kinds == "shifted"
     assert not no_shift.leaked[:N_PLANTED][shifted].any()
     assert no_shift.leaked[:N_PLANTED][~shifted].all()
@@ -130,15 +130,15 @@ def test_shift_tolerance_is_what_finds_shifted_copies(planted):
 
 def test_l2_metric_finds_all_but_contrast_changes(planted):
     ds, source, kinds = planted
-    result = L.find_leakage(ds, metric="l2", chunk_size=64, train_chunk_size=128)
-    assert result.thresholds == {"pixel": L.DEFAULT_THRESHOLDS["l2"]}
+    result = leakage.find_leakage(ds, metric="l2", chunk_size=64, train_chunk_size=128)
+    assert result.thresholds == {"pixel": leakage.DEFAULT_THRESHOLDS["l2"]}
     flagged = result.leaked[:N_PLANTED]
     idx = result.nearest["pixel"].index[:N_PLANTED]
     keep = kinds != "brightness"  # l2 is not contrast invariant (documented)
     assert flagged[keep].all() and (idx[keep] == source[keep]).all()
     assert not result.leaked[N_PLANTED:].any()
     # Unrelated pairs are ~sqrt(2) on average; low-contrast ones come closer, still far off.
-    assert result.nearest["pixel"].distance[N_PLANTED:].min() > 2 * L.DEFAULT_THRESHOLDS["l2"]
+    assert result.nearest["pixel"].distance[N_PLANTED:].min() > 2 * leakage.DEFAULT_THRESHOLDS["l2"]
 
 
 def test_chunking_does_not_change_results(planted):
@@ -146,7 +146,7 @@ def test_chunking_does_not_change_results(planted):
     rng = np.random.default_rng(3)
     feats = (rng.normal(size=(ds.num_train, 24)), rng.normal(size=(ds.num_test, 24)))
     runs = [
-        L.find_leakage(ds, features=feats, chunk_size=c, train_chunk_size=n)
+        leakage.find_leakage(ds, features=feats, chunk_size=c, train_chunk_size=n)
         for c, n in ((7, 33), (200, 500), (64, 128))
     ]
     for other in runs[1:]:
@@ -169,14 +169,14 @@ def test_pixel_nearest_matches_brute_force_without_shortcuts():
     q = rng.normal(size=(30, 6, 5, 2)).astype(np.float32)
     r = rng.normal(size=(70, 6, 5, 2)).astype(np.float32)
     # All candidates re-ranked, no shifts: exactly centred cosine/l2 nearest neighbours.
-    idx, dist = L.pixel_nearest(q, r, candidates=70, max_shift=0, chunk_size=8, ref_chunk_size=16)
+    idx, dist = leakage.pixel_nearest(q, r, candidates=70, max_shift=0, chunk_size=8, ref_chunk_size=16)
     qc = q - q.mean(axis=(1, 2), keepdims=True)
     rc = r - r.mean(axis=(1, 2), keepdims=True)
     qf, rf = qc.reshape(30, -1), rc.reshape(70, -1)
     cos = (qf / np.linalg.norm(qf, axis=1, keepdims=True)) @ (rf / np.linalg.norm(rf, axis=1, keepdims=True)).T
     np.testing.assert_array_equal(idx, cos.argmax(1))
     np.testing.assert_allclose(dist, 1 - cos.max(1), atol=1e-5)
-    idx2, dist2 = L.pixel_nearest(q, r, metric="l2", candidates=70, max_shift=0, chunk_size=8)
+    idx2, dist2 = leakage.pixel_nearest(q, r, metric="l2", candidates=70, max_shift=0, chunk_size=8)
     sq = ((qf[:, None] - rf[None]) ** 2).mean(-1)
     np.testing.assert_array_equal(idx2, sq.argmin(1))
     np.testing.assert_allclose(dist2, np.sqrt(sq.min(1)) / np.sqrt((rf**2).mean()), rtol=1e-4)
@@ -189,12 +189,12 @@ def test_sequences_and_flat_vectors():
     q = gaussian_filter(rng.normal(size=(30, 40, 1)), sigma=(0, 2, 0))
     q[0] = np.concatenate([seq[5, 1:], seq[5, -1:]])  # shifted by one step
     q[1] = 2.0 * seq[9] + 0.5
-    idx, dist = L.pixel_nearest(q.astype(np.float32), seq.astype(np.float32), chunk_size=16)
+    idx, dist = leakage.pixel_nearest(q.astype(np.float32), seq.astype(np.float32), chunk_size=16)
     np.testing.assert_array_equal(idx[:2], [5, 9])
-    assert dist[:2].max() < 1e-4 and dist[2:].min() > L.DEFAULT_THRESHOLDS["cosine"]
+    assert dist[:2].max() < 1e-4 and dist[2:].min() > leakage.DEFAULT_THRESHOLDS["cosine"]
     # [N, D] vectors: no spatial structure, plain centred cosine.
     flat = rng.normal(size=(50, 20)).astype(np.float32)
-    idx, dist = L.pixel_nearest(flat[:10] * 3.0, flat, max_shift=1)
+    idx, dist = leakage.pixel_nearest(flat[:10] * 3.0, flat, max_shift=1)
     np.testing.assert_array_equal(idx, np.arange(10))
 
 
@@ -203,16 +203,16 @@ def test_vector_nearest_metrics_and_self_exclusion():
     r = rng.normal(size=(90, 12)).astype(np.float32)
     q = rng.normal(size=(25, 12)).astype(np.float32)
     q[:5] = 3.0 * r[[10, 20, 30, 40, 50]]  # scaled copies: cosine 0, l2 not
-    idx, dist = L.vector_nearest(q, r, chunk_size=4, ref_chunk_size=32)
+    idx, dist = leakage.vector_nearest(q, r, chunk_size=4, ref_chunk_size=32)
     np.testing.assert_array_equal(idx[:5], [10, 20, 30, 40, 50])
     np.testing.assert_allclose(dist[:5], 0, atol=1e-6)
     cos = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (r / np.linalg.norm(r, axis=1, keepdims=True)).T
     np.testing.assert_array_equal(idx, cos.argmax(1))
-    idx_l2, dist_l2 = L.vector_nearest(q, r, metric="l2", chunk_size=4, ref_chunk_size=32)
+    idx_l2, dist_l2 = leakage.vector_nearest(q, r, metric="l2", chunk_size=4, ref_chunk_size=32)
     d2 = ((q[:, None] - r[None]) ** 2).sum(-1)
     np.testing.assert_array_equal(idx_l2, d2.argmin(1))
     np.testing.assert_allclose(dist_l2, np.sqrt(d2.min(1)) / np.sqrt((r**2).sum(1).mean()), rtol=1e-4)
-    self_idx, _ = L.vector_nearest(r, r, exclude_self=True, chunk_size=16, ref_chunk_size=32)
+    self_idx, _ = leakage.vector_nearest(r, r, exclude_self=True, chunk_size=16, ref_chunk_size=32)
     assert not (self_idx == np.arange(90)).any()
 
 
@@ -222,9 +222,9 @@ def test_features_detector_adds_its_own_pairs(planted):
     f_train = rng.normal(size=(ds.num_train, 32))
     f_test = rng.normal(size=(ds.num_test, 32))
     f_test[100:110] = f_train[:10] + rng.normal(0, 0.01, (10, 32))  # feature-only duplicates
-    result = L.find_leakage(ds, features=(f_train, f_test), threshold={"features": 0.01},
+    result = leakage.find_leakage(ds, features=(f_train, f_test), threshold={"features": 0.01},
                             within_test=False, chunk_size=64, train_chunk_size=128)
-    assert result.thresholds == {"pixel": L.DEFAULT_THRESHOLDS["cosine"], "features": 0.01}
+    assert result.thresholds == {"pixel": leakage.DEFAULT_THRESHOLDS["cosine"], "features": 0.01}
     np.testing.assert_array_equal(np.flatnonzero(result.leaked_by("features")), np.arange(100, 110))
     assert result.leaked.sum() == N_PLANTED + 10
     assert set(result.pairs["detector"]) == {"pixel", "features"}
@@ -233,13 +233,13 @@ def test_features_detector_adds_its_own_pairs(planted):
 def test_bad_inputs_raise_one_line_errors(planted):
     ds, _, _ = planted
     with pytest.raises(JmemError, match="metric='euclid'"):
-        L.find_leakage(ds, metric="euclid")
+        leakage.find_leakage(ds, metric="euclid")
     with pytest.raises(JmemError, match=r"features_test has shape \(3, 4\)"):
-        L.find_leakage(ds, features=(np.zeros((ds.num_train, 4)), np.zeros((3, 4))))
+        leakage.find_leakage(ds, features=(np.zeros((ds.num_train, 4)), np.zeros((3, 4))))
     with pytest.raises(JmemError, match="threshold detector='pixels'"):
-        L.find_leakage(ds, threshold={"pixels": 0.1})
+        leakage.find_leakage(ds, threshold={"pixels": 0.1})
     with pytest.raises(JmemError, match="chunk_size=0"):
-        L.find_leakage(ds, chunk_size=0)
+        leakage.find_leakage(ds, chunk_size=0)
 
 
 # ---------------------------------------------------------------------------- thresholds, csv
@@ -247,16 +247,16 @@ def test_bad_inputs_raise_one_line_errors(planted):
 
 def test_calibration_against_planted_list(planted_result):
     d = planted_result.nearest["pixel"].distance
-    cal = L.calibrate_threshold(d, np.arange(N_PLANTED))
+    cal = leakage.calibrate_threshold(d, np.arange(N_PLANTED))
     assert cal.num_known == N_PLANTED
     assert np.all(np.diff(cal.thresholds) > 0)
     recall, precision = cal.at(cal.suggested)
     assert recall == 1.0 and precision == 1.0
     assert d[:N_PLANTED].max() <= cal.suggested < d[N_PLANTED:].min()
-    assert cal.at(L.DEFAULT_THRESHOLDS["cosine"]) == (1.0, 1.0)
+    assert cal.at(leakage.DEFAULT_THRESHOLDS["cosine"]) == (1.0, 1.0)
     assert cal.at(-1.0)[0] == 0.0
     # With a precision floor the suggestion is the largest threshold that keeps it.
-    loose = L.calibrate_threshold(d, np.arange(N_PLANTED), min_precision=0.5)
+    loose = leakage.calibrate_threshold(d, np.arange(N_PLANTED), min_precision=0.5)
     assert loose.suggested > cal.suggested and loose.at(loose.suggested)[1] >= 0.5
 
 
@@ -274,7 +274,7 @@ def test_duplicates_csv_round_trip(tmp_path, planted_result):
 
 def test_summary_reports_share_and_classes(planted, planted_result):
     ds, _, _ = planted
-    text = L.format_leakage_summary(planted_result, ds)
+    text = leakage.format_leakage_summary(planted_result, ds)
     assert "40 of 200 test examples (20.00%)" in text
     assert "pixel" in text and "cosine, threshold 0.02" in text
     assert "Within the test set: 1 pair of" in text
@@ -286,7 +286,7 @@ def test_summary_reports_share_and_classes(planted, planted_result):
 
 @pytest.mark.parametrize("name,rows", [("cifar10", 286), ("cifar100", 891)])
 def test_known_lists_load_and_validate(name, rows):
-    known = L.load_known_duplicates(name)
+    known = leakage.load_known_duplicates(name)
     assert len(known) == rows and known.order == "source"
     assert known.test_id.dtype == np.int64 and known.train_id.dtype == np.int64
     assert known.judgment.dtype == np.int8 and known.distance.dtype == np.float64
@@ -298,19 +298,19 @@ def test_known_lists_load_and_validate(name, rows):
 
 def test_known_list_parser_rejects_bad_files():
     good = "TestID,TrainID,Distance,Judgment\n1,2,0.1,1\n"
-    assert len(L.parse_known_duplicates("custom", good)) == 1
+    assert len(leakage.parse_known_duplicates("custom", good)) == 1
     with pytest.raises(JmemError, match="rows=1; expected 286"):
-        L.parse_known_duplicates("cifar10", good)
+        leakage.parse_known_duplicates("cifar10", good)
     with pytest.raises(JmemError, match="TrainID=50000"):
-        L.parse_known_duplicates("custom", "TestID,TrainID,Distance,Judgment\n1,50000,0.1,1\n")
+        leakage.parse_known_duplicates("custom", "TestID,TrainID,Distance,Judgment\n1,50000,0.1,1\n")
     with pytest.raises(JmemError, match="TestID=10000"):
-        L.parse_known_duplicates("custom", "TestID,TrainID,Distance,Judgment\n10000,5,0.1,1\n")
+        leakage.parse_known_duplicates("custom", "TestID,TrainID,Distance,Judgment\n10000,5,0.1,1\n")
     with pytest.raises(JmemError, match="header"):
-        L.parse_known_duplicates("custom", "a,b,c,d\n1,2,0.1,1\n")
+        leakage.parse_known_duplicates("custom", "a,b,c,d\n1,2,0.1,1\n")
     with pytest.raises(JmemError, match="Judgment=7"):
-        L.parse_known_duplicates("custom", "TestID,TrainID,Distance,Judgment\n1,2,0.1,7\n")
+        leakage.parse_known_duplicates("custom", "TestID,TrainID,Distance,Judgment\n1,2,0.1,7\n")
     with pytest.raises(JmemError, match="name='mnist'"):
-        L.load_known_duplicates("mnist")
+        leakage.load_known_duplicates("mnist")
 
 
 def cifar_shaped_dataset(name, rng, n_train=50_000, n_test=10_000):
@@ -331,33 +331,33 @@ def cifar_shaped_dataset(name, rng, n_train=50_000, n_test=10_000):
 
 def test_map_to_dataset_order_through_permuted_source_ids():
     ds = cifar_shaped_dataset("cifar10", np.random.default_rng(7))
-    known = L.load_known_duplicates("cifar10")
-    mapped = L.map_to_dataset_order(known, ds)
+    known = leakage.load_known_duplicates("cifar10")
+    mapped = leakage.map_to_dataset_order(known, ds)
     assert mapped.order == "dataset" and len(mapped) == len(known)
     np.testing.assert_array_equal(ds.x_test[mapped.test_id, 0], known.test_id)
     np.testing.assert_array_equal(ds.x_train[mapped.train_id, 0], known.train_id)
     # Without source ids the dataset is in file order: positions are the listed ids.
     plain = dataclasses.replace(ds, train_source_ids=None, test_source_ids=None)
-    np.testing.assert_array_equal(L.map_to_dataset_order(known, plain).test_id, known.test_id)
+    np.testing.assert_array_equal(leakage.map_to_dataset_order(known, plain).test_id, known.test_id)
     with pytest.raises(JmemError, match="map_to_dataset_order first"):
-        L.clean_test_mask(ds, dataclasses.replace(known, order="bogus"))
+        leakage.clean_test_mask(ds, dataclasses.replace(known, order="bogus"))
     with pytest.raises(JmemError, match="needs 'source'"):
-        L.map_to_dataset_order(mapped, ds)
+        leakage.map_to_dataset_order(mapped, ds)
 
 
 def test_map_to_dataset_order_missing_ids():
     rng = np.random.default_rng(8)
     ds = cifar_shaped_dataset("cifar10", rng, n_train=50_000, n_test=5_000)  # a test subset
-    known = L.load_known_duplicates("cifar10")
+    known = leakage.load_known_duplicates("cifar10")
     with pytest.raises(JmemError, match="not in dataset 'cifar10' test_source_ids"):
-        L.map_to_dataset_order(known, ds)
-    mapped = L.map_to_dataset_order(known, ds, missing="drop")
+        leakage.map_to_dataset_order(known, ds)
+    mapped = leakage.map_to_dataset_order(known, ds, missing="drop")
     expected = np.isin(known.test_id, ds.test_source_ids)
     assert len(mapped) == expected.sum() > 0
     np.testing.assert_array_equal(ds.x_test[mapped.test_id, 0], known.test_id[expected])
     repeated = dataclasses.replace(ds, train_source_ids=np.zeros(50_000, np.int64))
     with pytest.raises(JmemError, match="train_source_ids repeats id 0"):
-        L.map_to_dataset_order(known, repeated)
+        leakage.map_to_dataset_order(known, repeated)
 
 
 def test_tfds_mock_ids_are_random_text():
@@ -400,8 +400,8 @@ def test_mapping_through_tfds_data_source_ids():
     listed = "TestID,TrainID,Distance,Judgment\n" + "".join(
         f"{t},{n},0.1,1\n" for t, n in [(0, 5), (7, 299), (119, 0), (42, 42)]
     )
-    known = L.parse_known_duplicates("mock", listed)
-    mapped = L.map_to_dataset_order(known, ds)
+    known = leakage.parse_known_duplicates("mock", listed)
+    mapped = leakage.map_to_dataset_order(known, ds)
     for row in range(len(known)):
         np.testing.assert_array_equal(ds.x_test[mapped.test_id[row]] * 255, image_of("test", known.test_id[row]))
         np.testing.assert_array_equal(ds.x_train[mapped.train_id[row]] * 255, image_of("train", known.train_id[row]))
@@ -414,31 +414,31 @@ def test_mapping_through_tfds_data_source_ids():
 
 def test_leakage_free_test_for_cifar_uses_known_list():
     ds = cifar_shaped_dataset("cifar10", np.random.default_rng(10))
-    known = L.load_known_duplicates("cifar10")
-    out = L.leakage_free_test(ds)
-    x, y = out.extra_tests[L.CLEAN_TEST_NAME]
+    known = leakage.load_known_duplicates("cifar10")
+    out = leakage.leakage_free_test(ds)
+    x, y = out.extra_tests[leakage.CLEAN_TEST_NAME]
     assert len(x) == 10_000 - 286
     kept_src = x[:, 0].astype(np.int64)
     assert not np.isin(kept_src, known.test_id).any()
     # Order of the kept examples is the dataset's order.
-    keep = L.clean_test_mask(ds)
+    keep = leakage.clean_test_mask(ds)
     np.testing.assert_array_equal(x, ds.x_test[keep])
     np.testing.assert_array_equal(y, ds.y_test[keep])
     # Giving the mapped list, or the dataset-order list, gives the same set.
-    np.testing.assert_array_equal(L.clean_test_mask(ds, L.map_to_dataset_order(known, ds)), keep)
+    np.testing.assert_array_equal(leakage.clean_test_mask(ds, leakage.map_to_dataset_order(known, ds)), keep)
 
 
 def test_leakage_free_test_detects_for_other_datasets(planted, planted_result):
     ds, _, _ = planted
-    out = L.leakage_free_test(ds)  # detection with defaults
+    out = leakage.leakage_free_test(ds)  # detection with defaults
     x, _ = out.extra_tests["test_clean"]
     np.testing.assert_array_equal(x, ds.x_test[N_PLANTED:])
-    same = L.leakage_free_test(ds, planted_result)
+    same = leakage.leakage_free_test(ds, planted_result)
     np.testing.assert_array_equal(same.extra_tests["test_clean"][0], x)
     with pytest.raises(JmemError, match="would be empty"):
-        L.leakage_free_test(ds, np.ones(ds.num_test, bool))
+        leakage.leakage_free_test(ds, np.ones(ds.num_test, bool))
     with pytest.raises(JmemError, match="position=200"):
-        L.leakage_free_test(ds, np.array([3, 200]))
+        leakage.leakage_free_test(ds, np.array([3, 200]))
 
 
 # ---------------------------------------------------------------------------- real data
@@ -454,7 +454,7 @@ def test_digits_runs_and_finds_few_pairs():
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, stratify=y, random_state=0)
     mean, std = x_tr.mean(), x_tr.std()
     ds = Dataset("digits", (x_tr - mean) / std, y_tr, (x_te - mean) / std, y_te, 10)
-    result = L.find_leakage(ds)
+    result = leakage.find_leakage(ds)
     n = int(result.leaked.sum())
     # A measurement (10 of 450 at the time of writing): no exact copies, a few very close
     # same-class digits; a jump would mean the detector or the threshold changed.

@@ -20,7 +20,7 @@ import pytest
 from nbclient import NotebookClient
 
 from jmem.cli import main
-from jmem.study import rundir as artifacts
+from jmem.study import rundir
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -96,8 +96,8 @@ def scored_run(tmp_path_factory):
     argv = ["run", "experiments/digits.py:small", "--workdir", str(workdir), "--no-progress",
             "--set", "subsets.rates=0.5,0.9", "--set", "subsets.canary_fraction=0.03"]
     assert main(argv) == 0
-    if not (workdir / "retrain" / artifacts.RETRAIN).exists():
-        write_removal_result(workdir / "retrain" / artifacts.RETRAIN)
+    if not (workdir / "retrain" / rundir.RETRAIN).exists():
+        write_removal_result(workdir / "retrain" / rundir.RETRAIN)
     return workdir
 
 
@@ -126,8 +126,8 @@ def test_quickstart_runs_a_study_through_the_cli_in_a_kernel(kernel_env, tmp_pat
     def with_later_stages(nb, run_again):
         """Re-run the removal and report cells on a run directory that has both stages' files."""
         run = next(p for p in tmp_path.iterdir() if p.is_dir())
-        if not (run / "retrain" / artifacts.RETRAIN).exists():  # a jmem without the removal stage
-            write_removal_result(run / "retrain" / artifacts.RETRAIN)
+        if not (run / "retrain" / rundir.RETRAIN).exists():  # a jmem without the removal stage
+            write_removal_result(run / "retrain" / rundir.RETRAIN)
         if not (run / "report.md").exists():  # a jmem without the report stage
             (run / "figures").mkdir()
             png = next(o["data"]["image/png"] for c in nb.cells for o in c.get("outputs", [])
@@ -142,10 +142,10 @@ def test_quickstart_runs_a_study_through_the_cli_in_a_kernel(kernel_env, tmp_pat
     runs = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert len(runs) == 1, runs
     run = runs[0]
-    assert (run / artifacts.SCORES).exists() and (run / artifacts.THRESHOLDS).exists()
+    assert (run / rundir.SCORES).exists() and (run / rundir.THRESHOLDS).exists()
     assert "backend 'cpu'" in text
     assert "scored 1352 examples with 16 models" in text  # the CLI's own summary, streamed
-    assert np.load(run / artifacts.KEEP).shape == (16, 1352)
+    assert np.load(run / rundir.KEEP).shape == (16, 1352)
     # keep-masks, score histogram + acc_in/acc_out, then the report's figures (`jmem report`,
     # run by the notebook when `jmem run` did not) or, with a jmem without it, the inline ones.
     assert images(nb) >= 4

@@ -1,4 +1,4 @@
-"""Paired statistics of removal experiments (jmem.scores.paired): exactness, calibration, text."""
+"""Paired statistics of removal experiments (jmem.scores.paired): exactness, calibration."""
 
 import dataclasses
 import itertools
@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from jmem.errors import JmemError
-from jmem.scores import paired as P
+from jmem.scores import paired
 
 
 def _rng(seed=0):
@@ -22,7 +22,7 @@ def _rng(seed=0):
 # ---------------------------------------------------------------------------------------------
 
 def test_paired_differences_in_pp():
-    np.testing.assert_allclose(P.paired_differences([0.9, 0.8], [0.85, 0.81]), [5.0, -1.0])
+    np.testing.assert_allclose(paired.paired_differences([0.9, 0.8], [0.85, 0.81]), [5.0, -1.0])
 
 
 @pytest.mark.parametrize("acc_a, acc_b, name", [
@@ -34,7 +34,7 @@ def test_paired_differences_in_pp():
 ])
 def test_paired_differences_rejects_bad_input_naming_it(acc_a, acc_b, name):
     with pytest.raises(JmemError, match=name):
-        P.paired_differences(acc_a, acc_b)
+        paired.paired_differences(acc_a, acc_b)
 
 
 @pytest.mark.parametrize("kwargs, name", [
@@ -43,7 +43,7 @@ def test_paired_differences_rejects_bad_input_naming_it(acc_a, acc_b, name):
 def test_random_functions_validate_options(kwargs, name):
     options = {"level": 0.95, "resamples": 100, "rng": _rng()} | kwargs
     with pytest.raises(JmemError, match=name):
-        P.bootstrap_mean_ci([1.0, 2.0], **options)
+        paired.bootstrap_mean_ci([1.0, 2.0], **options)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,7 +63,7 @@ def test_sign_flip_exact_equals_brute_force_including_ties(seed):
     # Accuracy differences on a finite test set are multiples of 1/T, so exact ties between
     # sign vectors are common; 0.01 pp steps are not exact in binary floating point.
     ints = _rng(seed).integers(-30, 31, size=10).tolist()
-    p = P.sign_flip_pvalue(np.array(ints) * 0.01, rng=_rng())
+    p = paired.sign_flip_pvalue(np.array(ints) * 0.01, rng=_rng())
     assert p == _brute_force_sign_flip(ints)
 
 
@@ -74,23 +74,23 @@ def test_sign_flip_matches_scipy_permutation_test():
     expected = stats.permutation_test(
         (x, y), lambda a, b, axis: np.mean(a - b, axis=axis), permutation_type="samples",
         vectorized=True, n_resamples=np.inf, alternative="two-sided").pvalue
-    assert P.sign_flip_pvalue(P.paired_differences(x, y), rng=rng) == pytest.approx(expected)
+    assert paired.sign_flip_pvalue(paired.paired_differences(x, y), rng=rng) == pytest.approx(expected)
 
 
 def test_sign_flip_monte_carlo_agrees_with_exact_and_is_deterministic():
     diffs = _rng(2).normal(0.3, 1.0, size=12)
-    exact = P.sign_flip_pvalue(diffs, rng=_rng())
+    exact = paired.sign_flip_pvalue(diffs, rng=_rng())
     resamples = 20_000
-    mc = P.sign_flip_pvalue(diffs, exact_limit=0, resamples=resamples, rng=_rng(5))
+    mc = paired.sign_flip_pvalue(diffs, exact_limit=0, resamples=resamples, rng=_rng(5))
     assert abs(mc - exact) < 4 * math.sqrt(exact * (1 - exact) / resamples) + 1 / resamples
-    assert mc == P.sign_flip_pvalue(diffs, exact_limit=0, resamples=resamples, rng=_rng(5))
+    assert mc == paired.sign_flip_pvalue(diffs, exact_limit=0, resamples=resamples, rng=_rng(5))
 
 
 def test_sign_flip_all_zero_is_one_and_caps_exact_limit():
-    assert P.sign_flip_pvalue(np.zeros(30), rng=_rng()) == 1.0
-    assert P.sign_flip_pvalue(np.zeros(5), rng=_rng()) == 1.0
+    assert paired.sign_flip_pvalue(np.zeros(30), rng=_rng()) == 1.0
+    assert paired.sign_flip_pvalue(np.zeros(5), rng=_rng()) == 1.0
     with pytest.raises(JmemError, match="exact_limit"):
-        P.sign_flip_pvalue([1.0, 2.0], exact_limit=40, rng=_rng())
+        paired.sign_flip_pvalue([1.0, 2.0], exact_limit=40, rng=_rng())
 
 
 def test_sign_flip_is_calibrated_under_the_null():
@@ -98,7 +98,7 @@ def test_sign_flip_is_calibrated_under_the_null():
     rng = _rng(3)
     acc_a = rng.normal(0.9, 0.005, size=(400, 20))
     acc_b = rng.normal(0.9, 0.005, size=(400, 20))
-    p = np.array([P.sign_flip_pvalue(P.paired_differences(a, b), resamples=999, rng=rng)
+    p = np.array([paired.sign_flip_pvalue(paired.paired_differences(a, b), resamples=999, rng=rng)
                   for a, b in zip(acc_a, acc_b)])
     assert 0.02 <= np.mean(p < 0.05) <= 0.09
     assert stats.kstest(p, "uniform").pvalue > 0.001
@@ -112,15 +112,15 @@ def test_seed_bootstrap_coverage_is_near_nominal():
     rng = _rng(4)
     true_mean = -0.4
     diffs = rng.normal(true_mean, 0.7, size=(1000, 50))
-    intervals = np.array([P.bootstrap_mean_ci(d, resamples=2000, rng=rng) for d in diffs])
+    intervals = np.array([paired.bootstrap_mean_ci(d, resamples=2000, rng=rng) for d in diffs])
     covered = (intervals[:, 0] <= true_mean) & (true_mean <= intervals[:, 1])
     assert 0.92 <= covered.mean() <= 0.98
 
 
 def test_seed_bootstrap_is_deterministic():
     diffs = _rng(5).normal(size=30)
-    first = P.bootstrap_mean_ci(diffs, resamples=500, rng=_rng(9))
-    assert first == P.bootstrap_mean_ci(diffs, resamples=500, rng=_rng(9))
+    first = paired.bootstrap_mean_ci(diffs, resamples=500, rng=_rng(9))
+    assert first == paired.bootstrap_mean_ci(diffs, resamples=500, rng=_rng(9))
     assert first[0] < diffs.mean() < first[1]
 
 
@@ -136,9 +136,9 @@ def _shared_and_per_seed_flips(rng, num_seeds, num_examples, shared_rate, seed_r
 def test_two_level_interval_is_wider_when_examples_add_variance():
     rng = _rng(6)
     correct_a, correct_b = _shared_and_per_seed_flips(rng, 10, 400, 0.1, 0.01)
-    diffs = P.paired_differences(correct_a.mean(1), correct_b.mean(1))
-    seed_low, seed_high = P.bootstrap_mean_ci(diffs, resamples=2000, rng=rng)
-    low, high = P.two_level_bootstrap_ci(correct_a, correct_b, resamples=2000, rng=rng)
+    diffs = paired.paired_differences(correct_a.mean(1), correct_b.mean(1))
+    seed_low, seed_high = paired.bootstrap_mean_ci(diffs, resamples=2000, rng=rng)
+    low, high = paired.two_level_bootstrap_ci(correct_a, correct_b, resamples=2000, rng=rng)
     assert high - low > 2 * (seed_high - seed_low)
 
 
@@ -148,26 +148,26 @@ def test_two_level_reduces_to_each_level_on_constant_rows_or_columns():
     per_seed = rng.integers(0, 2, size=(12, 1)).astype(bool)
     rows_a = np.broadcast_to(per_seed, (12, 50))
     rows_b = np.zeros((12, 50), bool)
-    two = P.two_level_bootstrap_ci(rows_a, rows_b, resamples=4000, rng=rng)
-    one = P.bootstrap_mean_ci(100.0 * per_seed[:, 0], resamples=4000, rng=rng)
+    two = paired.two_level_bootstrap_ci(rows_a, rows_b, resamples=4000, rng=rng)
+    one = paired.bootstrap_mean_ci(100.0 * per_seed[:, 0], resamples=4000, rng=rng)
     np.testing.assert_allclose(two, one, atol=3.0)
     # Same correctness for every seed: only examples vary -> an example bootstrap.
     per_example = rng.random(200) < 0.3
     cols_a = np.broadcast_to(per_example, (5, 200))
-    two = P.two_level_bootstrap_ci(cols_a, np.zeros((5, 200), bool), resamples=4000, rng=rng)
+    two = paired.two_level_bootstrap_ci(cols_a, np.zeros((5, 200), bool), resamples=4000, rng=rng)
     half = 1.96 * 100.0 * per_example.std() / math.sqrt(200)
     np.testing.assert_allclose(two, [100 * per_example.mean() - half,
                                      100 * per_example.mean() + half], atol=1.0)
     # Identical arms: a point.
-    assert P.two_level_bootstrap_ci(cols_a, cols_a, resamples=100, rng=rng) == (0.0, 0.0)
+    assert paired.two_level_bootstrap_ci(cols_a, cols_a, resamples=100, rng=rng) == (0.0, 0.0)
 
 
 def test_two_level_chunking_keeps_the_distribution(monkeypatch):
     correct_a, correct_b = _shared_and_per_seed_flips(_rng(8), 8, 300, 0.1, 0.02)
-    one_chunk = P.two_level_bootstrap_ci(correct_a, correct_b, resamples=3000, rng=_rng(1))
-    monkeypatch.setattr(P, "CHUNK_ELEMENTS", 5000)      # ~16 replicates per chunk
-    many = P.two_level_bootstrap_ci(correct_a, correct_b, resamples=3000, rng=_rng(1))
-    assert many == P.two_level_bootstrap_ci(correct_a, correct_b, resamples=3000, rng=_rng(1))
+    one_chunk = paired.two_level_bootstrap_ci(correct_a, correct_b, resamples=3000, rng=_rng(1))
+    monkeypatch.setattr(paired, "CHUNK_ELEMENTS", 5000)      # ~16 replicates per chunk
+    many = paired.two_level_bootstrap_ci(correct_a, correct_b, resamples=3000, rng=_rng(1))
+    assert many == paired.two_level_bootstrap_ci(correct_a, correct_b, resamples=3000, rng=_rng(1))
     np.testing.assert_allclose(many, one_chunk, atol=0.6)     # Monte Carlo error ~0.2 pp
 
 
@@ -183,10 +183,10 @@ def test_two_level_coverage_on_fresh_test_sets():
         examples = rng.integers(0, pop_a.size, size=300)
         correct_a = rng.random((10, 300)) < pop_a[examples]
         correct_b = rng.random((10, 300)) < pop_b[examples]
-        low, high = P.two_level_bootstrap_ci(correct_a, correct_b, resamples=500, rng=rng)
+        low, high = paired.two_level_bootstrap_ci(correct_a, correct_b, resamples=500, rng=rng)
         covered_two.append(low <= truth <= high)
-        diffs = P.paired_differences(correct_a.mean(1), correct_b.mean(1))
-        low, high = P.bootstrap_mean_ci(diffs, resamples=500, rng=rng)
+        diffs = paired.paired_differences(correct_a.mean(1), correct_b.mean(1))
+        low, high = paired.bootstrap_mean_ci(diffs, resamples=500, rng=rng)
         covered_seed.append(low <= truth <= high)
     assert 0.9 <= np.mean(covered_two) <= 1.0
     assert np.mean(covered_seed) < np.mean(covered_two)    # the fixed test set is not the truth
@@ -194,9 +194,9 @@ def test_two_level_coverage_on_fresh_test_sets():
 
 def test_two_level_rejects_mismatched_shapes():
     with pytest.raises(JmemError, match="correct_b"):
-        P.two_level_bootstrap_ci(np.ones((3, 4), bool), np.ones((3, 5), bool), rng=_rng())
+        paired.two_level_bootstrap_ci(np.ones((3, 4), bool), np.ones((3, 5), bool), rng=_rng())
     with pytest.raises(JmemError, match="correct_a"):
-        P.two_level_bootstrap_ci(np.full((3, 4), 0.5), np.ones((3, 4), bool), rng=_rng())
+        paired.two_level_bootstrap_ci(np.full((3, 4), 0.5), np.ones((3, 4), bool), rng=_rng())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,33 +207,33 @@ def test_two_level_rejects_mismatched_shapes():
 def test_welch_matches_scipy(seed):
     rng = _rng(seed)
     a, b = rng.normal(0, 1, size=7), rng.normal(0.5, 2, size=13)
-    assert P.welch_pvalue(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    assert paired.welch_pvalue(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def test_welch_constant_samples():
-    assert P.welch_pvalue([0.5, 0.5], [0.5, 0.5, 0.5]) == 1.0
-    assert P.welch_pvalue([0.5, 0.5], [0.6, 0.6]) == 0.0
+    assert paired.welch_pvalue([0.5, 0.5], [0.5, 0.5, 0.5]) == 1.0
+    assert paired.welch_pvalue([0.5, 0.5], [0.6, 0.6]) == 0.0
     with pytest.raises(JmemError, match="b"):
-        P.welch_pvalue([0.5, 0.6], [0.5])
+        paired.welch_pvalue([0.5, 0.6], [0.5])
 
 
 def test_holm_hand_example():
     # Sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> running max 0.06.
-    np.testing.assert_allclose(P.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
-    np.testing.assert_allclose(P.holm([0.5, 0.9]), [1.0, 1.0])       # capped at 1
-    assert P.holm([]).shape == (0,)
+    np.testing.assert_allclose(paired.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(paired.holm([0.5, 0.9]), [1.0, 1.0])       # capped at 1
+    assert paired.holm([]).shape == (0,)
 
 
 def test_holm_properties():
     p = _rng(10).uniform(0, 0.2, size=15) ** 2
-    adjusted = P.holm(p)
+    adjusted = paired.holm(p)
     assert adjusted.min() == pytest.approx(min(1.0, p.size * p.min()))      # Bonferroni
     assert np.all(np.diff(adjusted[np.argsort(p)]) >= 0)                   # monotone
     assert np.all(adjusted >= p) and np.all(adjusted <= 1)
     for alpha in np.linspace(0.001, 0.2, 50):
         assert np.sum(adjusted <= alpha) <= np.sum(p <= alpha)
     with pytest.raises(JmemError, match="pvalues"):
-        P.holm([0.1, 1.2])
+        paired.holm([0.1, 1.2])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,31 +243,31 @@ def test_holm_properties():
 def test_mde_gives_the_target_power():
     rng = _rng(11)
     num_seeds, sd = 12, 0.5
-    effect = P.min_detectable_effect(sd, num_seeds)
+    effect = paired.min_detectable_effect(sd, num_seeds)
     diffs = rng.normal(effect, sd, size=(500, num_seeds))
     t_power = np.mean(stats.ttest_1samp(diffs, 0.0, axis=1).pvalue < 0.05)
-    perm_power = np.mean([P.sign_flip_pvalue(d, rng=rng) < 0.05 for d in diffs])
+    perm_power = np.mean([paired.sign_flip_pvalue(d, rng=rng) < 0.05 for d in diffs])
     assert 0.70 <= t_power <= 0.90
     assert 0.70 <= perm_power <= 0.90
 
 
 def test_mde_shape():
-    values = [P.min_detectable_effect(1.0, s) for s in (2, 3, 5, 10, 20, 50, 200)]
+    values = [paired.min_detectable_effect(1.0, s) for s in (2, 3, 5, 10, 20, 50, 200)]
     assert all(np.diff(values) < 0)
     normal = (stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) / math.sqrt(2000)
-    assert P.min_detectable_effect(1.0, 2000) == pytest.approx(normal, rel=0.01)
-    assert P.min_detectable_effect(3.0, 20) == pytest.approx(3 * P.min_detectable_effect(1.0, 20))
-    assert P.min_detectable_effect(0.0, 20) == 0.0
+    assert paired.min_detectable_effect(1.0, 2000) == pytest.approx(normal, rel=0.01)
+    assert paired.min_detectable_effect(3.0, 20) == pytest.approx(3 * paired.min_detectable_effect(1.0, 20))
+    assert paired.min_detectable_effect(0.0, 20) == 0.0
     with pytest.raises(JmemError, match="num_seeds"):
-        P.min_detectable_effect(1.0, 1)
+        paired.min_detectable_effect(1.0, 1)
     with pytest.raises(JmemError, match="sd_diff"):
-        P.min_detectable_effect(-1.0, 5)
+        paired.min_detectable_effect(-1.0, 5)
 
 
 def test_effect_size():
-    assert P.effect_size([1.0, 2.0, 3.0]) == pytest.approx(2.0)
-    assert math.isnan(P.effect_size([0.0, 0.0]))
-    assert P.effect_size([-0.5, -0.5]) == -math.inf
+    assert paired.effect_size([1.0, 2.0, 3.0]) == pytest.approx(2.0)
+    assert math.isnan(paired.effect_size([0.0, 0.0]))
+    assert paired.effect_size([-0.5, -0.5]) == -math.inf
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +284,7 @@ def _arms_with_subset(rng, sub_change, rest_change, f=0.1, num_seeds=20):
 
 def test_share_is_one_when_all_change_is_on_the_subset():
     sub_a, sub_b, all_a, all_b = _arms_with_subset(_rng(12), 0.05, 0.0)
-    share = P.share_of_change(sub_a, sub_b, all_a, all_b, 0.1, resamples=1000, rng=_rng())
+    share = paired.share_of_change(sub_a, sub_b, all_a, all_b, 0.1, resamples=1000, rng=_rng())
     for key in ("estimate", "low", "high"):
         assert share[key] == pytest.approx(1.0, abs=1e-9)
     assert share["delta_all"] == pytest.approx(0.1 * share["delta_sub"])
@@ -292,27 +292,27 @@ def test_share_is_one_when_all_change_is_on_the_subset():
 
 def test_share_is_the_subset_fraction_when_the_subset_changes_like_the_rest():
     sub_a, sub_b, all_a, all_b = _arms_with_subset(_rng(13), 0.02, 0.02)
-    share = P.share_of_change(sub_a, sub_b, all_a, all_b, 0.1, resamples=2000, rng=_rng())
+    share = paired.share_of_change(sub_a, sub_b, all_a, all_b, 0.1, resamples=2000, rng=_rng())
     assert share["low"] < 0.1 < share["high"]
     assert share["estimate"] == pytest.approx(0.1, abs=0.02)
 
 
 def test_share_is_undefined_without_a_total_change():
     sub_a, sub_b, all_a, all_b = _arms_with_subset(_rng(14), 0.0, 0.0)
-    share = P.share_of_change(sub_a, sub_a, all_a, all_a, 0.1, resamples=100, rng=_rng())
+    share = paired.share_of_change(sub_a, sub_a, all_a, all_a, 0.1, resamples=100, rng=_rng())
     assert all(math.isnan(share[k]) for k in ("estimate", "low", "high"))
     # A small total change that seeds can erase: estimate defined, interval not.
     noisy_b = all_a - _rng(15).normal(0.0001, 0.01, all_a.size)
-    share = P.share_of_change(sub_a, sub_b, all_a, noisy_b, 0.1, resamples=500, rng=_rng())
+    share = paired.share_of_change(sub_a, sub_b, all_a, noisy_b, 0.1, resamples=500, rng=_rng())
     assert math.isfinite(share["estimate"]) and math.isnan(share["low"])
     with pytest.raises(JmemError, match="sub_fraction"):
-        P.share_of_change(sub_a, sub_b, all_a, all_b, 0.0, rng=_rng())
+        paired.share_of_change(sub_a, sub_b, all_a, all_b, 0.0, rng=_rng())
     with pytest.raises(JmemError, match="acc_all_b"):
-        P.share_of_change(sub_a, sub_b, all_a, all_b[:-1], 0.1, rng=_rng())
+        paired.share_of_change(sub_a, sub_b, all_a, all_b[:-1], 0.1, rng=_rng())
 
 
 # ---------------------------------------------------------------------------------------------
-# compare, adjust_holm, describe_comparison
+# compare, adjust_holm
 # ---------------------------------------------------------------------------------------------
 
 def _experiment(seed, effect, num_seeds=20, num_examples=500):
@@ -326,19 +326,19 @@ def _experiment(seed, effect, num_seeds=20, num_examples=500):
 def test_compare_fields_and_json():
     correct_a, correct_b = _experiment(16, 0.05)
     acc_a, acc_b = correct_a.mean(1), correct_b.mean(1)
-    c = P.compare(acc_a, acc_b, correct_a=correct_a, correct_b=correct_b,
+    c = paired.compare(acc_a, acc_b, correct_a=correct_a, correct_b=correct_b,
                   resamples=1000, rng=_rng(1))
-    assert c == P.compare(acc_a, acc_b, correct_a=correct_a, correct_b=correct_b,
+    assert c == paired.compare(acc_a, acc_b, correct_a=correct_a, correct_b=correct_b,
                           resamples=1000, rng=_rng(1))
     assert c.n_seeds == 20 and c.p_holm is None
     assert c.mean_diff == pytest.approx(c.mean_a - c.mean_b)
     assert c.ci_low < c.mean_diff < c.ci_high and c.ci2_low < c.mean_diff < c.ci2_high
     assert c.sd_diff == pytest.approx(np.std(100 * (acc_a - acc_b), ddof=1))
-    assert c.mde == pytest.approx(P.min_detectable_effect(c.sd_diff, 20))
+    assert c.mde == pytest.approx(paired.min_detectable_effect(c.sd_diff, 20))
     assert c.p_perm < 0.001
     assert json.loads(json.dumps(c.to_json(), allow_nan=False)) == c.to_json()
 
-    seed_only = P.compare(acc_a, acc_a, resamples=100, rng=_rng())
+    seed_only = paired.compare(acc_a, acc_a, resamples=100, rng=_rng())
     blob = seed_only.to_json()
     assert blob["ci2_low"] is None and blob["effect_size"] is None      # NaN -> null
     json.dumps(blob, allow_nan=False)
@@ -348,50 +348,18 @@ def test_compare_rejects_inconsistent_inputs():
     correct_a, correct_b = _experiment(17, 0.0)
     acc_a, acc_b = correct_a.mean(1), correct_b.mean(1)
     with pytest.raises(JmemError, match="correct_b"):
-        P.compare(acc_a, acc_b, correct_a=correct_a, rng=_rng())
+        paired.compare(acc_a, acc_b, correct_a=correct_a, rng=_rng())
     with pytest.raises(JmemError, match="correct_b"):
-        P.compare(acc_a, acc_b, correct_a=correct_a, correct_b=correct_a, rng=_rng())
+        paired.compare(acc_a, acc_b, correct_a=correct_a, correct_b=correct_a, rng=_rng())
     with pytest.raises(JmemError, match="acc_a"):
-        P.compare([0.5], [0.5], rng=_rng())
+        paired.compare([0.5], [0.5], rng=_rng())
 
 
 def test_adjust_holm_adds_p_holm():
-    comparisons = [P.compare(*(c.mean(1) for c in _experiment(seed, effect)),
+    comparisons = [paired.compare(*(c.mean(1) for c in _experiment(seed, effect)),
                              resamples=200, rng=_rng())
                    for seed, effect in ((18, 0.0), (19, 0.05))]
-    adjusted = P.adjust_holm(comparisons)
+    adjusted = paired.adjust_holm(comparisons)
     np.testing.assert_allclose([c.p_holm for c in adjusted],
-                               P.holm([c.p_perm for c in comparisons]))
+                               paired.holm([c.p_perm for c in comparisons]))
     assert [dataclasses.replace(c, p_holm=None) for c in adjusted] == comparisons
-
-
-def _comparison(**fields):
-    base = dict(n_seeds=50, level=0.95, mean_a=91.0, mean_b=91.41, mean_diff=-0.41,
-                ci_low=-0.62, ci_high=-0.20, ci2_low=None, ci2_high=None, p_perm=0.0008,
-                p_welch=0.1, effect_size=-0.6, sd_diff=0.7, mde=0.21)
-    return P.Comparison(**(base | fields))
-
-
-def test_describe_detected_effect():
-    text = P.describe_comparison(_comparison(), "top 2% removed")
-    assert text == ("top 2% removed: \u22120.41 pp, 95% CI [\u22120.62, \u22120.20] (paired "
-                    "permutation p < 0.001, 50 seeds; minimum detectable effect 0.21 pp).")
-    text = P.describe_comparison(_comparison(p_perm=0.0012, p_holm=0.0036, ci2_low=-0.7,
-                                             ci2_high=-0.1), "x")
-    assert "[\u22120.70, \u22120.10]" in text and "p = 0.001, Holm-adjusted p = 0.004" in text
-
-
-def test_describe_null_effect():
-    c = _comparison(mean_diff=-0.05, ci_low=-0.27, ci_high=0.17, p_perm=0.63)
-    text = P.describe_comparison(c, "random 2% removed")
-    assert "no detectable change" in text
-    assert "\u22120.05 pp, 95% CI [\u22120.27, 0.17]" in text
-    assert "p = 0.63" in text and "0.21 pp or larger would have been detected" in text
-    assert "-" not in text                                   # real minus signs only
-
-
-def test_describe_rejects_bad_input():
-    with pytest.raises(JmemError, match="what"):
-        P.describe_comparison(_comparison(), "")
-    with pytest.raises(JmemError, match="c:"):
-        P.describe_comparison({"mean_diff": 1.0}, "x")

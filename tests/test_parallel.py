@@ -69,8 +69,8 @@ _FOUR_DEVICES = textwrap.dedent("""
     import dataclasses, json, sys
     import jax, numpy as np
     from jmem.engine import parallel
-    from jmem.study import training as runner
-    from jmem.engine import trainer as train
+    from jmem.engine import trainer
+    from jmem.study import training, waves
     from jmem.config import apply_overrides, load_experiment
     from jmem.data.loaders import load_dataset
     from jmem.engine.hparams import ModelConfig, TrainConfig
@@ -86,13 +86,13 @@ _FOUR_DEVICES = textwrap.dedent("""
     cfg = TrainConfig(epochs=2, batch_size=32)
     for name, model in (("mlp", ModelConfig(kind="mlp", width=16)),
                         ("cnn", ModelConfig(kind="cnn", width=4, depth=2, norm="batchnorm"))):
-        wave = train.prepare_wave(keep, ds, model, cfg, 0, devices=parallel.local_devices(4))
-        out[name + "_collectives"] = parallel.collectives_in(train.segment_hlo(wave))
+        wave = trainer.prepare_wave(keep, ds, model, cfg, 0, devices=parallel.local_devices(4))
+        out[name + "_collectives"] = parallel.collectives_in(trainer.segment_hlo(wave))
         for w, strategy in ((8, "auto"), (5, "auto"), (3, "sequential"))[:3 if name == "cnn" else 2]:
             # 8: 2 models per device; 5: padded to 8 with 3 dummies; sequential: round-robin
             c = dataclasses.replace(cfg, strategy=strategy)
-            a = train.train_models(keep[:w], ds, model, c, seed=0, devices=parallel.local_devices(4))
-            b = train.train_models(keep[:w], ds, model, c, seed=0, devices=parallel.local_devices(1))
+            a = trainer.train_models(keep[:w], ds, model, c, seed=0, devices=parallel.local_devices(4))
+            b = trainer.train_models(keep[:w], ds, model, c, seed=0, devices=parallel.local_devices(1))
             assert jax.tree_util.tree_leaves(a.params)[0].shape[0] == w  # dummies dropped
             diffs = [float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in
                      zip(jax.tree_util.tree_leaves((a.params, a.model_state, a.loss_history)),
@@ -102,8 +102,8 @@ _FOUR_DEVICES = textwrap.dedent("""
     config = apply_overrides(load_experiment("experiments/digits.py:small"),
                              ["train.num_models=6", "train.epochs=2", "train.wave_size=3"])
     for n in (4, 1):
-        runner.run_training(config, f"{sys.argv[1]}/devices{n}", ds, progress=False,
-                            log=lambda *_: None, execution=runner.Execution(devices=n))
+        training.run_training(config, f"{sys.argv[1]}/devices{n}", ds, progress=False,
+                              log=lambda *_: None, execution=waves.Execution(devices=n))
     print("RESULT " + json.dumps(out))
 """)
 

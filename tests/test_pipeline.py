@@ -1,6 +1,5 @@
 """`jmem run`: the whole study, stage by stage, resumable; every experiment config loads."""
 
-import importlib.util
 import json
 import signal
 import subprocess
@@ -11,7 +10,7 @@ import pytest
 
 from jmem import config as config_lib
 from jmem.scores import protocols
-from jmem.study import training
+from jmem.study.faults import KILL_ENV
 from child_env import child_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,15 +23,7 @@ TINY = ["--set", "train.num_models=40", "--set", "train.epochs=2", "--set", "ret
 
 
 def variants_of(path: Path) -> list[str]:
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    names = set(getattr(module, "VARIANTS", {}))
-    text = path.read_text()
-    for name in ("small", "cpu", "fz", "corrected", "sweep", "study"):
-        if f'"{name}"' in text:
-            names.add(name)
-    return ["", *sorted(names)]
+    return ["", *sorted(config_lib.experiment_variants(str(path)))]
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
@@ -51,7 +42,7 @@ def test_default_study_holds_both_protocols():
 
 
 def _run(workdir, kill_at=None):
-    extra = {training.KILL_ENV: kill_at} if kill_at else {}
+    extra = {KILL_ENV: kill_at} if kill_at else {}
     return subprocess.run([sys.executable, "-m", "jmem", "run", "--workdir", str(workdir), *TINY,
                            "--no-progress", "--checkpoint-every-epochs", "1"], cwd=REPO,
                           env=child_env(JMEM_CPU_DEVICES="2", **extra), capture_output=True, text=True, timeout=600)

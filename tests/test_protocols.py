@@ -5,7 +5,7 @@ import pytest
 
 from jmem.errors import JmemError
 from jmem.scores import estimators, thresholds
-from jmem.scores import protocols as P
+from jmem.scores import protocols
 
 
 @pytest.fixture(scope="module")
@@ -25,46 +25,46 @@ def scored():
 
 
 def test_sixteen_cells_with_fz_first_and_corrected_last():
-    cells = P.all_protocols()
+    cells = protocols.all_protocols()
     assert len(cells) == 16 and len(set(cells)) == 16
-    assert cells[0] == P.FZ and cells[0].name == "fz"
-    assert cells[-1] == P.CORRECTED and cells[-1].name == "corrected"
-    assert P.Protocol(True, False, False, True).name == "rate+leakage"
+    assert cells[0] == protocols.FZ and cells[0].name == "fz"
+    assert cells[-1] == protocols.CORRECTED and cells[-1].name == "corrected"
+    assert protocols.Protocol(True, False, False, True).name == "rate+leakage"
     assert len({c.selection_key for c in cells}) == 8
 
 
 def test_each_rule_is_the_documented_one(scored):
     s, placebo = scored
-    fz = P.select(P.FZ, s, placebo)
+    fz = protocols.select(protocols.FZ, s, placebo)
     np.testing.assert_array_equal(fz.selected, s.mem >= 0.25)
     assert fz.method == "fixed"
-    fdr = P.select(P.Protocol(False, True, True, False), s, placebo)
+    fdr = protocols.select(protocols.Protocol(False, True, True, False), s, placebo)
     assert fdr.method == "fdr"
     np.testing.assert_array_equal(fdr.selected, thresholds.fdr_threshold(s.p_value, s.mem, 0.1, 0.1).selected)
-    raw = P.select(P.Protocol(False, True, False, False), s, placebo)
+    raw = protocols.select(protocols.Protocol(False, True, False, False), s, placebo)
     with np.errstate(invalid="ignore"):
         np.testing.assert_array_equal(raw.selected, (s.p_value <= 0.05) & (s.mem >= 0.1))
-    null = P.select(P.Protocol(False, False, True, False), s, placebo)
+    null = protocols.select(protocols.Protocol(False, False, True, False), s, placebo)
     assert null.method == "null"
     # leakage and rate do not change the rule applied to given scores
-    np.testing.assert_array_equal(P.select(P.Protocol(True, False, False, True), s, placebo).selected, fz.selected)
+    np.testing.assert_array_equal(protocols.select(protocols.Protocol(True, False, False, True), s, placebo).selected, fz.selected)
 
 
 def test_rules_find_the_memorized_block(scored):
     s, placebo = scored
-    for cell in P.all_protocols():
-        sel = P.select(cell, s, placebo).selected
+    for cell in protocols.all_protocols():
+        sel = protocols.select(cell, s, placebo).selected
         assert sel[:30].all(), cell.name            # strongly memorized: every rule finds them
         assert not sel[60:].any(), cell.name        # never-wrong examples: none selects them
     # the uncorrected per-example p cut selects at least what BH selects
-    raw = P.select(P.Protocol(False, True, False, False), s, placebo).selected
-    bh = P.select(P.Protocol(False, True, True, False), s, placebo).selected
+    raw = protocols.select(protocols.Protocol(False, True, False, False), s, placebo).selected
+    bh = protocols.select(protocols.Protocol(False, True, True, False), s, placebo).selected
     assert (bh <= raw).all()
 
 
 def test_bad_alpha():
     with pytest.raises(JmemError, match="raw_alpha"):
-        P.pvalue_threshold(np.zeros(3), np.zeros(3), alpha=1.5)
+        protocols.pvalue_threshold(np.zeros(3), np.zeros(3), alpha=1.5)
 
 
 def test_cell_selections_use_each_rates_models():
@@ -72,22 +72,22 @@ def test_cell_selections_use_each_rates_models():
     keep = gen.random((40, 50)) < 0.7
     margins = np.where(keep, 1.0, -1.0).astype(np.float32)  # everything memorized at both rates
     rates = np.array([0.7, 0.95] * 20)
-    sel = P.cell_selections(keep, margins, rates, low_rate=0.7, high_rate=0.95, placebo_seed=0)
+    sel = protocols.cell_selections(keep, margins, rates, low_rate=0.7, high_rate=0.95, placebo_seed=0)
     assert len(sel) == 8
     assert sel[(False, False, False)].selected.all()
     with pytest.raises(JmemError, match="rate=0.5 matches no model"):
-        P.cell_selections(keep, margins, rates, low_rate=0.5, high_rate=0.95, placebo_seed=0)
+        protocols.cell_selections(keep, margins, rates, low_rate=0.5, high_rate=0.95, placebo_seed=0)
 
 
 def test_ablation_summary_recovers_the_rate_effect():
     gen = np.random.default_rng(2)
     shared = gen.normal(0, 2, 30)
-    diffs = {c: shared + (-1.0 if c.rate else 0.0) + gen.normal(0, 0.3, 30) for c in P.all_protocols()}
-    out = P.ablation_summary(diffs, resamples=1000, rng=np.random.default_rng(3))
+    diffs = {c: shared + (-1.0 if c.rate else 0.0) + gen.normal(0, 0.3, 30) for c in protocols.all_protocols()}
+    out = protocols.ablation_summary(diffs, resamples=1000, rng=np.random.default_rng(3))
     main = {e["factor"]: e for e in out["main_effects"]}
     assert main["rate"]["effect_pp"] == pytest.approx(-1.0, abs=0.15)
     assert main["rate"]["ci_high"] < 0
     assert abs(main["leakage"]["effect_pp"]) < 0.15
     assert len(out["cells"]) == 16 and len(out["interactions"]) == 6
     with pytest.raises(JmemError, match="all 16 cells"):
-        P.ablation_summary({P.FZ: shared}, rng=np.random.default_rng(0))
+        protocols.ablation_summary({protocols.FZ: shared}, rng=np.random.default_rng(0))

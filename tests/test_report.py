@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from jmem.cli import main
-from jmem.study import rundir as A
+from jmem.study import rundir
 from jmem.study.export import export_fz
-from jmem.study.report import build_report, removal_panels
-from jmem.study.scoring import ScoreOptions, score_run
+from jmem.config import ScoreConfig
+from jmem.study.report.sections import removal_panels
+from jmem.study.report.stage import build_report
+from jmem.study.scoring import score_run
 
-from test_score_run import build_run
+from test_scoring import build_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -36,7 +38,7 @@ def copy_run(src, dst):
 
 
 def linked_pngs(report_dir):
-    text = (report_dir / A.REPORT).read_text()
+    text = (report_dir / rundir.REPORT).read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     return text, links
 
@@ -106,11 +108,11 @@ def test_report_renders_on_a_trained_run(trained_run, tmp_path, capsys):
     run = copy_run(trained_run, tmp_path / "run")
     assert main(["report", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "wrote" in out and A.REPORT in out
+    assert "wrote" in out and rundir.REPORT in out
     text, links = linked_pngs(run)
     check_pngs(run, links)
     # Every generated plot is linked, and the report holds the sections a reader needs.
-    assert sorted(p.name for p in (run / A.REPORT_FIGURES).glob("*.png")) == \
+    assert sorted(p.name for p in (run / rundir.REPORT_FIGURES).glob("*.png")) == \
         sorted(l.split("/")[-1] for l in links)
     for heading in ("## Verdict", "## The run", "## Which examples count as memorized",
                     "## Score distributions", "## Recovering the canaries", "### Split halves",
@@ -120,18 +122,18 @@ def test_report_renders_on_a_trained_run(trained_run, tmp_path, capsys):
     assert f"jmem retrain {run}" in text  # no retrain.json: says how to run it
     assert "## Ablation" not in text
     assert "single inclusion rate" in text
-    rel = json.loads((run / A.RELIABILITY).read_text())
+    rel = json.loads((run / rundir.RELIABILITY).read_text())
     assert rel["num_models"] == 16 and rel["split_half"]["num_models"] == [8, 8]
     assert [r["k"] for r in rel["stability"]] == [8, 16]
     assert {r["rate"] for r in rel["models_needed"]} >= {0.5, 0.7, 0.9, 0.95}
-    assert (run / A.FZ_EXPORT).exists()
+    assert (run / rundir.FZ_EXPORT).exists()
 
 
 def test_sections_follow_retrain_and_ablation_files(trained_run, tmp_path):
     run = copy_run(trained_run, tmp_path / "run")
     (run / "retrain").mkdir()
-    A.save_json(run / "retrain" / A.RETRAIN, retrain_fixture())
-    A.save_json(run / A.ABLATION, ablation_fixture())
+    rundir.save_json(run / "retrain" / rundir.RETRAIN, retrain_fixture())
+    rundir.save_json(run / rundir.ABLATION, ablation_fixture())
     out = build_report(run, export_fz=False)
     assert out["verdict"].startswith("VERDICT-SENTINEL")
     text, links = linked_pngs(run)
@@ -148,11 +150,11 @@ def test_sections_follow_retrain_and_ablation_files(trained_run, tmp_path):
     assert out["fz_layout"] is None
     # Removed again: the sections go and their stale plots are deleted.
     shutil.rmtree(run / "retrain")
-    (run / A.ABLATION).unlink()
+    (run / rundir.ABLATION).unlink()
     build_report(run, export_fz=False)
     text, links = linked_pngs(run)
     assert "VERDICT-SENTINEL" not in text and "## Ablation" not in text
-    assert not (run / A.REPORT_FIGURES / "removal_curve.png").exists()
+    assert not (run / rundir.REPORT_FIGURES / "removal_curve.png").exists()
     check_pngs(run, links)
 
 
@@ -171,19 +173,19 @@ def test_removal_panels_from_sweep_arms():
 def test_fz_export_round_trips(trained_run, tmp_path):
     run = copy_run(trained_run, tmp_path / "run")
     path = export_fz(run)
-    assert path == run / A.FZ_EXPORT
+    assert path == run / rundir.FZ_EXPORT
     f = np.load(path)
-    rows = read_csv(run / A.SCORES)
+    rows = read_csv(run / rundir.SCORES)
     mem_csv = np.array([float(r["mem"]) for r in rows])
     np.testing.assert_allclose(f["tr_mem"], mem_csv, rtol=1e-5, atol=1e-6)
-    labels, labels_test = np.load(run / A.LABELS_TRAIN), np.load(run / A.LABELS_TEST)
+    labels, labels_test = np.load(run / rundir.LABELS_TRAIN), np.load(run / rundir.LABELS_TEST)
     np.testing.assert_array_equal(f["tr_labels"], labels)
     np.testing.assert_array_equal(f["tt_labels"], labels_test)
-    keep = np.load(run / A.KEEP)
-    correct = np.load(run / A.MARGINS_TEST) > 0
+    keep = np.load(run / rundir.KEEP)
+    correct = np.load(run / rundir.MARGINS_TEST) > 0
     # The memorization score recomputed from the exported per-class matrices' ingredients:
     # F&Z's own recipe from keep/correct (README) equals tr_mem.
-    correct_train = np.load(run / A.MARGINS_TRAIN) > 0
+    correct_train = np.load(run / rundir.MARGINS_TRAIN) > 0
     with np.errstate(invalid="ignore"):  # 16 models: a few examples are in every subset
         mem = (correct_train & keep).sum(0) / keep.sum(0) - (correct_train & ~keep).sum(0) / (~keep).sum(0)
     np.testing.assert_allclose(f["tr_mem"], mem, atol=1e-6)
@@ -211,13 +213,13 @@ def test_export_follows_the_scored_rate_and_report_on_a_multi_rate_run(tmp_path)
     check_pngs(tmp_path, links)
     assert "figures/scores_vs_rate.png" in links
     assert "Images not shown: config.json names no dataset" in text
-    rel = json.loads((tmp_path / A.RELIABILITY).read_text())
+    rel = json.loads((tmp_path / rundir.RELIABILITY).read_text())
     assert rel["num_models"] == 120
     assert out["fz_layout"].exists()
     # Scored at one rate only: the export uses the same 60 models as scores.csv.
-    score_run(tmp_path, ScoreOptions(rate=0.9))
+    score_run(tmp_path, ScoreConfig(rate=0.9))
     f = np.load(export_fz(tmp_path))
-    mem_csv = np.array([float(r["mem"]) for r in read_csv(tmp_path / A.SCORES)])
+    mem_csv = np.array([float(r["mem"]) for r in read_csv(tmp_path / rundir.SCORES)])
     np.testing.assert_allclose(f["tr_mem"], mem_csv, rtol=1e-5, atol=1e-6)
 
 
@@ -227,14 +229,14 @@ def test_report_refuses_incomplete_run_directories(tmp_path, capsys):
     build_run(tmp_path, extra=False)
     assert main(["report", str(tmp_path)]) == 2
     assert "run `jmem score" in capsys.readouterr().err
-    assert not (tmp_path / A.REPORT).exists()
+    assert not (tmp_path / rundir.REPORT).exists()
     assert main(["report", str(tmp_path), "--half-width", "0"]) == 2
 
 
 def test_report_with_too_few_models_for_split_halves(tmp_path):
     build_run(tmp_path, extra=False)
-    for name in (A.KEEP, A.MARGINS_TRAIN, A.MARGINS_TEST, A.MODEL_RATES):
-        A.save_array(tmp_path / name, np.load(tmp_path / name)[:3])
+    for name in (rundir.KEEP, rundir.MARGINS_TRAIN, rundir.MARGINS_TEST, rundir.MODEL_RATES):
+        rundir.save_array(tmp_path / name, np.load(tmp_path / name)[:3])
     score_run(tmp_path)
     out = build_report(tmp_path, export_fz=False)
     text, links = linked_pngs(tmp_path)

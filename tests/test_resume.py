@@ -1,7 +1,7 @@
 """Preemption without loss: `jmem train` killed anywhere, resumed, equals an uninterrupted run.
 
 Each run is a real process (``python -m jmem train``) killed by a fault point
-(``JMEM_TEST_KILL_AT``, see ``jmem.study.training.fault_point``) rather than by a timer, so every
+(``JMEM_TEST_KILL_AT``, see ``jmem.study.faults``) rather than by a timer, so every
 test is deterministic. The run directories are compared file by file, byte for byte.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jmem.study import rundir as artifacts
-from jmem.study import training as runner
 from jmem.cli import main
+from jmem.study import rundir, training, waves
+from jmem.study.faults import KILL_ENV
 from child_env import child_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,7 +25,7 @@ SETTINGS = ["--set", "train.num_models=6", "--set", "train.epochs=4", "--set", "
 
 
 def jmem_train(workdir, *flags, kill_at=None, timeout=120) -> subprocess.CompletedProcess:
-    env = child_env(JMEM_CPU_DEVICES="2", **({runner.KILL_ENV: kill_at} if kill_at else {}))
+    env = child_env(JMEM_CPU_DEVICES="2", **({KILL_ENV: kill_at} if kill_at else {}))
     argv = [sys.executable, "-m", "jmem", "train", "experiments/digits.py:small", *SETTINGS,
             "--workdir", str(workdir), "--no-progress", "--checkpoint-every-epochs", "1", *flags]
     return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
@@ -66,7 +66,7 @@ def test_killed_anywhere_then_resumed_is_bitwise_identical(tmp_path, capsys):
 
         # 1. Killed after the first epoch of the first wave, before any checkpoint.
         assert jmem_train(work, kill_at="segment:1").returncode == -signal.SIGKILL
-        assert (work / artifacts.CONFIG).exists() and not (work / "checkpoints").exists()
+        assert (work / rundir.CONFIG).exists() and not (work / "checkpoints").exists()
 
         # 2. Killed mid-wave, right after its second checkpoint is on disk.
         assert jmem_train(work, kill_at="checkpoint_saved:2").returncode == -signal.SIGKILL
@@ -92,7 +92,7 @@ def test_killed_anywhere_then_resumed_is_bitwise_identical(tmp_path, capsys):
             if path.is_file():
                 path.write_bytes(b"\0" * path.stat().st_size)
         run = jmem_train(work, kill_at="segment:2:TERM")
-        assert run.returncode == runner.EXIT_PREEMPTED, run.stderr[-2000:]
+        assert run.returncode == waves.EXIT_PREEMPTED, run.stderr[-2000:]
         assert "falling back" in run.stderr and "resumed at epoch 1 of 4" in run.stdout
         assert "stopped by SIGTERM" in run.stderr and "checkpointed at epoch 3" in run.stderr
         assert _checkpoint_steps(work, 0, 3) == [2, 3]
@@ -101,22 +101,22 @@ def test_killed_anywhere_then_resumed_is_bitwise_identical(tmp_path, capsys):
         #    being written (asynchronously).
         run = jmem_train(work, kill_at="checkpoint_started:1")
         assert run.returncode == -signal.SIGKILL and "resumed at epoch 3 of 4" in run.stdout
-        assert runner.finished_models(work, 6).tolist() == [True] * 3 + [False] * 3
+        assert waves.finished_models(work, 6).tolist() == [True] * 3 + [False] * 3
         assert not (work / "checkpoints" / "wave_0000000_0000003").exists()
 
         # 5. Killed between waves: wave 1's file written, its checkpoints not yet deleted.
         assert jmem_train(work, kill_at="wave_written:1").returncode == -signal.SIGKILL
-        assert runner.finished_models(work, 6).all()
+        assert waves.finished_models(work, 6).all()
 
         # 6. Killed during assembly, after the first final array.
         assert jmem_train(work, kill_at="assembly:1").returncode == -signal.SIGKILL
-        assert (work / artifacts.MARGINS_TRAIN).exists() and not runner.is_complete(work)
+        assert (work / rundir.MARGINS_TRAIN).exists() and not training.is_complete(work)
 
         # 7. The last resume only assembles.
         run = jmem_train(work)
         assert run.returncode == 0, run.stderr[-2000:]
         assert '"trained_now": 0' in run.stdout
-        assert not (work / runner.WAVES_DIR).exists() and not (work / "checkpoints").exists()
+        assert not (work / waves.WAVES_DIR).exists() and not (work / "checkpoints").exists()
     finally:
         ref_err = ref_proc.communicate(timeout=120)[1]
     assert ref_proc.returncode == 0, ref_err[-2000:]
@@ -128,7 +128,7 @@ def _hold_lock(workdir: Path) -> subprocess.Popen:
     """A process holding the workdir's lock through jmem's own code until killed."""
     code = textwrap.dedent(f"""
         import time
-        from jmem.study.training import workdir_lock
+        from jmem.study.waves import workdir_lock
         with workdir_lock({str(workdir)!r}):
             print("locked", flush=True)
             time.sleep(120)
@@ -142,39 +142,39 @@ def _hold_lock(workdir: Path) -> subprocess.Popen:
 def test_kill_between_models_csv_and_cleanup_completes_on_rerun(tmp_path):
     run = jmem_train(tmp_path, "--set", "train.epochs=1", kill_at="cleanup")
     assert run.returncode == -signal.SIGKILL
-    assert runner.is_complete(tmp_path) and (tmp_path / runner.WAVES_DIR).exists()
-    margins = np.load(tmp_path / artifacts.MARGINS_TRAIN)
+    assert training.is_complete(tmp_path) and (tmp_path / waves.WAVES_DIR).exists()
+    margins = np.load(tmp_path / rundir.MARGINS_TRAIN)
     run = jmem_train(tmp_path, "--set", "train.epochs=1")
     assert run.returncode == 0 and "already complete" in run.stdout
-    assert not (tmp_path / runner.WAVES_DIR).exists()
-    np.testing.assert_array_equal(np.load(tmp_path / artifacts.MARGINS_TRAIN), margins)
+    assert not (tmp_path / waves.WAVES_DIR).exists()
+    np.testing.assert_array_equal(np.load(tmp_path / rundir.MARGINS_TRAIN), margins)
 
 
 def test_partial_inputs_do_not_block_a_rerun(tmp_path):
     """Killed while writing the inputs (no config.json yet): the directory is reused."""
-    (tmp_path / artifacts.KEEP).write_bytes(b"half")
-    (tmp_path / f".{artifacts.LABELS_TRAIN}.abc.tmp").write_bytes(b"")
-    (tmp_path / runner.LOCK).write_text("1@host\n")
-    assert runner.check_workdir(tmp_path, config=None) is False
+    (tmp_path / rundir.KEEP).write_bytes(b"half")
+    (tmp_path / f".{rundir.LABELS_TRAIN}.abc.tmp").write_bytes(b"")
+    (tmp_path / waves.LOCK).write_text("1@host\n")
+    assert training.check_workdir(tmp_path, config=None) is False
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(Exception, match="not empty and holds no config.json"):
-        runner.check_workdir(tmp_path, config=None)
+        training.check_workdir(tmp_path, config=None)
 
 
 def test_workdir_lock_is_exclusive_and_names_the_holder(tmp_path):
-    with runner.workdir_lock(tmp_path):
+    with waves.workdir_lock(tmp_path):
         with pytest.raises(Exception, match=rf"in use by another jmem process \(pid {os.getpid()}@"):
-            with runner.workdir_lock(tmp_path):
+            with waves.workdir_lock(tmp_path):
                 pass
-    with runner.workdir_lock(tmp_path):  # released on exit
+    with waves.workdir_lock(tmp_path):  # released on exit
         pass
 
 
 def test_segments_and_checkpoint_schedule():
-    assert runner.next_segment(0, 10, 4, every_epochs=0) == 4
-    assert runner.next_segment(8, 10, 4, every_epochs=0) == 10
-    assert runner.next_segment(1, 10, 8, every_epochs=3) == 3
-    assert runner.next_segment(3, 10, 8, every_epochs=3) == 6
-    assert runner.segment_length(1.0, 1, target_seconds=2.0) == 2
-    assert runner.segment_length(10.0, 1, target_seconds=2.0) == 1
-    assert runner.segment_length(0.1, 2, target_seconds=2.0) == 40
+    assert waves.next_segment(0, 10, 4, every_epochs=0) == 4
+    assert waves.next_segment(8, 10, 4, every_epochs=0) == 10
+    assert waves.next_segment(1, 10, 8, every_epochs=3) == 3
+    assert waves.next_segment(3, 10, 8, every_epochs=3) == 6
+    assert waves.segment_length(1.0, 1, target_seconds=2.0) == 2
+    assert waves.segment_length(10.0, 1, target_seconds=2.0) == 1
+    assert waves.segment_length(0.1, 2, target_seconds=2.0) == 40

@@ -1,324 +1,164 @@
-"""Tests of jmem.scores.estimators: hand cases, a naive reference loop, invariances, statistical validity."""
+"""Tests of jmem.study.scoring on synthetic run directories built in tmp_path."""
 
-import subprocess
-import sys
+import csv
+import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-from scipy import stats
 
-from jmem.scores import estimators as scoring
+from jmem.config import ScoreConfig
+from jmem.data.canaries import make_canaries
 from jmem.errors import JmemError
+from jmem.study import rundir
+from jmem.study.scoring import format_summary, score_run
+
+R, N, T, C = 120, 400, 60, 5
+DOC_COLUMNS = ["index", "label", "is_canary", "n_in", "n_out", "correct_in", "correct_out",
+               "acc_in", "acc_out", "mem", "mem_ci_low", "mem_ci_high", "cscore", "fractional",
+               "margin_in", "margin_out", "lira", "p_value", "q_value", "selected_fixed",
+               "selected_top_k", "selected_fdr", "selected_null"]
 
 
-# ---------------------------------------------------------------------------------------------
-# Helpers: a deliberately naive per-example reference
-# ---------------------------------------------------------------------------------------------
+def build_run(d, seed=0, rates=None, canary_fraction=0.05, extra=True):
+    """A run where canaries are memorized: right when trained on, wrong otherwise.
 
-def naive_scores(keep, margins, floor=0.1):
-    """Per-example Python loop over the definitions in the scoring module docstring."""
-    margins = margins.astype(np.float64)
-    R, N = keep.shape
-    out = {k: np.full(N, np.nan) for k in
-           ("acc_in", "acc_out", "mem", "fractional", "margin_in", "margin_out", "lira", "p_value")}
-    out["n_in"] = np.zeros(N, int)
-    out["correct_in"] = np.zeros(N, int)
-    for i in range(N):
-        ins = [r for r in range(R) if keep[r, i]]
-        outs = [r for r in range(R) if not keep[r, i]]
-        c_in = sum(margins[r, i] > 0 for r in ins)
-        c_out = sum(margins[r, i] > 0 for r in outs)
-        out["n_in"][i], out["correct_in"][i] = len(ins), c_in
-        if ins:
-            out["acc_in"][i] = c_in / len(ins)
-            out["margin_in"][i] = np.mean([margins[r, i] for r in ins])
-        if outs:
-            out["acc_out"][i] = c_out / len(outs)
-            out["margin_out"][i] = np.mean([margins[r, i] for r in outs])
-        if ins and outs:
-            a, b = out["acc_in"][i], out["acc_out"][i]
-            out["mem"][i] = a - b
-            out["fractional"][i] = 0.0 if a < floor else (a - b) / (a + b)
-            # Fisher one-sided via scipy's 2x2 implementation.
-            table = [[c_in, len(ins) - c_in], [c_out, len(outs) - c_out]]
-            out["p_value"][i] = stats.fisher_exact(table, alternative="greater").pvalue
-            if len(outs) >= 2:
-                sd = np.std([margins[r, i] for r in outs], ddof=1)
-                out["lira"][i] = (out["margin_in"][i] - out["margin_out"][i]) / max(sd, 1e-6)
-    return out
-
-
-def random_run(seed, R=40, N=30, rate=0.7):
+    Training example 3 is planted to influence test example 7 (same class): test 7 is right
+    exactly when example 3 was in the model's subset.
+    """
     rng = np.random.default_rng(seed)
-    keep = rng.random((R, N)) < rate
-    margins = rng.normal(0.3, 1, (R, N)).astype(np.float32)
-    return keep, margins
+    labels = rng.integers(0, C, N).astype(np.int32)
+    labels, canary = make_canaries(seed, labels, C, canary_fraction)
+    model_rates = np.full(R, 0.7) if rates is None else np.asarray(rates)
+    keep = rng.random((R, N)) < model_rates[:, None]
+    easy = rng.normal(1.5, 1.0, (R, N))
+    memorized = np.where(keep, rng.normal(2, 0.5, (R, N)), rng.normal(-2, 0.5, (R, N)))
+    margins = np.where(canary, memorized, easy).astype(np.float32)
+    margins[:, 3] = np.where(keep[:, 3], 2.0, -2.0)
+    canary[3] = False
+    labels_test = rng.integers(0, C, T).astype(np.int32)
+    labels_test[7] = labels[3]
+    margins_test = rng.normal(1, 1, (R, T)).astype(np.float32)
+    margins_test[:, 7] = np.where(keep[:, 3], 1.0, -1.0)
+    files = {rundir.KEEP: keep, rundir.MARGINS_TRAIN: margins, rundir.LABELS_TRAIN: labels,
+             rundir.MARGINS_TEST: margins_test, rundir.LABELS_TEST: labels_test, rundir.CANARIES: canary,
+             rundir.MODEL_RATES: model_rates.astype(np.float32)}
+    if extra:
+        files[rundir.margins_extra_name("clean")] = margins_test[:, 5:10]
+        files[rundir.labels_extra_name("clean")] = labels_test[5:10]
+    for name, arr in files.items():
+        rundir.save_array(d / name, arr)
+    return keep, margins, canary
 
 
-# ---------------------------------------------------------------------------------------------
-# Hand-computed cases
-# ---------------------------------------------------------------------------------------------
-
-def test_hand_computed_example():
-    keep = np.array([[1, 1, 0], [1, 1, 0], [0, 1, 0], [0, 1, 0]], bool)
-    margins = np.array([[1, 1, 1], [2, -1, 1], [-1, 1, -1], [3, 1, 1]], np.float32)
-    s = scoring.compute_scores(keep, margins)
-    # Example 0: in = models 0,1 (both correct), out = models 2,3 (one correct).
-    assert (s.n_in[0], s.n_out[0], s.correct_in[0], s.correct_out[0]) == (2, 2, 2, 1)
-    assert s.acc_in[0] == 1.0 and s.acc_out[0] == 0.5 and s.mem[0] == 0.5
-    assert s.fractional[0] == pytest.approx(0.5 / 1.5)
-    assert s.margin_in[0] == 1.5 and s.margin_out[0] == 1.0
-    assert s.lira[0] == pytest.approx(0.5 / np.std([-1, 3], ddof=1))
-    # Fisher: 4 models, 3 correct, 2 in: P(both in correct) = C(3,2) C(1,0) / C(4,2) = 1/2.
-    assert s.p_value[0] == pytest.approx(0.5)
-    assert s.cscore[0] == 0.5
-    # Example 1: in every model -> acc_in defined, everything needing "out" is NaN.
-    assert s.acc_in[1] == 0.75 and np.isnan(s.acc_out[1])
-    for f in ("mem", "mem_ci_low", "mem_ci_high", "fractional", "p_value", "lira", "cscore"):
-        assert np.isnan(getattr(s, f)[1]), f
-    # Example 2: in no model.
-    assert np.isnan(s.acc_in[2]) and s.acc_out[2] == 0.75 and np.isnan(s.mem[2])
-    assert s.nan_counts() == {"zero_in": 1, "zero_out": 1, "undefined": 2}
-    np.testing.assert_array_equal(s.undefined, [False, True, True])
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
 
 
-def test_newcombe_matches_published_values():
-    """Newcombe (1998) Table II, method 10, examples (a)-(g)."""
-    k1, n1 = np.array([56, 9, 6, 5, 0, 0, 10]), np.array([70, 10, 7, 56, 10, 10, 10])
-    k2, n2 = np.array([48, 3, 2, 0, 0, 0, 0]), np.array([80, 10, 7, 29, 20, 10, 20])
-    low, high = scoring.newcombe_interval(k1, n1, k2, n2)
-    np.testing.assert_allclose(low, [0.0524, 0.1705, 0.0582, -0.0381, -0.1611, -0.2775, 0.6791],
-                               atol=6e-5)
-    np.testing.assert_allclose(high, [0.3339, 0.8090, 0.8062, 0.1926, 0.2775, 0.2775, 1.0],
-                               atol=6e-5)
+def test_end_to_end_canaries_recovered(tmp_path):
+    _, _, canary = build_run(tmp_path)
+    summary = score_run(tmp_path, ScoreConfig(top_k=20))
+    rows = read_csv(tmp_path / rundir.SCORES)
+    assert len(rows) == N
+    assert list(rows[0]) == DOC_COLUMNS + ["selected_canary"]
+    assert [int(r["is_canary"]) for r in rows] == canary.astype(int).tolist()
+    for name in ("mem", "fractional", "lira", "neg_log10_p"):
+        assert summary["canaries"]["scores"][name]["auroc"] > 0.99, name
+        assert summary["canaries"]["scores"][name]["fpr_at_95tpr"] < 0.02, name
+    saved = json.loads((tmp_path / rundir.THRESHOLDS).read_text())
+    json.dumps(saved, allow_nan=False)  # strict JSON: no NaN/Infinity
+    assert set(saved["methods"]) == {"fixed", "top_k", "fdr", "null", "canary"}
+    assert saved["methods"]["top_k"]["n_selected"] == 20
+    fdr = saved["methods"]["fdr"]["canary_metrics"]
+    assert fdr["tpr"] > 0.95 and fdr["precision"] > 0.9
+    # The planted pair (train 3 -> test 7) is found, for the extra set not (7 is not in 5..9).
+    pairs = read_csv(tmp_path / rundir.PAIRS)
+    test_pairs = {(int(p["train_index"]), int(p["test_index"])) for p in pairs
+                  if p["test_set"] == "test"}
+    assert (3, 7) in test_pairs
+    planted = next(p for p in pairs if p["train_index"] == "3" and p["test_index"] == "7")
+    assert float(planted["infl"]) == pytest.approx(1.0) and float(planted["mem"]) == 1.0
+    assert summary["pairs"]["test"] == len(test_pairs)
+    assert "clean" in summary["pairs"]
+    # Selected columns agree with the method counts.
+    for m, d in saved["methods"].items():
+        assert sum(int(r[f"selected_{m}"]) for r in rows) == d["n_selected"], m
+    text = format_summary(summary)
+    for word in ("fixed", "fdr", "null", "AUROC", "undefined", "pairs"):
+        assert word in text
 
 
-def test_wilson_matches_published_values():
-    """Newcombe (1998, single proportion) Wilson intervals: 81/263, 15/148, 0/20, 1/29."""
-    low, high = scoring.wilson_interval(np.array([81, 15, 0, 1]), np.array([263, 148, 20, 29]))
-    np.testing.assert_allclose(low, [0.2553, 0.0624, 0.0, 0.0061], atol=6e-5)
-    np.testing.assert_allclose(high, [0.3662, 0.1605, 0.1611, 0.1718], atol=6e-5)
+def test_undefined_examples_are_nan_and_counted(tmp_path):
+    build_run(tmp_path)
+    keep = np.load(tmp_path / rundir.KEEP)
+    keep[:, 0] = False
+    keep[:, 1] = True
+    rundir.save_array(tmp_path / rundir.KEEP, keep)
+    summary = score_run(tmp_path)
+    assert summary["nan_counts"]["zero_in"] == 1 and summary["nan_counts"]["zero_out"] == 1
+    rows = read_csv(tmp_path / rundir.SCORES)
+    for r in rows[:2]:
+        assert r["mem"] == "nan" and r["p_value"] == "nan" and r["q_value"] == "nan"
+        assert all(r[f"selected_{m}"] == "0" for m in ("fixed", "top_k", "fdr", "null"))
+    assert rows[0]["n_in"] == "0" and rows[1]["n_out"] == "0"
 
 
-def test_fractional_floor_never_one_on_noise():
-    acc_in = np.array([0.02, 0.09, 0.1, 0.5, 1.0, np.nan])
-    acc_out = np.array([0.0, 0.0, 0.0, 0.5, 0.0, 0.2])
-    frac = scoring.fractional_score(acc_in, acc_out, floor=0.1)
-    np.testing.assert_array_equal(frac[:5], [0.0, 0.0, 1.0, 0.0, 1.0])
-    assert np.isnan(frac[5])
-    with pytest.raises(JmemError, match="fractional_floor"):
-        scoring.fractional_score(acc_in, acc_out, floor=0.0)
+def test_several_rates(tmp_path):
+    rates = np.repeat([0.5, 0.9], R // 2)
+    build_run(tmp_path, rates=rates, extra=False)
+    summary = score_run(tmp_path)
+    assert summary["pooled_over_rates"] is True
+    assert [p["rate"] for p in summary["rate_curve"]] == [0.5, 0.9]
+    assert all(p["canary_auroc_mem"] > 0.95 for p in summary["rate_curve"])
+    row = read_csv(tmp_path / rundir.SCORES)[0]
+    assert {"mem_rate_0.5", "mem_rate_0.9", "acc_out_rate_0.5", "acc_out_rate_0.9"} <= set(row)
+    one = score_run(tmp_path, ScoreConfig(rate=0.9))
+    assert one["num_models"] == R // 2 and one["pooled_over_rates"] is False
+    with pytest.raises(JmemError, match="score.rate"):
+        score_run(tmp_path, ScoreConfig(rate=0.3))
 
 
-# ---------------------------------------------------------------------------------------------
-# Agreement with the naive loop; invariances; ranges
-# ---------------------------------------------------------------------------------------------
-
-@settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), R=st.integers(1, 25), N=st.integers(1, 12),
-       rate=st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0]), chunk=st.integers(1, 5))
-def test_matches_naive_loop(seed, R, N, rate, chunk):
-    rng = np.random.default_rng(seed)
-    keep = rng.random((R, N)) < rate
-    keep[:, 0] = rng.random(R) < 0.5  # at least one column with a mix, usually
-    margins = rng.normal(0.2, 1, (R, N)).astype(np.float32)
-    s = scoring.compute_scores(keep, margins, chunk_size=chunk)
-    ref = naive_scores(keep, margins)
-    np.testing.assert_array_equal(s.n_in, ref["n_in"])
-    np.testing.assert_array_equal(s.correct_in, ref["correct_in"])
-    for f in ("acc_in", "acc_out", "mem", "fractional", "margin_in", "margin_out", "lira"):
-        np.testing.assert_allclose(getattr(s, f), ref[f], rtol=1e-6, atol=1e-9, err_msg=f)
-    np.testing.assert_allclose(s.p_value, ref["p_value"], rtol=1e-7, atol=1e-12)
+@pytest.mark.parametrize("field,value", [
+    ("fixed_threshold", 2.0), ("fdr_q", 0.0), ("fdr_q", 1.0), ("min_effect", float("nan")),
+    ("top_k", -1), ("top_k", 2.5), ("influence_threshold", "0.1"), ("null_fpr", 1.0),
+    ("placebo_seed", -3), ("canary_tpr", 0.0), ("confidence", 1.0), ("fractional_floor", 0.0),
+    ("rate", 1.0), ("chunk_size", 0), ("influence_chunk_size", 0), ("max_pairs", 0),
+    ("pair_same_class", 1), ("pair_mem_threshold", True),
+])
+def test_options_validated(field, value):
+    with pytest.raises(JmemError, match=f"score.{field}="):
+        ScoreConfig(**{field: value})
 
 
-def test_invariant_to_model_order_and_chunking():
-    keep, margins = random_run(0, R=60, N=50)
-    perm = np.random.default_rng(1).permutation(60)
-    a = scoring.compute_scores(keep, margins, chunk_size=7)
-    b = scoring.compute_scores(keep[perm], margins[perm], chunk_size=1000)
-    for name, x in a.columns().items():
-        np.testing.assert_allclose(x, b.columns()[name], rtol=1e-9, atol=1e-12, err_msg=name)
+def test_bad_run_directories(tmp_path):
+    with pytest.raises(JmemError, match="does not exist"):
+        score_run(tmp_path / "nope")
+    build_run(tmp_path, extra=False)
+    (tmp_path / rundir.LABELS_TEST).unlink()
+    with pytest.raises(JmemError, match="labels_test.npy"):
+        score_run(tmp_path)
+    build_run(tmp_path, extra=False)
+    m = np.load(tmp_path / rundir.MARGINS_TRAIN)
+    m[4, 9] = np.nan
+    rundir.save_array(tmp_path / rundir.MARGINS_TRAIN, m)
+    with pytest.raises(JmemError, match=r"margins_train.npy.*model 4, example 9"):
+        score_run(tmp_path)
+    build_run(tmp_path, extra=False)
+    rundir.save_array(tmp_path / rundir.LABELS_TRAIN, np.zeros(N + 1, np.int32))
+    with pytest.raises(JmemError, match="labels_train.npy"):
+        score_run(tmp_path)
+    build_run(tmp_path, extra=False)
+    rundir.save_array(tmp_path / rundir.margins_extra_name("v2"), np.zeros((R, 3), np.float32))
+    with pytest.raises(JmemError, match="labels_v2.npy"):
+        score_run(tmp_path)
 
 
-@settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 10_000), R=st.integers(2, 60), N=st.integers(1, 20))
-def test_ranges(seed, R, N):
-    keep, margins = random_run(seed, R, N)
-    s = scoring.compute_scores(keep, margins)
-    ok = ~s.undefined
-    assert np.all((s.mem[ok] >= -1) & (s.mem[ok] <= 1))
-    assert np.all((s.fractional[ok] >= -1) & (s.fractional[ok] <= 1))
-    assert np.all((s.mem_ci_low[ok] <= s.mem[ok] + 1e-12) & (s.mem[ok] <= s.mem_ci_high[ok] + 1e-12))
-    assert np.all((s.mem_ci_low[ok] >= -1 - 1e-12) & (s.mem_ci_high[ok] <= 1 + 1e-12))
-    assert np.all((s.p_value[ok] > 0) & (s.p_value[ok] <= 1))
-    assert np.all(np.isnan(s.mem[~ok]) & np.isnan(s.p_value[~ok]))
-
-
-def test_memmap_input(tmp_path):
-    keep, margins = random_run(3)
-    np.save(tmp_path / "k.npy", keep)
-    np.save(tmp_path / "m.npy", margins)
-    a = scoring.compute_scores(np.load(tmp_path / "k.npy", mmap_mode="r"),
-                               np.load(tmp_path / "m.npy", mmap_mode="r"), chunk_size=4)
-    b = scoring.compute_scores(keep, margins)
-    np.testing.assert_array_equal(a.mem, b.mem)
-
-
-# ---------------------------------------------------------------------------------------------
-# Statistical validity on simulated counts with known acc_in / acc_out
-# ---------------------------------------------------------------------------------------------
-
-def test_newcombe_coverage_near_nominal():
-    rng = np.random.default_rng(0)
-    covs = []
-    for n_in, n_out in [(70, 30), (35, 15), (140, 60)]:
-        for p_in in (0.2, 0.5, 0.8, 0.95):
-            for p_out in (0.1, 0.4, 0.7):
-                sims = 4000
-                k_in = rng.binomial(n_in, p_in, sims)
-                k_out = rng.binomial(n_out, p_out, sims)
-                lo, hi = scoring.newcombe_interval(k_in, np.full(sims, n_in), k_out,
-                                                   np.full(sims, n_out), 0.95)
-                truth = p_in - p_out
-                covs.append(np.mean((lo <= truth) & (truth <= hi)))
-    covs = np.array(covs)
-    assert abs(covs.mean() - 0.95) < 0.02, covs.mean()
-    assert covs.min() > 0.90, covs.min()  # no single scenario badly off
-
-
-def test_fisher_p_values_valid_under_null_and_powerful_otherwise():
-    rng = np.random.default_rng(1)
-    sims = 20_000
-    for n_in, n_out, p in [(70, 30, 0.5), (70, 30, 0.9), (28, 12, 0.3), (140, 60, 0.97)]:
-        k_in = rng.binomial(n_in, p, sims)
-        k_out = rng.binomial(n_out, p, sims)
-        pv = scoring.fisher_one_sided(k_in, np.full(sims, n_in), k_out, np.full(sims, n_out))
-        for alpha in (0.01, 0.05, 0.1):
-            # Fisher is conservative for discrete data: P(p <= alpha) <= alpha (+ MC slack).
-            assert np.mean(pv <= alpha) <= alpha + 3 * np.sqrt(alpha / sims) + 1e-3, (p, alpha)
-    # Under an alternative it must reject often (guards against a p-value stuck at 1).
-    k_in = rng.binomial(70, 0.9, sims)
-    k_out = rng.binomial(30, 0.5, sims)
-    pv = scoring.fisher_one_sided(k_in, np.full(sims, 70), k_out, np.full(sims, 30))
-    assert np.mean(pv <= 0.05) > 0.9
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation at the boundary
-# ---------------------------------------------------------------------------------------------
-
-def test_input_validation_names_the_array():
-    keep, margins = random_run(0, R=5, N=4)
-    with pytest.raises(JmemError, match="margins"):
-        scoring.compute_scores(keep, margins[:, :3])
-    with pytest.raises(JmemError, match="margins.*models"):
-        scoring.compute_scores(keep, margins[:4])
-    bad = margins.copy()
-    bad[2, 3] = np.nan
-    with pytest.raises(JmemError, match=r"margins_train.*model 2, example 3"):
-        scoring.compute_scores(keep, bad, name="margins_train", chunk_size=2)
-    with pytest.raises(JmemError, match="keep"):
-        scoring.compute_scores(keep.astype(int) * 2, margins)
-    with pytest.raises(JmemError, match="keep"):
-        scoring.compute_scores(keep[0], margins)
-    with pytest.raises(JmemError, match="dtype"):
-        scoring.compute_scores(keep, margins.astype(int))
-    # 0/1 integers are accepted as a mask.
-    s = scoring.compute_scores(keep.astype(np.uint8), margins)
-    np.testing.assert_array_equal(s.n_in, keep.sum(0))
-
-
-# ---------------------------------------------------------------------------------------------
-# Several rates
-# ---------------------------------------------------------------------------------------------
-
-def test_scores_by_rate_and_cscore():
-    keep, margins = random_run(5, R=60, N=20)
-    rates = np.repeat([0.3, 0.7, 0.5], 20).astype(np.float32)
-    by = scoring.scores_by_rate(keep, margins, rates)
-    assert list(by) == pytest.approx([0.3, 0.5, 0.7])
-    ref = scoring.compute_scores(keep[40:], margins[40:])
-    np.testing.assert_array_equal(by[0.5].mem, ref.mem)
-    cs = scoring.cscore_over_rates(by)
-    np.testing.assert_allclose(cs, np.nanmean(np.stack([s.acc_out for s in by.values()]), 0))
-    curve = scoring.rate_curve(by)
-    assert [c["rate"] for c in curve] == pytest.approx([0.3, 0.5, 0.7])
-    assert all(c["num_models"] == 20 for c in curve)
-    with pytest.raises(JmemError, match="model_rates"):
-        scoring.scores_by_rate(keep, margins, rates[:10])
-
-
-# ---------------------------------------------------------------------------------------------
-# Influence
-# ---------------------------------------------------------------------------------------------
-
-def naive_influence(keep, margins_test):
-    R, N = keep.shape
-    T = margins_test.shape[1]
-    correct = margins_test > 0
-    out = np.full((N, T), np.nan)
-    for i in range(N):
-        if keep[:, i].any() and (~keep[:, i]).any():
-            for j in range(T):
-                out[i, j] = correct[keep[:, i], j].mean() - correct[~keep[:, i], j].mean()
-    return out
-
-
-def test_influence_hand_case():
-    keep = np.array([[1, 0], [1, 1], [0, 1], [0, 1]], bool)
-    mt = np.array([[1.0], [1.0], [-1.0], [1.0]], np.float32)
-    infl = scoring.influence_matrix(keep, mt)
-    # train 0: in {0,1} both right, out {2,3} half right -> 0.5;
-    # train 1: in {1,2,3} 2/3 right, out {0} right -> -1/3.
-    np.testing.assert_allclose(infl[:, 0], [0.5, -1 / 3], rtol=1e-6)
-
-
-@settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 10_000), chunk=st.integers(1, 9), k=st.integers(1, 6))
-def test_influence_summary_matches_full_matrix(seed, chunk, k):
-    rng = np.random.default_rng(seed)
-    R, N, T = 30, 17, 11
-    keep = rng.random((R, N)) < 0.6
-    keep[:, 0] = True  # one undefined column
-    mt = rng.normal(0, 1, (R, T)).astype(np.float32)
-    full = naive_influence(keep, mt)
-    np.testing.assert_allclose(scoring.influence_matrix(keep, mt, chunk_size=chunk), full,
-                               rtol=1e-5, atol=1e-6)
-    mem = rng.uniform(-0.2, 1, N)
-    lt, lte = rng.integers(0, 2, N), rng.integers(0, 2, T)
-    summ = scoring.influence_summary(keep, mt, mem, lt, lte, k=k, mem_threshold=0.25,
-                                     infl_threshold=0.1, chunk_size=chunk)
-    # Top-k values equal the k largest of each column of the full matrix (NaN excluded).
-    key = np.where(np.isnan(full), -np.inf, full)
-    expect = -np.sort(-key, axis=0)[:k].T
-    np.testing.assert_allclose(summ.top_value, expect, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(full[summ.top_index, np.arange(T)[:, None]], summ.top_value,
-                               rtol=1e-5, atol=1e-6)
-    assert np.all(summ.top_index != 0)
-    # Pairs: exactly the naive set.
-    want = {(i, j) for i in range(N) for j in range(T)
-            if mem[i] >= 0.25 and full[i, j] >= 0.1 - 1e-6 and lt[i] == lte[j]}
-    got = set(zip(summ.pair_train.tolist(), summ.pair_test.tolist()))
-    borderline = {(i, j) for i, j in want ^ got if abs(full[i, j] - 0.1) < 1e-5}
-    assert want ^ got <= borderline
-
-
-def test_influence_summary_refuses_too_many_pairs_and_big_matrix():
-    keep, _ = random_run(0, R=20, N=10)
-    mt = np.ones((20, 5), np.float32)
-    with pytest.raises(JmemError, match="max_pairs"):
-        scoring.influence_summary(keep, mt, np.ones(10), np.zeros(10, int), np.zeros(5, int),
-                                  mem_threshold=0, infl_threshold=-1, max_pairs=3)
-    with pytest.raises(JmemError, match="max_entries"):
-        scoring.influence_matrix(keep, mt, max_entries=10)
-    with pytest.raises(JmemError, match="labels_test"):
-        scoring.influence_summary(keep, mt, np.ones(10), np.zeros(10, int), np.zeros(4, int))
-
-
-def test_import_graph_stays_light():
-    code = ("import sys, jmem.scores.estimators, jmem.scores.thresholds, jmem.data.canaries, jmem.study.scoring; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('flax', 'optax') "
-            "or m in ('jmem.engine.trainer', 'jmem.engine.models', 'jmem.engine.predict')]; "
-            "assert not bad, bad")
-    subprocess.run([sys.executable, "-c", code], check=True)
+def test_runs_without_optional_files(tmp_path):
+    build_run(tmp_path, extra=False)
+    (tmp_path / rundir.CANARIES).unlink()
+    (tmp_path / rundir.MODEL_RATES).unlink()
+    summary = score_run(tmp_path)
+    assert summary["canaries"] is None and summary["rate_curve"] is None
+    assert "canary" not in summary["methods"]
+    assert "selected_canary" not in read_csv(tmp_path / rundir.SCORES)[0]
+    assert "canar" not in format_summary(summary)

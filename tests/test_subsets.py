@@ -1,4 +1,4 @@
-"""Tests for jmem.data.subsets: designs, determinism, prefix stability, helpers, errors."""
+"""Tests for jmem.data.subsets: designs, determinism, prefix stability, errors."""
 
 import hashlib
 import subprocess
@@ -10,15 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jmem.errors import JmemError
-from jmem.data.subsets import (
-    make_keep,
-    model_rates_for,
-    pack_keep,
-    padded_indices,
-    random_removal,
-    removal_keep,
-    unpack_keep,
-)
+from jmem.data.subsets import make_keep, model_rates_for
 
 FAST = settings(max_examples=25, deadline=None)
 
@@ -59,7 +51,7 @@ def test_masks_are_pinned():
     digests = {}
     for design in ("fixed", "bernoulli", "balanced"):
         keep, _ = make_keep(0, 10, 50, design, 0.6)
-        digests[design] = hashlib.sha256(pack_keep(keep).tobytes()).hexdigest()[:16]
+        digests[design] = hashlib.sha256(np.packbits(keep, axis=1).tobytes()).hexdigest()[:16]
     assert digests == PINNED_DIGESTS
 
 
@@ -173,125 +165,3 @@ def test_balanced_error_with_several_rates_names_the_group():
     # 7 models: group 0 = models 0, 2, 4, 6 (0.5*4 = 2 fine), group 1 = models 1, 3, 5.
     with pytest.raises(JmemError, match=r"group 1 has 0.75\*3=2.25; nearest valid num_models: 8$"):
         make_keep(0, 7, 10, "balanced", [0.5, 0.75])
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def test_padded_indices_example():
-    keep = np.array([[True, False, True, True], [False, True, False, False], [False] * 4])
-    idx, valid = padded_indices(keep)
-    np.testing.assert_array_equal(idx, [[0, 2, 3], [1, 0, 0], [0, 0, 0]])
-    np.testing.assert_array_equal(valid, [[1, 1, 1], [1, 0, 0], [0, 0, 0]])
-    assert idx.dtype == np.int32 and valid.dtype == np.bool_
-
-
-def test_padded_indices_all_empty_rows():
-    idx, valid = padded_indices(np.zeros((3, 5), bool))
-    assert idx.shape == valid.shape == (3, 0)
-
-
-keeps = st.integers(1, 6).flatmap(
-    lambda r: st.integers(1, 40).flatmap(
-        lambda n: st.lists(st.booleans(), min_size=r * n, max_size=r * n).map(
-            lambda bits: np.array(bits, bool).reshape(r, n)
-        )
-    )
-)
-
-
-@given(keeps)
-@FAST
-def test_padded_indices_reconstructs_keep(keep):
-    idx, valid = padded_indices(keep)
-    assert idx.shape[1] == keep.sum(axis=1).max()
-    rebuilt = np.zeros_like(keep)
-    for r in range(keep.shape[0]):
-        rebuilt[r, idx[r][valid[r]]] = True
-        assert (np.diff(idx[r][valid[r]]) > 0).all()
-        assert (idx[r][~valid[r]] == 0).all()
-    np.testing.assert_array_equal(rebuilt, keep)
-
-
-@given(keeps)
-@FAST
-def test_pack_unpack_round_trip(keep):
-    packed = pack_keep(keep)
-    assert packed.dtype == np.uint8 and packed.shape == (keep.shape[0], -(-keep.shape[1] // 8))
-    np.testing.assert_array_equal(unpack_keep(packed, keep.shape[1]), keep)
-
-
-def test_unpack_rejects_wrong_width():
-    with pytest.raises(JmemError, match=r"need uint8\[R, 2\] for num_examples=9"):
-        unpack_keep(np.zeros((2, 3), np.uint8), 9)
-
-
-def test_keep_helpers_reject_non_bool():
-    with pytest.raises(JmemError, match=r"need bool\[R, N\]"):
-        padded_indices(np.ones((2, 3), np.int32))
-
-
-def test_removal_keep_from_indices_and_mask():
-    keep = removal_keep(3, 6, np.array([1, 4]))
-    assert keep.shape == (3, 6) and keep.dtype == np.bool_
-    np.testing.assert_array_equal(keep, [[1, 0, 1, 1, 0, 1]] * 3)
-    mask = np.zeros(6, bool)
-    mask[[1, 4]] = True
-    np.testing.assert_array_equal(removal_keep(3, 6, mask), keep)
-    np.testing.assert_array_equal(removal_keep(2, 6, []), np.ones((2, 6), bool))
-
-
-@pytest.mark.parametrize(
-    "removed,message",
-    [
-        (np.array([0, 6]), r"removed index 6 is outside \[0, 6\)"),
-        (np.ones(5, bool), r"removed mask has shape \(5,\); need bool\[6\]"),
-        (np.ones(6, bool), r"removed covers all 6 examples"),
-    ],
-)
-def test_removal_keep_errors(removed, message):
-    with pytest.raises(JmemError, match=message):
-        removal_keep(2, 6, removed)
-
-
-def test_random_removal_is_stratified_sized_and_deterministic():
-    labels = np.repeat(np.arange(3), [60, 30, 10])
-    chosen = random_removal(0, labels, 20)
-    assert chosen.dtype == np.bool_ and chosen.sum() == 20
-    np.testing.assert_array_equal(np.bincount(labels[chosen], minlength=3), [12, 6, 2])
-    np.testing.assert_array_equal(random_removal(0, labels, 20), chosen)
-    assert (random_removal(1, labels, 20) != chosen).any()
-
-
-def test_random_removal_respects_exclude():
-    labels = np.repeat(np.arange(2), 50)
-    exclude = np.arange(0, 100, 2)
-    chosen = random_removal(3, labels, 30, exclude=exclude)
-    assert chosen.sum() == 30 and not chosen[exclude].any()
-    np.testing.assert_array_equal(np.bincount(labels[chosen]), [15, 15])
-
-
-@given(
-    counts=st.lists(st.integers(0, 30), min_size=2, max_size=6).filter(lambda c: sum(c) > 0),
-    frac=st.floats(0, 1),
-    seed=st.integers(0, 1000),
-)
-@FAST
-def test_random_removal_property(counts, frac, seed):
-    labels = np.repeat(np.arange(len(counts)), counts)
-    size = int(frac * labels.size)
-    chosen = random_removal(seed, labels, size)
-    assert chosen.sum() == size
-    per_class = np.bincount(labels[chosen], minlength=len(counts))
-    expected = np.asarray(counts) * size / labels.size
-    assert (np.abs(per_class - expected) < 1).all()
-
-
-def test_random_removal_errors():
-    labels = np.repeat(np.arange(2), 5)
-    with pytest.raises(JmemError, match=r"retrain.size=11 must be an integer in \[0, 10\]"):
-        random_removal(0, labels, 11)
-    with pytest.raises(JmemError, match=r"retrain.size=9 must be an integer in \[0, 8\]"):
-        random_removal(0, labels, 9, exclude=[0, 1])
-    with pytest.raises(JmemError, match="need int"):
-        random_removal(0, labels.astype(float), 2)

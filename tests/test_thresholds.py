@@ -7,8 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import stats
 
-from jmem.scores import estimators as scoring
-from jmem.scores import thresholds as th
+from jmem.scores import estimators, thresholds
 from jmem.errors import JmemError
 
 
@@ -21,7 +20,7 @@ def strict_json(d):
 # ---------------------------------------------------------------------------------------------
 
 def test_fixed_threshold_and_nan():
-    r = th.fixed_threshold(np.array([0.3, 0.25, 0.1, np.nan]), 0.25)
+    r = thresholds.fixed_threshold(np.array([0.3, 0.25, 0.1, np.nan]), 0.25)
     np.testing.assert_array_equal(r.selected, [True, True, False, False])
     assert r.to_dict() == {"method": "fixed", "score": "mem", "threshold": 0.25,
                            "n_selected": 2, "n_nan": 1}
@@ -29,18 +28,18 @@ def test_fixed_threshold_and_nan():
 
 def test_top_k_exact_count_ties_and_nan():
     s = np.array([0.5, np.nan, 0.9, 0.5, 0.5, 0.1])
-    r = th.top_k_threshold(s, 3)
+    r = thresholds.top_k_threshold(s, 3)
     np.testing.assert_array_equal(r.selected, [True, False, True, True, False, False])
     assert r.threshold == 0.5 and r.details["n_tied_at_threshold"] == 3
-    assert th.top_k_threshold(s, 100).n_selected == 5  # NaN never selected
-    assert th.top_k_threshold(s, 0).n_selected == 0
+    assert thresholds.top_k_threshold(s, 100).n_selected == 5  # NaN never selected
+    assert thresholds.top_k_threshold(s, 0).n_selected == 0
     with pytest.raises(JmemError, match="top_k"):
-        th.top_k_threshold(s, -1)
+        thresholds.top_k_threshold(s, -1)
 
 
 def test_quantile_threshold():
     s = np.arange(100, dtype=float)
-    r = th.quantile_threshold(s, 0.9)
+    r = thresholds.quantile_threshold(s, 0.9)
     assert r.n_selected == 10 and r.threshold == pytest.approx(89.1)
 
 
@@ -51,11 +50,11 @@ def test_quantile_threshold():
 def test_bh_adjust_hand_and_scipy():
     p = np.array([0.01, 0.04, 0.03, 0.20, np.nan])
     # m = 4 finite: sorted 0.01, 0.03, 0.04, 0.20 -> 0.04, 0.06, 0.0533, 0.20 -> monotone.
-    np.testing.assert_allclose(th.bh_adjust(p)[:4], [0.04, 0.16 / 3, 0.16 / 3, 0.2])
-    assert np.isnan(th.bh_adjust(p)[4])
+    np.testing.assert_allclose(thresholds.bh_adjust(p)[:4], [0.04, 0.16 / 3, 0.16 / 3, 0.2])
+    assert np.isnan(thresholds.bh_adjust(p)[4])
     rng = np.random.default_rng(0)
     p = rng.uniform(size=500) ** 3
-    np.testing.assert_allclose(th.bh_adjust(p), stats.false_discovery_control(p), rtol=1e-12)
+    np.testing.assert_allclose(thresholds.bh_adjust(p), stats.false_discovery_control(p), rtol=1e-12)
 
 
 def test_bh_controls_fdr_on_simulated_counts():
@@ -69,8 +68,8 @@ def test_bh_controls_fdr_on_simulated_counts():
         memorized = rng.random(m) < 0.1
         p_in = np.where(memorized, np.minimum(p_out + 0.4, 1.0), p_out)
         k_in, k_out = rng.binomial(n_in, p_in), rng.binomial(n_out, p_out)
-        pv = scoring.fisher_one_sided(k_in, np.full(m, n_in), k_out, np.full(m, n_out))
-        r = th.fdr_threshold(pv, k_in / n_in - k_out / n_out, q=q, min_effect=0.0)
+        pv = estimators.fisher_one_sided(k_in, np.full(m, n_in), k_out, np.full(m, n_out))
+        r = thresholds.fdr_threshold(pv, k_in / n_in - k_out / n_out, q=q, min_effect=0.0)
         n_sel = r.n_selected
         fdps.append((r.selected & ~memorized).sum() / max(n_sel, 1))
         powers.append((r.selected & memorized).sum() / memorized.sum())
@@ -81,14 +80,14 @@ def test_bh_controls_fdr_on_simulated_counts():
 def test_fdr_threshold_min_effect_and_details():
     p = np.array([1e-6, 1e-5, 0.5, np.nan])
     eff = np.array([0.5, 0.05, 0.0, 0.9])
-    r = th.fdr_threshold(p, eff, q=0.1, min_effect=0.1)
+    r = thresholds.fdr_threshold(p, eff, q=0.1, min_effect=0.1)
     np.testing.assert_array_equal(r.selected, [True, False, False, False])
     d = strict_json(r.to_dict())
     assert d["n_bh_rejected"] == 2 and d["n_below_min_effect"] == 1 and d["n_tests"] == 3
     assert d["expected_false_discoveries_bound"] == pytest.approx(0.2)
     assert d["threshold"] == pytest.approx(1e-5)
     with pytest.raises(JmemError, match="fdr_q"):
-        th.fdr_threshold(p, eff, q=1.5)
+        thresholds.fdr_threshold(p, eff, q=1.5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,9 +109,9 @@ def test_placebo_deterministic_and_shapes():
     keep[:, 1] = True       # no model out -> NaN
     keep[:, 2] = False
     keep[0, 2] = True       # one model in: cannot split -> NaN
-    a = th.placebo_scores(keep, margins, seed=3)
-    b = th.placebo_scores(keep, margins, seed=3)
-    c = th.placebo_scores(keep, margins, seed=4)
+    a = thresholds.placebo_scores(keep, margins, seed=3)
+    b = thresholds.placebo_scores(keep, margins, seed=3)
+    c = thresholds.placebo_scores(keep, margins, seed=4)
     np.testing.assert_array_equal(a.scores, b.scores)
     assert not np.array_equal(np.nan_to_num(a.scores), np.nan_to_num(c.scores))
     assert np.isnan(a.scores[:3]).all() and not np.isnan(a.scores[3:]).any()
@@ -126,21 +125,21 @@ def test_placebo_uses_only_in_models():
     """Out models' margins must not affect the placebo score at all."""
     keep, margins = null_run(1, R=30, N=50)
     other = np.where(keep, margins, -margins)
-    a = th.placebo_scores(keep, margins, seed=0)
-    b = th.placebo_scores(keep, other, seed=0)
+    a = thresholds.placebo_scores(keep, margins, seed=0)
+    b = thresholds.placebo_scores(keep, other, seed=0)
     np.testing.assert_array_equal(a.scores, b.scores)
 
 
 def test_null_threshold_calibrated_on_null_data():
     """On data with no memorization, the placebo threshold's real FPR is near the target."""
     keep, margins = null_run(5)
-    s = scoring.compute_scores(keep, margins)
+    s = estimators.compute_scores(keep, margins)
     fprs, raw_fprs = [], []
     for seed in range(4):
-        pl = th.placebo_scores(keep, margins, seed=seed)
-        fprs.append(th.null_threshold(s.mem, pl.scores, fpr=0.05).selected.mean())
-        raw = th.placebo_scores(keep, margins, seed=seed, match_variance=False)
-        raw_fprs.append(th.null_threshold(s.mem, raw.scores, fpr=0.05).selected.mean())
+        pl = thresholds.placebo_scores(keep, margins, seed=seed)
+        fprs.append(thresholds.null_threshold(s.mem, pl.scores, fpr=0.05).selected.mean())
+        raw = thresholds.placebo_scores(keep, margins, seed=seed, match_variance=False)
+        raw_fprs.append(thresholds.null_threshold(s.mem, raw.scores, fpr=0.05).selected.mean())
     assert abs(np.mean(fprs) - 0.05) < 0.015, fprs
     # Without variance matching the null is wider: conservative, clearly below target.
     assert np.mean(raw_fprs) < 0.035, raw_fprs
@@ -150,11 +149,11 @@ def test_null_threshold_details_json():
     rng = np.random.default_rng(0)
     null = rng.normal(0, 0.05, 1000)
     s = np.r_[rng.normal(0, 0.05, 900), np.full(100, 0.6), [np.nan]]
-    r = th.null_threshold(s, null, fpr=0.05)
+    r = thresholds.null_threshold(s, null, fpr=0.05)
     d = strict_json(r.to_dict())
     assert d["null_exceedance"] <= 0.05
     assert 100 <= d["n_selected"] <= 185  # 100 true + ~45 null exceedances
-    assert [c["fpr"] for c in d["calibration"]] == list(th.NULL_CALIBRATION_FPRS)
+    assert [c["fpr"] for c in d["calibration"]] == list(thresholds.NULL_CALIBRATION_FPRS)
     sels = [c["n_selected"] for c in d["calibration"]]
     assert sels == sorted(sels)  # looser FPR never selects fewer
     assert d["n_nan"] == 1
@@ -174,34 +173,34 @@ def brute_auroc(s, pos):
 def test_auroc_matches_pair_counting_with_ties(data):
     s = np.array([d[0] for d in data], float)
     pos = np.array([d[1] for d in data])
-    a = th.auroc(s, pos)
+    a = thresholds.auroc(s, pos)
     if pos.all() or not pos.any():
         assert np.isnan(a)
     else:
         assert a == pytest.approx(brute_auroc(s, pos))
         # The trapezoid under the tie-aware ROC is the same number.
-        fpr, tpr, _ = th.roc_curve(s, pos)
+        fpr, tpr, _ = thresholds.roc_curve(s, pos)
         assert np.trapezoid(tpr, fpr) == pytest.approx(a)
 
 
 def test_auroc_hand_cases_and_nan():
     pos = np.array([True, True, False, False])
-    assert th.auroc(np.array([3, 4, 1, 2.0]), pos) == 1.0
-    assert th.auroc(np.array([1, 2, 3, 4.0]), pos) == 0.0
-    assert th.auroc(np.ones(4), pos) == 0.5
-    assert th.auroc(np.array([3, np.nan, 1, 2.0]), pos) == 1.0  # NaN left out
+    assert thresholds.auroc(np.array([3, 4, 1, 2.0]), pos) == 1.0
+    assert thresholds.auroc(np.array([1, 2, 3, 4.0]), pos) == 0.0
+    assert thresholds.auroc(np.ones(4), pos) == 0.5
+    assert thresholds.auroc(np.array([3, np.nan, 1, 2.0]), pos) == 1.0  # NaN left out
 
 
 def test_roc_and_fpr_at_tpr():
     # 20 positives at 1.0 except one at 0.0; 10 negatives: 1 at 0.5, rest 0.0.
     s = np.r_[np.ones(19), 0.0, 0.5, np.zeros(9)]
     pos = np.r_[np.ones(20, bool), np.zeros(10, bool)]
-    fpr, tpr, thr = th.roc_curve(s, pos)
+    fpr, tpr, thr = thresholds.roc_curve(s, pos)
     np.testing.assert_allclose(tpr, [0, 0.95, 0.95, 1.0])
     np.testing.assert_allclose(fpr, [0, 0, 0.1, 1.0])
-    assert th.fpr_at_tpr(fpr, tpr, 0.95) == 0.0
-    assert th.fpr_at_tpr(fpr, tpr, 0.96) == 1.0  # the tie at 0 comes all at once
-    ev = th.evaluate_canaries(s, pos)
+    assert thresholds.fpr_at_tpr(fpr, tpr, 0.95) == 0.0
+    assert thresholds.fpr_at_tpr(fpr, tpr, 0.96) == 1.0  # the tie at 0 comes all at once
+    ev = thresholds.evaluate_canaries(s, pos)
     d = strict_json(ev.to_dict())
     assert d["fpr_at_95tpr"] == 0.0 and d["n_canaries"] == 20 and d["roc"]["threshold"][0] is None
 
@@ -209,22 +208,22 @@ def test_roc_and_fpr_at_tpr():
 def test_selection_metrics_and_canary_threshold():
     sel = np.array([1, 1, 0, 0, 1], bool)
     pos = np.array([1, 0, 1, 0, 1], bool)
-    m = th.selection_metrics(sel, pos)
+    m = thresholds.selection_metrics(sel, pos)
     assert m == {"tp": 2, "fp": 1, "fn": 1, "tn": 1, "tpr": 2 / 3, "fpr": 0.5,
                  "precision": 2 / 3}
     rng = np.random.default_rng(0)
     s = rng.normal(size=200)
     canary = rng.random(200) < 0.2
     s[canary] += 2
-    r = th.canary_threshold(s, canary, tpr=0.95)
+    r = thresholds.canary_threshold(s, canary, tpr=0.95)
     assert r.details["canary_tpr"] >= 0.95
     assert (s[canary] >= r.threshold).mean() == pytest.approx(r.details["canary_tpr"])
     strict_json(r.to_dict())
-    assert th.canary_threshold(s, np.zeros(200, bool)).n_selected == 0
+    assert thresholds.canary_threshold(s, np.zeros(200, bool)).n_selected == 0
 
 
 def test_mask_validation():
     with pytest.raises(JmemError, match="canary_mask"):
-        th.evaluate_canaries(np.zeros(3), np.zeros(4, bool))
+        thresholds.evaluate_canaries(np.zeros(3), np.zeros(4, bool))
     with pytest.raises(JmemError, match="canary_mask"):
-        th.auroc(np.zeros(3), np.array([0, 2, 1]))
+        thresholds.auroc(np.zeros(3), np.array([0, 2, 1]))

@@ -11,7 +11,9 @@ import numpy as np
 
 from jmem.engine.host_devices import default_cpu_devices
 from jmem.data.subsets import make_keep
-from jmem.engine.trainer import choose_wave_size, resolve_chunk, resolve_strategy, train_models
+from jmem.engine.memory import choose_wave_size
+from jmem.engine.strategy import resolve_chunk, resolve_strategy
+from jmem.engine.trainer import train_models
 from jmem.bench.baselines import BASELINE_RUNNERS, ONE_AT_A_TIME, torch_label, torch_skip_reason, with_torch_threads
 from jmem.bench.measure import HostMemoryProbe, Timing, matmul_peak, time_configs
 from jmem.bench.tables import machine_info
@@ -145,7 +147,7 @@ def plan_strategies(work: Workload, wanted: list, devices: list, chunks: tuple =
     what jmem does by default, so it is the ``auto`` row; with one device, ``auto`` is the row
     of the strategy it resolves to. Nothing is run twice, and ``patches`` is dropped for an
     MLP (the same program as ``vmap``). Each of ``chunks`` adds, for every batched row, a row
-    ``<label>/c<chunk>`` with that layout (``jmem.engine.trainer.resolve_chunk``; 0 = one
+    ``<label>/c<chunk>`` with that layout (``jmem.engine.strategy.resolve_chunk``; 0 = one
     vmap over a device's whole block) unless it is the layout the rule picks anyway.
     """
     resolved = resolve_strategy(work.model_cfg, work.train_cfg)

@@ -8,9 +8,10 @@ Sources (``load_dataset(name)``):
 - ``mnist1d``: MNIST-1D (Greydanus 2020), generated locally with the package's published
   default arguments: 4,000 train / 1,000 test sequences of length 40, 10 classes.
 - ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``svhn_cropped``: read with
-  ``tfds.data_source`` from an already prepared TFDS data directory (``data_dir`` argument,
-  else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``). Reading needs no TensorFlow;
-  preparing does (``pip install 'jmem[prepare]'``), and jmem never downloads anything.
+  ``tfds.data_source`` (:mod:`jmem.data.tfds_source`) from an already prepared TFDS data
+  directory (``data_dir`` argument, else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``).
+  Reading needs no TensorFlow; preparing does (``pip install 'jmem[prepare]'``), and jmem
+  never downloads anything.
 - ``fashion_mnist`` also from its original IDX files (:func:`fashion_mnist_sources`): the
   ``idx_dir`` argument, ``$JMEM_FASHION_MNIST_DIR``, or Debian's ``dataset-fashion-mnist``
   package in ``/usr/share/datasets/fashion-mnist``; their contents are checked against pinned
@@ -30,30 +31,20 @@ import functools
 import logging
 import os
 import random
-import re
 from pathlib import Path
 
 import numpy as np
 
-from jmem.data import idx
+from jmem.data import idx, tfds_source
 from jmem.data.dataset import Dataset
 from jmem.errors import JmemError, one_line
 
 log = logging.getLogger(__name__)
 
-# TFDS datasets jmem reads: name -> (number of classes, short description).
-_TFDS = {
-    "mnist": (10, "MNIST handwritten digits, 60,000 / 10,000 28x28x1 (TFDS, prepare first)"),
-    "fashion_mnist": (10, "Fashion-MNIST clothing, 60,000 / 10,000 28x28x1 (TFDS, prepare first)"),
-    "cifar10": (10, "CIFAR-10, 50,000 / 10,000 32x32x3; + extra test set cifar10_1 if prepared (TFDS)"),
-    "cifar100": (100, "CIFAR-100 fine labels, 50,000 / 10,000 32x32x3 (TFDS, prepare first)"),
-    "svhn_cropped": (10, "SVHN cropped digits, 73,257 / 26,032 32x32x3 (TFDS, prepare first)"),
-}
-
 KNOWN_DATASETS = {
     "digits": "UCI/scikit-learn 8x8 handwritten digits, 1,797 real images, 10 classes (embedded, default)",
     "mnist1d": "MNIST-1D, 4,000 / 1,000 sequences of length 40, 10 classes (generated offline)",
-    **{name: desc for name, (_, desc) in _TFDS.items()},
+    **{name: desc for name, (_, desc) in tfds_source.DATASETS.items()},
     "fashion_mnist": ("Fashion-MNIST clothing, 60,000 / 10,000 28x28x1; TFDS, or the IDX files "
                       "(apt-get install dataset-fashion-mnist)"),
     "idx:DIR": "a directory of MNIST-format IDX files (MNIST, KMNIST, EMNIST, ...)",
@@ -86,10 +77,6 @@ FASHION_MNIST_CONTENT_SHA256 = {
     "test_images": "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
     "test_labels": "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9",
 }
-
-# Extra test sets read along with a TFDS dataset when prepared: dataset -> [(extra name,
-# TFDS name, split)]. CIFAR-10.1 (Recht et al. 2018) is a fresh CIFAR-10 test set.
-_TFDS_EXTRAS = {"cifar10": [("cifar10_1", "cifar10_1", "test")]}
 
 # A channel whose training std is below this is constant: divide by 1 instead of ~0.
 _MIN_STD = 1e-6
@@ -127,8 +114,8 @@ def load_dataset(name: str, *, data_dir: str | None = None, idx_dir: str | None 
                                   source=f"IDX files in {directory}")
     elif name == "fashion_mnist":
         raw = _load_fashion_mnist(data_dir, idx_dir)
-    elif name in _TFDS:
-        raw = _load_tfds(name, data_dir)
+    elif name in tfds_source.DATASETS:
+        raw = tfds_source.load_tfds(name, data_dir)
     else:
         known = ", ".join(KNOWN_DATASETS)
         raise JmemError(f"dataset={name!r} is not known; known: {known}, or a path ending in .npz")
@@ -423,109 +410,6 @@ def _npz_labels(path: str, key: str, y: np.ndarray) -> np.ndarray:
     return y.astype(np.int32)
 
 
-# ----------------------------------------------------------------------------- TFDS
-
-
-def tfds_data_dir(data_dir: str | None = None) -> str:
-    """The TFDS data directory jmem reads: argument, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
-    if data_dir:
-        return str(data_dir)
-    return os.environ.get("TFDS_DATA_DIR") or os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
-
-
-def prepare_command(tfds_name: str, data_dir: str) -> str:
-    """The shell command that prepares a TFDS dataset in the format ``tfds.data_source`` reads."""
-    return f"pip install 'jmem[prepare]' && tfds build {tfds_name} --data_dir={data_dir} --file_format=array_record"
-
-
-class _NotPrepared(Exception):
-    """A TFDS dataset is not prepared (in a random-access format) in the data directory."""
-
-
-def _load_tfds(name: str, data_dir: str | None) -> Dataset:
-    directory = tfds_data_dir(data_dir)
-    try:
-        x_train, y_train, ids_train = _read_tfds_split(name, "train", directory)
-        x_test, y_test, ids_test = _read_tfds_split(name, "test", directory)
-    except _NotPrepared as err:
-        raise JmemError(
-            f"dataset={name!r} is not prepared in {directory} ({err}); prepare it once on a machine "
-            f"with internet: {prepare_command(name, directory)}"
-        ) from None
-    raw = Dataset(
-        name=name,
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        y_test=y_test,
-        num_classes=_TFDS[name][0],
-        train_source_ids=ids_train,
-        test_source_ids=ids_test,
-    )
-    extras = {}
-    for extra, tfds_name, split in _TFDS_EXTRAS.get(name, []):
-        try:
-            x, y, _ = _read_tfds_split(tfds_name, split, directory)
-        except _NotPrepared:
-            log.info("extra test set %s skipped: not prepared in %s (%s)", extra, directory,
-                     prepare_command(tfds_name, directory))
-            continue
-        extras[extra] = (x, y)
-    return dataclasses.replace(raw, extra_tests=extras)
-
-
-def _read_tfds_split(name: str, split: str, data_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(x float32[N, H, W, C] in [0, 1], y int32[N], source ids int64[N] or None) of one split.
-
-    ``download=False``: with the default ``download=True``, ``data_source`` would try to
-    download and prepare a missing dataset. Records are read one at a time, which works both
-    for real ArrayRecord files and for ``tfds.testing.mock_data`` (whose batched
-    ``__getitems__`` raises).
-    """
-    import tensorflow_datasets as tfds
-
-    try:
-        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    except (NotImplementedError, FileNotFoundError) as err:
-        # Missing data surfaces as NotImplementedError ("random access ... TFRECORD is not
-        # supported"): tfds assumes the default format when nothing is there. Tell the two apart.
-        prepared = tfds.builder(name, data_dir=data_dir).is_prepared()
-        raise _NotPrepared("prepared, but not as array_record" if prepared else "no prepared data") from err
-    n = len(source)
-    images, labels, ids = [], np.empty(n, np.int64), []
-    for i in range(n):
-        record = source[i]
-        images.append(np.asarray(record["image"]))
-        labels[i] = int(record["label"])
-        if "id" in record:
-            ids.append(record["id"])
-    x = np.stack(images).astype(np.float32) / 255.0
-    if x.ndim == 3:  # a grayscale feature declared without a channel axis
-        x = x[..., None]
-    return x, labels.astype(np.int32), parse_source_ids(ids, split) if len(ids) == n else None
-
-
-_ID = re.compile(r"^(?P<split>[a-z]+)_(?P<index>\d+)$")
-
-
-def parse_source_ids(ids, split: str) -> np.ndarray | None:
-    """int64[N] original file-order indices from TFDS ``id`` fields, or None if they don't parse.
-
-    CIFAR writes ``"train_00042"`` / ``"test_00042"`` (5 digits), SVHN ``"train_000042"``
-    (6 digits): the number is the example's index in the original files, which is the index
-    published per-example lists (e.g. the CIFAR duplicate lists) use. Ids of another split or
-    format (e.g. mock data's random strings) give None: no mapping rather than a wrong one.
-    """
-    out = np.empty(len(ids), np.int64)
-    for i, raw in enumerate(ids):
-        text = raw.decode() if isinstance(raw, bytes) else str(raw)
-        match = _ID.match(text)
-        if match is None or match["split"] != split:
-            return None
-        out[i] = int(match["index"])
-    return out
-
-
 # ----------------------------------------------------------------------------- Fashion-MNIST
 
 
@@ -548,7 +432,7 @@ def fashion_mnist_sources(data_dir: str | None = None, idx_dir: str | None = Non
     if chosen_idx:
         sources.append(("idx", str(chosen_idx)))
     if not data_dir:
-        sources.append(("tfds", tfds_data_dir(None)))
+        sources.append(("tfds", tfds_source.tfds_data_dir(None)))
     sources.append(("idx", FASHION_MNIST_SYSTEM_DIR))
     return sources
 
@@ -559,7 +443,7 @@ def fashion_mnist_instructions() -> str:
         "get it one of these ways: (1) Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist "
         f"(files in {FASHION_MNIST_SYSTEM_DIR}); (2) download the four *-ubyte.gz files from "
         f"{FASHION_MNIST_URL} into a directory and set data.idx_dir=DIR or ${FASHION_MNIST_ENV}=DIR; "
-        f"(3) TFDS: {prepare_command('fashion_mnist', tfds_data_dir(None))}, then data.data_dir=DIR"
+        f"(3) TFDS: {tfds_source.prepare_command('fashion_mnist', tfds_source.tfds_data_dir(None))}, then data.data_dir=DIR"
     )
 
 
@@ -572,9 +456,9 @@ def _load_fashion_mnist(data_dir: str | None, idx_dir: str | None) -> Dataset:
                 tried.append(f"TFDS in {directory}: no prepared data")  # skip importing tfds
                 continue
             try:
-                x_train, y_train, _ = _read_tfds_split("fashion_mnist", "train", directory)
-                x_test, y_test, _ = _read_tfds_split("fashion_mnist", "test", directory)
-            except _NotPrepared as err:
+                x_train, y_train, _ = tfds_source.read_split("fashion_mnist", "train", directory)
+                x_test, y_test, _ = tfds_source.read_split("fashion_mnist", "test", directory)
+            except tfds_source.NotPrepared as err:
                 if explicit:  # the user named this directory: say so rather than fall through
                     raise JmemError(f"dataset='fashion_mnist' is not prepared in data_dir={directory} ({err}); "
                                     + fashion_mnist_instructions()) from None

@@ -50,12 +50,6 @@ class ModelConfig:
             raise JmemError(f"model.width={self.width} must be >= 1")
         if self.depth < 1:
             raise JmemError(f"model.depth={self.depth} must be >= 1")
-        widths = self.widths if isinstance(self.widths, (tuple, list)) else (self.widths,)
-        if any(float(w) != int(w) or int(w) < 1 for w in widths):
-            raise JmemError(f"model.widths={self.widths!r} must be integers >= 1")
-        object.__setattr__(self, "widths", tuple(int(w) for w in widths))
-        if self.widths and self.kind != "mlp":
-            raise JmemError(f"model.widths={self.widths!r} is for model.kind='mlp' only")
         if self.kernel_size < 1:
             raise JmemError(f"model.kernel_size={self.kernel_size} must be >= 1")
         if self.norm not in ("none", "batchnorm"):

@@ -57,7 +57,7 @@ def _activation_budget(backend: str) -> int:
     """Activation values (of 4 bytes) one prediction call may hold on ``backend``."""
     if backend == "cpu":
         return _CPU_ACTIVATION_BUDGET
-    from jmem.engine.trainer import available_device_bytes
+    from jmem.engine.memory import available_device_bytes
     return max(_CPU_ACTIVATION_BUDGET, int(available_device_bytes() * _DEVICE_MEMORY_SHARE) // 4)
 
 

@@ -4,7 +4,7 @@ The unit of work is a *wave*: R models given by ``keep: bool[R, N]`` and ``model
 Training a wave is one jitted computation (``lax.fori_loop`` over epochs, inner ``lax.scan``
 over steps); the dataset lives on the device and a batch is an index gather. The epoch
 bounds are traced arguments, so a wave can be trained in segments (to checkpoint between
-them, see ``jmem.study.training``) by one compiled program, with bitwise the same result as in one
+them, see ``jmem.study.waves``) by one compiled program, with bitwise the same result as in one
 call: :func:`prepare_wave`, :func:`init_state`, :func:`train_epochs`, :func:`finish`.
 
 Several devices: the model axis of a wave is sharded over them with ``jax.shard_map`` (the
@@ -50,8 +50,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-import os
 import time
 from typing import Any, NamedTuple
 
@@ -65,11 +63,11 @@ from jmem.engine import parallel
 from jmem import rng
 from jmem.data.dataset import Dataset
 from jmem.errors import JmemError
-from jmem.engine.hparams import ModelConfig, TrainConfig, auto_strategy
-from jmem.engine.models import activation_elems, apply_one, build_model, check_input, init_one, param_count
-
-STRATEGIES = ("vmap", "patches", "sequential")
-
+from jmem.engine.hparams import ModelConfig, TrainConfig
+from jmem.engine.models import apply_one, build_model, check_input, init_one
+from jmem.engine.optim import lr_factor, make_optimizer
+from jmem.engine.batches import crop_flip, epoch_order, steps_per_epoch
+from jmem.engine.strategy import conv_impl, resolve_chunk, resolve_strategy
 
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
@@ -105,102 +103,6 @@ class TrainResult:
     learned_epoch: np.ndarray | None = None
 
 
-# ----------------------------------------------------------------------------- strategy
-
-
-def resolve_strategy(model_cfg: ModelConfig, train_cfg: TrainConfig, backend: str | None = None) -> str:
-    """The concrete strategy for ``train_cfg.strategy``: "auto" resolved by
-    :func:`auto_strategy` for ``backend`` (default: JAX's default backend)."""
-    if train_cfg.strategy != "auto":
-        return train_cfg.strategy
-    return auto_strategy(model_cfg.kind, backend or jax.default_backend())
-
-
-def _conv_impl(strategy: str) -> str:
-    return "patches" if strategy == "patches" else "lax"
-
-
-
-# Chunk per model family on CPU (see resolve_chunk); measured in benchmarks/RESULTS.md.
-CPU_CHUNK = {"mlp": 1, "cnn": 1, "resnet": 1}
-
-
-def resolve_chunk(model_cfg: ModelConfig, train_cfg: TrainConfig, backend: str) -> int:
-    """Models vectorised together on one device (0: all of its block), by measured rule.
-
-    CPU (XLA:CPU, one thread per device): one model at a time inside the program
-    (``lax.map``) for every family. Measured on the 2-core CPU, 2026-12-01 (RESULTS.md,
-    "Issue 15"; loaded machine, alternated runs, medians): digits MLP at R=256, chunk 1
-    18.5-18.9 models/s vs 14.0 for chunks of 4 and 8.9-13.2 for one vmap per device block
-    (vmapping tiny per-model matmuls does not pay on XLA:CPU, BACKGROUND section 5);
-    MNIST-1D CNN at R=32, chunk 1 6.3 vs 5.0 (chunks of 4) and 3.7 (one vmap), at R=8
-    within noise of each other. The ResNet is not measured on CPU; it follows the CNN.
-    Accelerators: the whole block in one vmap (one small model leaves the chip idle; no
-    GPU measurement yet, benchmarks/gpu.sh measures the chunk layouts too).
-    """
-    del train_cfg
-    if backend != "cpu":
-        return 0
-    return CPU_CHUNK.get(model_cfg.kind, 0)
-
-
-# ----------------------------------------------------------------------------- optimizer
-
-
-def make_optimizer(train_cfg: TrainConfig) -> optax.GradientTransformation:
-    """The optax optimizer of one model, with its learning rate injected as state.
-
-    ``optax.inject_hyperparams`` keeps the learning rate in the optimizer state (a scalar per
-    model under vmap), so each model can have its own and the schedule is applied by
-    overwriting it each step. Weight decay: L2 added to the gradient for sgd/adam, decoupled
-    for adamw. Gradient clipping is by the *model's own* global norm.
-    """
-    cfg = train_cfg
-
-    def build(learning_rate):
-        parts = []
-        if cfg.grad_clip > 0:
-            parts.append(optax.clip_by_global_norm(cfg.grad_clip))
-        if cfg.optimizer == "adamw":
-            parts.append(optax.adamw(learning_rate, weight_decay=cfg.weight_decay))
-        else:
-            if cfg.weight_decay > 0:
-                parts.append(optax.add_decayed_weights(cfg.weight_decay))
-            if cfg.optimizer == "sgd":
-                parts.append(optax.sgd(learning_rate, momentum=cfg.momentum or None,
-                                       nesterov=cfg.nesterov))
-            else:
-                parts.append(optax.adam(learning_rate))
-        return optax.chain(*parts)
-
-    return optax.inject_hyperparams(build)(learning_rate=1.0)
-
-
-def lr_factor(train_cfg: TrainConfig, step: jax.Array, total: jax.Array) -> jax.Array:
-    """Multiplier of the base learning rate at ``step`` (int32) of ``total`` steps: float32.
-
-    ``total`` is per model (it depends on the model's subset size), so schedules are written
-    as functions of progress instead of optax schedules with a baked-in length.
-    """
-    step = step.astype(jnp.float32)
-    total = jnp.maximum(total.astype(jnp.float32), 1.0)
-    if train_cfg.schedule == "onecycle":
-        peak = float(train_cfg.warmup_steps) if train_cfg.warmup_steps else jnp.round(0.3 * total)
-        peak = jnp.maximum(peak, 1.0)
-        up = 1.0 / 25 + (1.0 - 1.0 / 25) * step / peak
-        down = 1.0 - (step - peak) / jnp.maximum(total - peak, 1.0)
-        return jnp.clip(jnp.where(step < peak, up, down), 0.0, 1.0)
-    warmup = float(train_cfg.warmup_steps)
-    warm = jnp.minimum((step + 1.0) / warmup, 1.0) if warmup else 1.0
-    progress = jnp.clip((step - warmup) / jnp.maximum(total - warmup, 1.0), 0.0, 1.0)
-    decay = {
-        "constant": 1.0,
-        "cosine": 0.5 * (1.0 + jnp.cos(jnp.pi * progress)),
-        "linear": 1.0 - progress,
-    }[train_cfg.schedule]
-    return jnp.asarray(warm * decay, jnp.float32)
-
-
 # ----------------------------------------------------------------------------- one model
 
 
@@ -217,50 +119,6 @@ class _Plan:
     min_steps: int = 0  # the smallest ceil(n_r / B) of the wave: steps every model takes
     chunk: int = 0  # models vectorised together on a device (0: all of its block)
     num_train: int = 0  # N, the length of the proxies' per-example arrays
-
-
-def epoch_order(key: jax.Array, keep_row: jax.Array, coupled: bool = False) -> jax.Array:
-    """int32[N]: one epoch's order of the N example positions.
-
-    One stable sort of all N indices by 31 random bits per example (``jax.random.bits``), so
-    the order depends on (key, keep row) only, never on the wave's padding. Compact order
-    (``coupled=False``, the default): the top bit of the key is "excluded", so the kept
-    indices come first, in random order, then the excluded ones. Coupled order: all N by
-    their random bits alone, the excluded ones left where they fall (their slots are masked
-    out of the batch): two models with the same key and keep rows that differ in a few
-    examples see every other example at the same step and in the same batch.
-    (Until 2026-12 this was a full permutation followed by a stable argsort: two sorts of N
-    per model and epoch, 13% of a digits-MLP wave's time.)
-    """
-    n_total = keep_row.shape[0]
-    bits = jax.random.bits(key, (n_total,), jnp.uint32) >> 1
-    sort_key = bits if coupled else jnp.where(keep_row, bits, bits | jnp.uint32(0x80000000))
-    _, order = lax.sort((sort_key, jnp.arange(n_total, dtype=jnp.int32)), num_keys=1, is_stable=True)
-    return order
-
-
-def steps_per_epoch(keep: np.ndarray, train_cfg: TrainConfig) -> np.ndarray:
-    """int64[R]: optimizer steps per epoch of each model of ``keep: bool[R, N]``:
-    ``ceil(n_r / batch_size)`` for its own subset (compact order), or ``ceil(N / batch_size)``
-    for every model with ``train.data_order="coupled"`` (excluded slots are masked, not
-    skipped, so every model takes the same steps)."""
-    keep = np.asarray(keep, bool)
-    sizes = keep.sum(axis=1) if train_cfg.data_order == "compact" else np.full(keep.shape[0], keep.shape[1])
-    return -(-sizes // train_cfg.batch_size)
-
-
-def crop_flip(key: jax.Array, x: jax.Array, pad: int) -> jax.Array:
-    """Random crop after zero padding by ``pad``, and random horizontal flip, per example.
-
-    x: float32[B, H, W, C] -> float32[B, H, W, C].
-    """
-    b, h, w, c = x.shape
-    k_crop, k_flip = jax.random.split(key)
-    padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    offsets = jax.random.randint(k_crop, (b, 2), 0, 2 * pad + 1)
-    crops = jax.vmap(lambda im, o: lax.dynamic_slice(im, (o[0], o[1], 0), (h, w, c)))(padded, offsets)
-    flip = jax.random.bernoulli(k_flip, 0.5, (b,))
-    return jnp.where(flip[:, None, None, None], crops[:, :, ::-1, :], crops)
 
 
 def _all_finite(tree) -> jax.Array:
@@ -570,7 +428,7 @@ def prepare_wave(keep, dataset: Dataset, model_cfg: ModelConfig, train_cfg: Trai
     if chunk is None:
         chunk = resolve_chunk(model_cfg, train_cfg, devices[0].platform)
     plan = _Plan(model_cfg, _cache_key_cfg(train_cfg), dataset.num_classes,
-                 tuple(dataset.example_shape), int(own_steps.max()), _conv_impl(strategy),
+                 tuple(dataset.example_shape), int(own_steps.max()), conv_impl(strategy),
                  min_steps=int(own_steps.min()), chunk=_divisor_at_most(block, chunk),
                  num_train=int(dataset.num_train) if train_cfg.record_proxies else 0)
     x_all = np.asarray(dataset.x_train, np.float32)
@@ -719,77 +577,3 @@ def train_models(keep, dataset: Dataset, model_cfg: ModelConfig, train_cfg: Trai
                         chunk)
     state = train_epochs(wave, init_state(wave), 0, wave.epochs)
     return finish(wave, state)
-
-
-# ----------------------------------------------------------------------------- waves
-
-
-def estimate_model_bytes(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset,
-                         backend: str | None = None) -> int:
-    """Device bytes one model of a wave needs during training (an upper estimate).
-
-    Parameters, gradients and updated copies (x3) plus optimizer slots, always float32 (the
-    master weights); the activations of one batch (layer outputs, and the patch matrices
-    under "patches") and the batch itself, in the compute dtype; the per-epoch order (int32[N])
-    and its sort temporaries. Calibrated on one H200 (benchmarks/results/gpu-2026-12-04.md):
-    XLA's memory analysis gave 239 MB per model for the CIFAR preset's ResNet in bf16 (vmap)
-    and 623 MB (patches) against 302 MB and 795 MB here, and 10.5 MB per F&Z MLP against
-    12.3 MB: the activations enter once, not three times as until then, and at 2 bytes in bf16.
-    """
-    check_input(model_cfg, dataset.example_shape)
-    strategy = resolve_strategy(model_cfg, train_cfg, backend)
-    n_params = param_count(model_cfg, dataset.num_classes, dataset.example_shape)
-    slots = {"sgd": 1 if train_cfg.momentum else 0, "adam": 2, "adamw": 2}[train_cfg.optimizer]
-    param_bytes = 4 * n_params * (3 + 2 * slots)
-    act = activation_elems(model_cfg, dataset.num_classes, dataset.example_shape, _conv_impl(strategy))
-    itemsize = 2 if train_cfg.compute_dtype == "bfloat16" else 4
-    act_bytes = itemsize * train_cfg.batch_size * (act + math.prod(dataset.example_shape))
-    order_bytes = 4 * 4 * dataset.num_train
-    return int(param_bytes + act_bytes + order_bytes)
-
-
-def available_device_bytes() -> int:
-    """Free bytes on this process's first device (its memory stats), else free host memory."""
-    try:
-        stats = jax.local_devices()[0].memory_stats()
-    except Exception:  # noqa: BLE001 - backends without stats raise various errors
-        stats = None
-    if stats and "bytes_limit" in stats:
-        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
-    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-
-
-# Largest wave per device on a CPU: the per-model cost is lowest at 8-32 models there (their
-# parameters and optimizer state still fit in cache; measured in benchmarks/RESULTS.md: the
-# digits MLP's cost per model rises from 0.39x of R=1 at R=32 to 0.52x at R=128), and small
-# waves keep the progress bar and checkpoints fine-grained. Accelerators: memory decides
-# (on an H200 the ResNet's throughput still rose from R = 16 to 64).
-MAX_WAVE_PER_DEVICE = {"cpu": 32}
-
-
-def default_max_wave(backend: str | None = None) -> int | None:
-    """The per-device wave cap of ``backend`` (default: JAX's): 32 on CPU, None elsewhere."""
-    return MAX_WAVE_PER_DEVICE.get(backend or jax.default_backend())
-
-
-def choose_wave_size(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset,
-                     available_bytes: int | None = None, headroom: float = 0.5,
-                     max_wave: int | None = None, backend: str | None = None) -> int:
-    """Models to train at once on one device: ``train_cfg.wave_size`` if > 0, else what fits.
-
-    Uses ``headroom`` of the available bytes (``available_device_bytes()`` by default) after
-    the dataset itself (at 4 bytes a value), divided by :func:`estimate_model_bytes`; capped by
-    ``train_cfg.num_models`` and ``max_wave`` (default :func:`default_max_wave`: 32 on CPU,
-    no cap elsewhere). Always >= 1.
-    """
-    if max_wave is None:
-        max_wave = default_max_wave(backend)
-    if train_cfg.wave_size > 0:
-        return min(train_cfg.wave_size, train_cfg.num_models)
-    if available_bytes is None:
-        available_bytes = available_device_bytes()
-    data_bytes = dataset.x_train.nbytes + dataset.y_train.nbytes
-    budget = headroom * available_bytes - data_bytes
-    per_model = estimate_model_bytes(model_cfg, train_cfg, dataset, backend)
-    fits = int(budget // per_model) if budget > 0 else 1
-    return max(1, min(fits, train_cfg.num_models, max_wave or fits))

@@ -484,24 +484,6 @@ def iter_influence(keep, correct_test: np.ndarray, *, chunk_size: int = DEFAULT_
         yield sl, infl
 
 
-def influence_matrix(keep, margins_test, *, max_entries: int = 50_000_000,
-                     chunk_size: int = DEFAULT_CHUNK) -> np.ndarray:
-    """The full ``float32[N, T]`` influence matrix, for small problems and tests only.
-
-    Refuses (JmemError) above ``max_entries`` entries: at scale use :func:`influence_summary`.
-    """
-    keep = as_keep(keep)
-    correct = correct_matrix(margins_test, keep.shape[0])
-    size = keep.shape[1] * correct.shape[1]
-    if size > max_entries:
-        raise JmemError(f"influence matrix has {size} entries > max_entries={max_entries}; "
-                        "use influence_summary (chunked) instead")
-    out = np.empty((keep.shape[1], correct.shape[1]), np.float32)
-    for sl, infl in iter_influence(keep, correct, chunk_size=chunk_size):
-        out[sl] = infl.T
-    return out
-
-
 @dataclasses.dataclass(frozen=True)
 class InfluenceSummary:
     """Top influencers per test example and high-influence pairs from one chunked pass.

@@ -23,7 +23,8 @@ import itertools
 import numpy as np
 
 from jmem.errors import JmemError
-from jmem.scores import paired, thresholds
+from jmem.jsonable import to_jsonable
+from jmem.scores import paired
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Effect:
     def to_json(self) -> dict:
         """Plain JSON values (non-finite numbers become null), plus ``factor`` (the names
         joined by " x ") and ``effect_pp`` (the estimate, the report's key)."""
-        out = thresholds.to_jsonable(dataclasses.asdict(self))
+        out = to_jsonable(dataclasses.asdict(self))
         return {**out, "factor": " x ".join(self.factors), "effect_pp": out["estimate"]}
 
 

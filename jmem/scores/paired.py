@@ -17,7 +17,7 @@ Pieces: :func:`paired_differences`; intervals :func:`bootstrap_mean_ci` (seeds) 
 (paired) and :func:`welch_pvalue` (unpaired, for contrast); :func:`holm`;
 :func:`min_detectable_effect`; :func:`effect_size`; :func:`share_of_change` (Feldman & Zhang's
 subset accounting); and the report :func:`compare` -> :class:`Comparison`,
-:func:`adjust_holm`, :func:`describe_comparison`.
+:func:`adjust_holm`. The verdict's wording is ``jmem.study.retrain.verdict``.
 
 Randomness: every random function takes an explicit ``np.random.Generator`` and draws in
 chunks whose size depends only on the input shapes (``CHUNK_ELEMENTS``), so the same generator
@@ -313,7 +313,8 @@ def welch_pvalue(a, b) -> float:
 
 
 def holm(pvalues) -> np.ndarray:
-    """Holm (1979) step-down adjusted p-values, in the input order.
+    """Holm (1979) step-down adjusted p-values, in the input order (scipy has no Holm
+    adjustment; statsmodels' ``multipletests(method="holm")`` is the peer, not a dependency).
 
     With ``p_(1) <= ... <= p_(K)``: ``adj_(i) = max_{j <= i} min(1, (K - j + 1) p_(j))``.
     Rejecting ``adj <= alpha`` controls the family-wise error rate at ``alpha``; it never
@@ -543,42 +544,3 @@ def adjust_holm(comparisons: list[Comparison]) -> list[Comparison]:
     """Copies of ``comparisons`` with ``p_holm``: Holm-adjusted ``p_perm`` over the family."""
     adjusted = holm([c.p_perm for c in comparisons])
     return [dataclasses.replace(c, p_holm=float(p)) for c, p in zip(comparisons, adjusted)]
-
-
-def _format_pp(x: float) -> str:
-    """Two decimals with a real minus sign; never "−0.00"."""
-    text = f"{abs(x):.2f}"
-    return f"\u2212{text}" if x < 0 and text != "0.00" else text
-
-
-def _format_p(p: float) -> str:
-    if p < 0.001:
-        return "p < 0.001"
-    return f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
-
-
-def describe_comparison(c: Comparison, what: str) -> str:
-    """One sentence for a report, e.g.
-
-    ``"top 2% removed, test accuracy: −0.41 pp, 95% CI [−0.62, −0.20] (paired permutation
-    p = 0.001, 50 seeds; minimum detectable effect 0.21 pp)."``
-
-    The interval is the two-level one when available (it also covers test-set sampling), else
-    the seed bootstrap. An interval containing 0 reads as "no detectable change" with the
-    effect that would have been detected, so a null result is not mistaken for "no effect".
-    """
-    if not isinstance(c, Comparison):
-        raise JmemError(f"c: expected a Comparison, got {type(c).__name__}")
-    if not isinstance(what, str) or not what.strip():
-        raise JmemError(f"what: expected a non-empty description, got {what!r}")
-    low, high = (c.ci_low, c.ci_high) if c.ci2_low is None else (c.ci2_low, c.ci2_high)
-    effect = (f"{_format_pp(c.mean_diff)} pp, {100 * c.level:g}% CI "
-              f"[{_format_pp(low)}, {_format_pp(high)}]")
-    test = f"paired permutation {_format_p(c.p_perm)}"
-    if c.p_holm is not None:
-        test += f", Holm-adjusted {_format_p(c.p_holm)}"
-    mde = _format_pp(c.mde)
-    if low <= 0 <= high:
-        return (f"{what}: no detectable change, {effect} ({test}, {c.n_seeds} seeds; an effect "
-                f"of {mde} pp or larger would have been detected with 80% power).")
-    return f"{what}: {effect} ({test}, {c.n_seeds} seeds; minimum detectable effect {mde} pp)."

@@ -30,6 +30,7 @@ import numpy as np
 from scipy import stats
 
 from jmem.errors import JmemError
+from jmem.jsonable import to_jsonable
 from jmem.scores.estimators import as_keep, check_finite, check_margins
 
 PLACEBO_BLOCK = 1024  # columns per placebo RNG block; fixed so results never depend on chunking
@@ -38,24 +39,6 @@ PLACEBO_BLOCK = 1024  # columns per placebo RNG block; fixed so results never de
 # ---------------------------------------------------------------------------------------------
 # Result object
 # ---------------------------------------------------------------------------------------------
-
-def to_jsonable(value):
-    """Convert numpy scalars/arrays and NaN to JSON-friendly values, recursively."""
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_jsonable(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        # Strict JSON has no NaN/Infinity: undefined numbers become null.
-        return float(value) if math.isfinite(float(value)) else None
-    return value
-
 
 @dataclasses.dataclass(frozen=True)
 class ThresholdResult:
@@ -160,19 +143,15 @@ def quantile_threshold(scores, quantile: float, score_name: str = "mem") -> Thre
 def bh_adjust(p_values) -> np.ndarray:
     """Benjamini-Hochberg (1995) adjusted p-values (q-values), float64[N].
 
-    ``q_i = min_{j: p_j >= p_i} p_j m / rank_j``, with ``m`` the number of finite p-values:
-    NaN p-values (untestable examples) stay NaN and do not count as tests.
-    Rejecting ``q <= alpha`` is the BH step-up procedure at level alpha.
+    ``scipy.stats.false_discovery_control`` over the finite p-values: NaN p-values
+    (untestable examples) stay NaN and do not count as tests. Rejecting ``q <= alpha`` is the
+    BH step-up procedure at level alpha.
     """
     p = _as_scores(p_values, "p_values")
-    finite = np.flatnonzero(~np.isnan(p))
     q = np.full(p.shape, np.nan)
-    m = finite.size
-    if m == 0:
-        return q
-    order = finite[np.argsort(p[finite], kind="stable")]
-    scaled = p[order] * m / np.arange(1, m + 1)
-    q[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    finite = ~np.isnan(p)
+    if finite.any():
+        q[finite] = stats.false_discovery_control(p[finite])
     return q
 
 

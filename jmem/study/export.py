@@ -30,7 +30,7 @@ import numpy as np
 from jmem.errors import JmemError
 from jmem.scores import estimators
 from jmem.study import rundir
-from jmem.study.scoring import load_run
+from jmem.study.scoring import load_run, recorded_options
 
 
 def scored_rows(run_dir, num_models: int, model_rates) -> np.ndarray | None:
@@ -38,8 +38,7 @@ def scored_rows(run_dir, num_models: int, model_rates) -> np.ndarray | None:
 
     Read from ``thresholds.json``'s ``options.rate`` (absent file or null rate: all models).
     """
-    path = Path(run_dir) / rundir.THRESHOLDS
-    rate = rundir.load_json(path).get("options", {}).get("rate") if path.exists() else None
+    rate = recorded_options(run_dir).rate
     if rate is None:
         return None
     if model_rates is None:

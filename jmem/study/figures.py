@@ -40,11 +40,6 @@ def _save(fig: Figure, path) -> Path:
     return path
 
 
-def _finite(x):
-    x = np.asarray(x, np.float64)
-    return x[np.isfinite(x)]
-
-
 def score_histograms(scores: dict, canary, thresholds: dict, path) -> Path:
     """2x2 histograms of ``scores`` (name -> float[N]); canaries stacked in red.
 

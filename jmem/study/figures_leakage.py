@@ -105,6 +105,8 @@ def plot_train_test_pairs(path, result: LeakageResult, dataset: Dataset, count: 
         return None
     nb = result.nearest[detector]
     leaked = np.flatnonzero(result.leaked_by(detector))
+    if not leaked.size:  # nothing flagged (a strict threshold): no figure
+        return None
     closest, border = pick_pairs(nb.distance[leaked], count)
     t = leaked[np.concatenate([closest, border])]
     i = nb.index[t]

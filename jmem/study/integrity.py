@@ -39,10 +39,10 @@ from pathlib import Path
 import numpy as np
 
 from jmem.errors import JmemError, one_line
-from jmem.study import rundir as artifacts
+from jmem.study import rundir
 
 FORMAT = 1
-MANIFEST = artifacts.MANIFEST
+MANIFEST = rundir.MANIFEST
 _CHUNK = 1 << 22  # bytes hashed per read
 _WAVE_NAME = re.compile(r"models_(\d+)_(\d+)\.npz$")
 
@@ -94,7 +94,7 @@ def load_manifest(run_dir: Path) -> dict | None:
         return None
     hint = "delete it to accept the run's files as they are now, unverified"
     try:
-        manifest = artifacts.load_json(path, expect=dict)
+        manifest = rundir.load_json(path, expect=dict)
     except JmemError as err:
         raise JmemError(f"{err}; {hint}") from err
     for section in ("dataset", "inputs", "waves", "outputs"):
@@ -105,7 +105,7 @@ def load_manifest(run_dir: Path) -> dict | None:
 
 
 def _save(run_dir: Path, manifest: dict) -> None:
-    artifacts.save_json(Path(run_dir) / MANIFEST, manifest)
+    rundir.save_json(Path(run_dir) / MANIFEST, manifest)
 
 
 def record_inputs(run_dir: Path, dataset, names: list[str], config_text: str) -> dict:
@@ -113,7 +113,7 @@ def record_inputs(run_dir: Path, dataset, names: list[str], config_text: str) ->
     ``config.json`` will hold ``config_text`` (written next, last)."""
     run_dir = Path(run_dir)
     inputs = {name: file_sha256(run_dir / name) for name in names}
-    inputs[artifacts.CONFIG] = text_sha256(config_text)
+    inputs[rundir.CONFIG] = text_sha256(config_text)
     manifest = {"format": FORMAT, "dataset": dataset_fingerprint(dataset), "inputs": inputs,
                 "waves": {}, "outputs": {}}
     _save(run_dir, manifest)
@@ -224,13 +224,13 @@ def verify_resume(run_dir: Path, dataset, complete: bool, wave_shapes, warn) -> 
         warn(f"run directory {str(run_dir)!r} has no {MANIFEST} (written by an older jmem): "
              "its files cannot be verified; recording them as they are now")
         names = [p.name for p in sorted(run_dir.iterdir())
-                 if p.is_file() and (p.name in (artifacts.KEEP, artifacts.MODEL_RATES, artifacts.CANARIES)
+                 if p.is_file() and (p.name in (rundir.KEEP, rundir.MODEL_RATES, rundir.CANARIES)
                                      or (p.name.startswith("labels_") and p.suffix == ".npy"))]
-        config_text = (run_dir / artifacts.CONFIG).read_text()
+        config_text = (run_dir / rundir.CONFIG).read_text()
         record_inputs(run_dir, dataset, names, config_text)
         if complete:
             finals = [p.name for p in sorted(run_dir.glob("margins_*.npy"))]
-            record_outputs(run_dir, finals + [artifacts.MODEL_METRICS], {})
+            record_outputs(run_dir, finals + [rundir.MODEL_METRICS], {})
         return
     check_dataset(run_dir, manifest, dataset)
     check_files(run_dir, manifest, "inputs")

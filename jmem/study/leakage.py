@@ -58,11 +58,32 @@ def measure_leakage(config: Config, dataset: Dataset):
     """Near-duplicates of ``dataset`` and, if ``config.leakage.clean_test``, the dataset with a
     leakage-free extra test set attached. Returns (dataset, LeakageResult)."""
     result = detect_leakage(config, dataset)
-    if config.leakage.clean_test:
-        # Published lists (CIFAR) beat detection where they exist; detection elsewhere.
-        known = None if dataset.name in leakage.KNOWN_LIST_ROWS else result
-        dataset = leakage.leakage_free_test(dataset, known)
-    return dataset, result
+    return attach_clean_test(config, dataset, lambda: result.leaked), result
+
+
+def attach_clean_test(config: Config, dataset: Dataset, leaked) -> Dataset:
+    """``dataset`` with the leakage-free test set ``test_clean`` if ``config.leakage.clean_test``.
+
+    leaked: a function returning bool[T], the test examples with a training near-duplicate;
+    called only where detection decides (the CIFAR sets use the published lists instead).
+    """
+    if not config.leakage.clean_test:
+        return dataset
+    # Published lists (CIFAR) beat detection where they exist; detection elsewhere.
+    known = None if dataset.name in leakage.KNOWN_LIST_ROWS else leaked()
+    return leakage.leakage_free_test(dataset, known)
+
+
+def leaked_in_run(run_dir, num_test: int) -> np.ndarray:
+    """bool[T]: the test examples ``duplicates.csv`` of a run directory lists."""
+    table = read_duplicates_csv(Path(run_dir) / rundir.DUPLICATES)
+    index = table["test_index"].astype(np.int64)
+    if index.size and (index.min() < 0 or index.max() >= num_test):
+        raise JmemError(f"{Path(run_dir) / rundir.DUPLICATES} lists test_index="
+                        f"{int(index[(index < 0) | (index >= num_test)][0])}, outside [0, {num_test})")
+    leaked = np.zeros(num_test, bool)
+    leaked[index] = True
+    return leaked
 
 
 def write_duplicates_csv(path, result: LeakageResult) -> None:

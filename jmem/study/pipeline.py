@@ -9,7 +9,8 @@ stage      does                                                complete when
 ========== =================================================== ==============================
 train      leakage check, canaries, keep-masks, the estimation ``models.csv`` (training's own
            models (:mod:`jmem.study.training`)                  waves and checkpoints resume)
-score      scores, thresholds, pairs (:mod:`jmem.study.scoring`) ``pairs.csv`` (written last)
+score      scores, thresholds, pairs (:mod:`jmem.study.scoring`) ``pairs.csv`` (written last),
+                                                               with the config's ``score``
 retrain    the removal experiment and the ablation              ``retrain/retrain.json``
            (:mod:`jmem.study.retrain`)                          (resumes its own waves)
 report     ``report.md`` and its plots (:mod:`jmem.study.report`) re-rendered every time (seconds)
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from jmem.config import Config
 from jmem.data.dataset import Dataset
-from jmem.study import rundir, training
+from jmem.study import faults, rundir, training, waves
 
 STAGES = ("train", "score", "retrain", "report")
 
@@ -31,6 +32,17 @@ STAGES = ("train", "score", "retrain", "report")
 def is_scored(workdir: Path) -> bool:
     """The scoring stage wrote all three files (pairs.csv is its last)."""
     return all((Path(workdir) / name).exists() for name in (rundir.SCORES, rundir.THRESHOLDS, rundir.PAIRS))
+
+
+def scoring_changed(workdir: Path, config: Config) -> str | None:
+    """The first ``score`` field whose value differs from the options thresholds.json records
+    (``score.fdr_q: 0.1 vs 0.05``), or None."""
+    from jmem import config as config_lib
+    from jmem.study import scoring
+
+    recorded = config_lib.to_dict(scoring.recorded_options(workdir))
+    return config_lib.first_difference({"score": recorded}, {"score": config_lib.to_dict(config.score)},
+                                       ignore=(), ignore_sections=())
 
 
 def training_line(summary: dict) -> str:
@@ -43,7 +55,7 @@ def training_line(summary: dict) -> str:
             f"{summary.get('diverged', 0)} diverged")
 
 
-def run_study(config: Config, workdir: Path, dataset: Dataset, *, execution: training.Execution = training.Execution(),
+def run_study(config: Config, workdir: Path, dataset: Dataset, *, execution: waves.Execution = waves.Execution(),
               progress: bool = True, log=print) -> dict:
     """Run every stage of the study of ``config`` into ``workdir`` (resuming what is done).
 
@@ -51,7 +63,9 @@ def run_study(config: Config, workdir: Path, dataset: Dataset, *, execution: tra
     "seconds": {stage: float}}. Only process 0 of a multi-process job goes past training.
     """
     from jmem.engine import parallel
-    from jmem.study import report, retrain, scoring
+    from jmem.study import scoring
+    from jmem.study.report.stage import build_report
+    from jmem.study.retrain.stage import run_retrain
 
     workdir = Path(workdir)
     seconds, out = {}, {}
@@ -63,19 +77,22 @@ def run_study(config: Config, workdir: Path, dataset: Dataset, *, execution: tra
         return {**out, "seconds": seconds}
     log(training_line(out["train"]))
     t0 = time.perf_counter()
-    if is_scored(workdir):
+    changed = scoring_changed(workdir, config) if is_scored(workdir) else None
+    if is_scored(workdir) and changed is None:
         log(f"{workdir}: already scored")
     else:
-        log(scoring.format_summary(scoring.score_run(workdir)))
-    training.fault_point("stage")
+        if is_scored(workdir):
+            log(f"{workdir}: scored with other options ({changed}); scoring again")
+        log(scoring.format_summary(scoring.score_run(workdir, config.score)))
+    faults.point("stage")
     seconds["score"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out["retrain"] = retrain.run_retrain(workdir, dataset=dataset, execution=execution, progress=progress,
-                                         log=log, retrain_config=config.retrain)
-    training.fault_point("stage")
+    out["retrain"] = run_retrain(workdir, dataset=dataset, execution=execution, progress=progress,
+                                 log=log, retrain_config=config.retrain)
+    faults.point("stage")
     seconds["retrain"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out["report"] = report.build_report(workdir)
+    out["report"] = build_report(workdir)
     seconds["report"] = time.perf_counter() - t0
     out["verdict"] = out["retrain"]["verdict"]
     out["seconds"] = {k: round(v, 2) for k, v in seconds.items()}

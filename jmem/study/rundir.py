@@ -11,6 +11,7 @@ directory) or an unreadable file is a one-line :class:`JmemError` naming the fil
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import secrets
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from jmem.errors import JmemError, one_line, os_error
+from jmem.jsonable import to_jsonable
 
 CONFIG = "config.json"
 KEEP = "keep.npy"                    # bool[R, N]
@@ -183,8 +185,8 @@ def save_json(path: Path, obj) -> None:
 
 
 def json_text(obj) -> str:
-    """The exact text :func:`save_json` writes for ``obj``."""
-    return json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n"
+    """The exact text :func:`save_json` writes for ``obj`` (through :func:`jmem.jsonable.to_jsonable`)."""
+    return json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n"
 
 
 def load_json(path: Path, expect=None):
@@ -217,11 +219,58 @@ def save_bytes(path: Path, data: bytes) -> None:
         Path(tmp).write_bytes(data)
 
 
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+# ----------------------------------------------------------------------------- CSV tables
+
+
+def _format_column(values: np.ndarray) -> list:
+    if values.dtype.kind in "OUS":
+        return values.astype(str).tolist()
+    if values.dtype == np.bool_:
+        return values.astype(np.int8).astype(str).tolist()
+    if np.issubdtype(values.dtype, np.integer):
+        return values.astype(str).tolist()
+    return np.char.mod("%.6g", values.astype(np.float64)).tolist()
+
+
+def csv_text(columns: dict) -> str:
+    """A CSV table from equal-length 1-D arrays (floats as %.6g, NaN as ``nan``, bools 0/1)."""
+    header = ",".join(columns)
+    cols = [_format_column(np.asarray(v)) for v in columns.values()]
+    rows = [",".join(r) for r in zip(*cols)]
+    return "\n".join([header, *rows]) + "\n"
+
+
+def read_csv_columns(path) -> dict:
+    """A CSV file as ``{column: array}``: float64 where every value parses, else str."""
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise JmemError(f"{path} is empty")
+        rows = list(reader)
+    cols = {}
+    for i, name in enumerate(header):
+        values = [r[i] for r in rows]
+        try:
+            cols[name] = np.array([float(v) for v in values], np.float64)
+        except ValueError:
+            cols[name] = np.array(values, dtype=str)
+    return cols
+
+
+def read_diverged(path: Path, num_models: int) -> np.ndarray | None:
+    """bool[R], the ``diverged`` column of ``models.csv``; None without the file or column."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        column = read_csv_columns(path).get("diverged")
+    except (IndexError, JmemError):  # a short row, or no header
+        raise JmemError(f"{path} is damaged: its rows do not match its header") from None
+    if column is None:
+        return None
+    if column.size != num_models:
+        raise JmemError(f"{path} has {column.size} rows; expected one per model ({num_models})")
+    if column.dtype.kind != "f" or not np.isin(column, (0, 1)).all():
+        raise JmemError(f"{path} is damaged: its 'diverged' column is not 0/1")
+    return column == 1

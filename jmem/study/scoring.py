@@ -54,89 +54,12 @@ from pathlib import Path
 import numpy as np
 
 from jmem import rng
-from jmem.study import integrity
-from jmem.study import rundir as artifacts
-from jmem.scores import estimators as scoring
-from jmem.scores import thresholds
+from jmem.config import ScoreConfig
 from jmem.errors import JmemError
+from jmem.scores import estimators, thresholds
+from jmem.study import integrity, rundir
 
 CANARY_SCORES = ("mem", "fractional", "lira", "neg_log10_p", "one_minus_cscore")
-
-
-@dataclasses.dataclass(frozen=True)
-class ScoreOptions:
-    """Settings of :func:`score_run` (the ``score`` section of a config).
-
-    fixed_threshold: F&Z's hand-chosen cut, ``mem >= 0.25``.
-    fdr_q, min_effect: Benjamini-Hochberg level and the minimum ``mem`` of a discovery.
-    top_k: how many examples the top-k method selects.
-    influence_threshold, pair_mem_threshold, pair_same_class: F&Z high-influence pairs
-      (``infl >= 0.15``, ``mem >= 0.25``, same class).
-    influencers_k: top influencers kept per test example (in the returned summary only).
-    null_fpr: false-positive level of the placebo-null threshold; placebo_seed: its seed
-      ("placebo" stream); placebo_match_variance: rescale placebo scores to the real split's
-      variance (see :func:`jmem.scores.thresholds.placebo_scores`).
-    canary_tpr: TPR at which FPR is reported and the canary threshold is set.
-    confidence: level of the ``mem`` intervals. fractional_floor: see :mod:`jmem.scores.estimators`.
-    rate: score only the models of this inclusion rate (needs model_rates.npy); None = all
-      models (pooled if the run has several rates; per-rate columns are written anyway).
-    chunk_size: training examples per chunk for per-example statistics;
-    influence_chunk_size: training examples per influence matrix product.
-    max_pairs: refuse (error) rather than write more pairs than this.
-    """
-
-    fixed_threshold: float = 0.25
-    fdr_q: float = 0.1
-    min_effect: float = 0.1
-    top_k: int = 1000
-    influence_threshold: float = 0.15
-    pair_mem_threshold: float = 0.25
-    pair_same_class: bool = True
-    influencers_k: int = 10
-    null_fpr: float = 0.05
-    placebo_seed: int = 0
-    placebo_match_variance: bool = True
-    canary_tpr: float = 0.95
-    confidence: float = 0.95
-    fractional_floor: float = 0.1
-    rate: float | None = None
-    chunk_size: int = scoring.DEFAULT_CHUNK
-    influence_chunk_size: int = scoring.DEFAULT_CHUNK
-    max_pairs: int = 10_000_000
-
-    def __post_init__(self):
-        def need(ok, field, rule):
-            if not ok:
-                raise JmemError(f"score.{field}={getattr(self, field)!r} {rule}")
-
-        for f in ("fixed_threshold", "min_effect", "influence_threshold", "pair_mem_threshold"):
-            v = getattr(self, f)
-            need(_is_real(v) and -1 <= v <= 1, f, "must be a number in [-1, 1]")
-        for f in ("fdr_q", "null_fpr", "confidence"):
-            v = getattr(self, f)
-            need(_is_real(v) and 0 < v < 1, f, "must be in (0, 1)")
-        for f in ("canary_tpr", "fractional_floor"):
-            v = getattr(self, f)
-            need(_is_real(v) and 0 < v <= 1, f, "must be in (0, 1]")
-        for f in ("top_k", "influencers_k", "placebo_seed"):
-            v = getattr(self, f)
-            need(_is_int(v) and v >= 0, f, "must be an integer >= 0")
-        for f in ("chunk_size", "influence_chunk_size", "max_pairs"):
-            v = getattr(self, f)
-            need(_is_int(v) and v >= 1, f, "must be an integer >= 1")
-        for f in ("pair_same_class", "placebo_match_variance"):
-            need(isinstance(getattr(self, f), bool), f, "must be true or false")
-        need(self.rate is None or (_is_real(self.rate) and 0 < self.rate < 1), "rate",
-             "must be null or in (0, 1)")
-
-
-def _is_real(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) \
-        and bool(np.isfinite(v))
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,53 +97,36 @@ def load_run(run_dir) -> RunArrays:
     d = Path(run_dir)
     if not d.is_dir():
         raise JmemError(f"run directory {str(d)!r} does not exist")
-    keep = scoring.as_keep(artifacts.load_array(d / artifacts.KEEP, mmap=True), "keep.npy")
+    keep = estimators.as_keep(rundir.load_array(d / rundir.KEEP, mmap=True), "keep.npy")
     num_models, num_examples = keep.shape
-    margins = scoring.check_margins(artifacts.load_array(d / artifacts.MARGINS_TRAIN, mmap=True),
+    margins = estimators.check_margins(rundir.load_array(d / rundir.MARGINS_TRAIN, mmap=True),
                                     num_models, num_examples, "margins_train.npy")
-    labels = _labels(artifacts.load_array(d / artifacts.LABELS_TRAIN), num_examples,
+    labels = _labels(rundir.load_array(d / rundir.LABELS_TRAIN), num_examples,
                      "labels_train.npy")
-    names = [("test", artifacts.MARGINS_TEST, artifacts.LABELS_TEST)]
-    reserved = {artifacts.MARGINS_TRAIN, artifacts.MARGINS_TEST}
+    names = [("test", rundir.MARGINS_TEST, rundir.LABELS_TEST)]
+    reserved = {rundir.MARGINS_TRAIN, rundir.MARGINS_TEST}
     for path in sorted(d.glob("margins_*.npy")):
         if path.name not in reserved:
             name = path.stem[len("margins_"):]
-            names.append((name, path.name, artifacts.labels_extra_name(name)))
+            names.append((name, path.name, rundir.labels_extra_name(name)))
     test_sets = {}
     for name, m_file, l_file in names:
-        m = scoring.check_margins(artifacts.load_array(d / m_file, mmap=True), num_models,
+        m = estimators.check_margins(rundir.load_array(d / m_file, mmap=True), num_models,
                                   None, m_file)
-        test_sets[name] = (m, _labels(artifacts.load_array(d / l_file), m.shape[1], l_file))
+        test_sets[name] = (m, _labels(rundir.load_array(d / l_file), m.shape[1], l_file))
     rates = None
-    if (d / artifacts.MODEL_RATES).exists():
-        rates = np.asarray(artifacts.load_array(d / artifacts.MODEL_RATES), np.float64)
-        scoring.group_rates(rates, num_models)  # validates shape and range
+    if (d / rundir.MODEL_RATES).exists():
+        rates = np.asarray(rundir.load_array(d / rundir.MODEL_RATES), np.float64)
+        estimators.group_rates(rates, num_models)  # validates shape and range
     canary = None
-    if (d / artifacts.CANARIES).exists():
-        c = np.asarray(artifacts.load_array(d / artifacts.CANARIES))
+    if (d / rundir.CANARIES).exists():
+        c = np.asarray(rundir.load_array(d / rundir.CANARIES))
         if c.shape != (num_examples,) or c.dtype != np.bool_:
             raise JmemError(f"canaries.npy has shape {c.shape} dtype {c.dtype}; "
                             f"expected bool[{num_examples}]")
         canary = c
     return RunArrays(keep, margins, labels, test_sets, rates, canary,
-                     _diverged(d / artifacts.MODEL_METRICS, num_models))
-
-
-def _diverged(path: Path, num_models: int) -> np.ndarray | None:
-    """bool[R], the ``diverged`` column of models.csv; None without models.csv or column."""
-    if not path.exists():
-        return None
-    lines = path.read_text().splitlines()
-    header = lines[0].split(",") if lines else []
-    if "diverged" not in header:
-        return None
-    if len(lines) - 1 != num_models:
-        raise JmemError(f"{path} has {len(lines) - 1} rows; expected one per model ({num_models})")
-    column = header.index("diverged")
-    try:
-        return np.array([int(line.split(",")[column]) for line in lines[1:]], bool)
-    except (ValueError, IndexError):
-        raise JmemError(f"{path} is damaged: its 'diverged' column is not 0/1") from None
+                     rundir.read_diverged(d / rundir.MODEL_METRICS, num_models))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,14 +155,14 @@ def _without_diverged(run: RunArrays) -> RunArrays:
                                diverged=np.zeros(rows.size, bool))
 
 
-def _primary_rows(run: RunArrays, rate: float | None) -> np.ndarray | None:
+def primary_rows(run: RunArrays, rate: float | None) -> np.ndarray | None:
     """Rows of the models scored in the main columns; None = all models (no copy)."""
     if rate is None:
         return None
     if run.model_rates is None:
-        raise JmemError(f"score.rate={rate} needs {artifacts.MODEL_RATES}, which the run lacks")
-    rows = np.flatnonzero(np.round(run.model_rates, scoring.RATE_DECIMALS)
-                          == round(rate, scoring.RATE_DECIMALS))
+        raise JmemError(f"score.rate={rate} needs {rundir.MODEL_RATES}, which the run lacks")
+    rows = np.flatnonzero(np.round(run.model_rates, estimators.RATE_DECIMALS)
+                          == round(rate, estimators.RATE_DECIMALS))
     if rows.size == 0:
         raise JmemError(f"score.rate={rate} matches no model; run rates: "
                         f"{sorted(set(np.round(run.model_rates, 6).tolist()))}")
@@ -267,7 +173,7 @@ def _take(arr: np.ndarray, rows):
     return arr if rows is None else arr[rows]
 
 
-def canary_score_arrays(s: scoring.ExampleScores, cscore: np.ndarray) -> dict:
+def canary_score_arrays(s: estimators.ExampleScores, cscore: np.ndarray) -> dict:
     """Scores oriented so that higher = more memorized, for ROC against canaries.
 
     p-values enter as ``-log10 p`` (``1 - p`` would tie the tiny p-values of strong canaries)
@@ -278,9 +184,15 @@ def canary_score_arrays(s: scoring.ExampleScores, cscore: np.ndarray) -> dict:
                 "neg_log10_p": -np.log10(s.p_value), "one_minus_cscore": 1 - cscore}
 
 
-def select_all(s: scoring.ExampleScores, placebo: thresholds.PlaceboNull,
-               canary: np.ndarray | None, opt: ScoreOptions) -> dict:
-    """Run every threshold method on the main scores: name -> ThresholdResult."""
+def select_all(s: estimators.ExampleScores, keep, margins, canary: np.ndarray | None,
+               opt: ScoreConfig) -> tuple[thresholds.PlaceboNull, dict]:
+    """Every threshold method on the scores ``s`` of the models ``keep`` / ``margins``
+    (bool[R', N] / float[R', N], the rows behind ``s``): (their placebo null, name ->
+    ThresholdResult). The one composition of the selection rule: the scoring stage, the
+    retrain stage's cross-fitted halves and the report's split halves all call it."""
+    placebo = thresholds.placebo_scores(keep, margins, seed=rng.stream_words(opt.placebo_seed, "placebo"),
+                                        match_variance=opt.placebo_match_variance,
+                                        name="margins_train.npy")
     methods = {
         "fixed": thresholds.fixed_threshold(s.mem, opt.fixed_threshold),
         "top_k": thresholds.top_k_threshold(s.mem, opt.top_k),
@@ -289,25 +201,16 @@ def select_all(s: scoring.ExampleScores, placebo: thresholds.PlaceboNull,
     }
     if canary is not None and canary.any():
         methods["canary"] = thresholds.canary_threshold(s.mem, canary, opt.canary_tpr)
-    return methods
+    return placebo, methods
 
 
-def _format_column(values: np.ndarray) -> list:
-    if values.dtype.kind in "OUS":
-        return values.astype(str).tolist()
-    if values.dtype == np.bool_:
-        return values.astype(np.int8).astype(str).tolist()
-    if np.issubdtype(values.dtype, np.integer):
-        return values.astype(str).tolist()
-    return np.char.mod("%.6g", values.astype(np.float64)).tolist()
-
-
-def csv_text(columns: dict) -> str:
-    """A CSV table from equal-length 1-D arrays (floats as %.6g, NaN as ``nan``, bools 0/1)."""
-    header = ",".join(columns)
-    cols = [_format_column(np.asarray(v)) for v in columns.values()]
-    rows = [",".join(r) for r in zip(*cols)]
-    return "\n".join([header, *rows]) + "\n"
+def recorded_options(run_dir) -> ScoreConfig:
+    """The options the scoring stage used (``thresholds.json``'s ``options``; defaults for
+    fields it does not record, and without the file)."""
+    path = Path(run_dir) / rundir.THRESHOLDS
+    saved = (rundir.load_json(path, expect=dict).get("options") or {}) if path.exists() else {}
+    known = {f.name for f in dataclasses.fields(ScoreConfig)}
+    return ScoreConfig(**{k: v for k, v in saved.items() if k in known})
 
 
 def _rate_tag(rate: float) -> str:
@@ -318,7 +221,7 @@ def _rate_tag(rate: float) -> str:
 # The entry point
 # ---------------------------------------------------------------------------------------------
 
-def score_run(run_dir, options: ScoreOptions | None = None) -> dict:
+def score_run(run_dir, options: ScoreConfig | None = None) -> dict:
     """Score the run in ``run_dir``; write scores.csv, thresholds.json, pairs.csv.
 
     Returns the summary dict: what thresholds.json holds, plus ``files`` (the written paths)
@@ -326,35 +229,32 @@ def score_run(run_dir, options: ScoreOptions | None = None) -> dict:
     k most influential training examples of each test example; not written to disk).
     :func:`format_summary` turns it into terminal text. See the module docstring for files.
     """
-    opt = options if options is not None else ScoreOptions()
-    if not isinstance(opt, ScoreOptions):
-        raise JmemError(f"score options must be a ScoreOptions, got {type(opt).__name__}")
+    opt = options if options is not None else ScoreConfig()
+    if not isinstance(opt, ScoreConfig):
+        raise JmemError(f"score options must be a ScoreConfig, got {type(opt).__name__}")
     d = Path(run_dir)
     integrity.verify_run(d)  # a missing or damaged file: one line naming it
     loaded = load_run(d)
     run = _without_diverged(loaded)
     diverged_ids = (np.flatnonzero(loaded.diverged).tolist() if loaded.diverged is not None
                     else [])
-    rows = _primary_rows(run, opt.rate)
+    rows = primary_rows(run, opt.rate)
     keep, margins = _take(run.keep, rows), _take(run.margins_train, rows)
     kw = dict(confidence=opt.confidence, fractional_floor=opt.fractional_floor,
               chunk_size=opt.chunk_size, name="margins_train.npy")
-    s = scoring.compute_scores(keep, margins, **kw)
+    s = estimators.compute_scores(keep, margins, **kw)
 
     by_rate, rates = None, None
     if run.model_rates is not None:
-        rates = scoring.group_rates(run.model_rates, run.keep.shape[0])[0]
+        rates = estimators.group_rates(run.model_rates, run.keep.shape[0])[0]
         if rates.size > 1:
-            by_rate = scoring.scores_by_rate(run.keep, run.margins_train, run.model_rates, **kw)
+            by_rate = estimators.scores_by_rate(run.keep, run.margins_train, run.model_rates, **kw)
     pooled = opt.rate is None and by_rate is not None
-    cscore = scoring.cscore_over_rates(by_rate) if pooled else s.cscore
+    cscore = estimators.cscore_over_rates(by_rate) if pooled else s.cscore
 
     q_values = thresholds.bh_adjust(s.p_value)
-    placebo = thresholds.placebo_scores(keep, margins, seed=rng.stream_words(opt.placebo_seed, "placebo"),
-                                        match_variance=opt.placebo_match_variance,
-                                        name="margins_train.npy")
     canary = run.canaries
-    methods = select_all(s, placebo, canary, opt)
+    placebo, methods = select_all(s, keep, margins, canary, opt)
 
     method_dicts = {}
     for name, res in methods.items():
@@ -371,7 +271,7 @@ def score_run(run_dir, options: ScoreOptions | None = None) -> dict:
 
     curve = None
     if by_rate is not None:
-        curve = scoring.rate_curve(by_rate, opt.fixed_threshold)
+        curve = estimators.rate_curve(by_rate, opt.fixed_threshold)
         if canary is not None and canary.any():
             for point, rs in zip(curve, by_rate.values()):
                 ev = thresholds.evaluate_canaries(rs.mem, canary, opt.canary_tpr)
@@ -383,7 +283,7 @@ def score_run(run_dir, options: ScoreOptions | None = None) -> dict:
     pair_cols = {k: [] for k in ("test_set", "train_index", "test_index", "mem", "infl", "label")}
     influence = {}
     for name, (m_test, l_test) in run.test_sets.items():
-        inf = scoring.influence_summary(
+        inf = estimators.influence_summary(
             keep, _take(m_test, rows), s.mem, run.labels_train, l_test, k=opt.influencers_k,
             mem_threshold=opt.pair_mem_threshold, infl_threshold=opt.influence_threshold,
             same_class=opt.pair_same_class, chunk_size=opt.influence_chunk_size,
@@ -445,13 +345,13 @@ def score_run(run_dir, options: ScoreOptions | None = None) -> dict:
         "options": dataclasses.asdict(opt),
     }
     record = thresholds.to_jsonable(record)
-    artifacts.save_text(d / artifacts.SCORES, csv_text(columns))
-    artifacts.save_json(d / artifacts.THRESHOLDS, record)
+    rundir.save_text(d / rundir.SCORES, rundir.csv_text(columns))
+    rundir.save_json(d / rundir.THRESHOLDS, record)
     pairs = {k: np.concatenate(v) if v else np.empty(0) for k, v in pair_cols.items()}
-    artifacts.save_text(d / artifacts.PAIRS, csv_text(pairs))
-    return {**record, "files": {"scores": str(d / artifacts.SCORES),
-                                "thresholds": str(d / artifacts.THRESHOLDS),
-                                "pairs": str(d / artifacts.PAIRS)},
+    rundir.save_text(d / rundir.PAIRS, rundir.csv_text(pairs))
+    return {**record, "files": {"scores": str(d / rundir.SCORES),
+                                "thresholds": str(d / rundir.THRESHOLDS),
+                                "pairs": str(d / rundir.PAIRS)},
             "top_influencers": {k: v["top_influencers"] for k, v in influence.items()}}
 
 

@@ -107,7 +107,7 @@ def map_to_dataset_order(known: KnownDuplicates, dataset: Dataset, *, missing: s
 
     TFDS serves cifar10/cifar100 in a shuffled order that differs from the original files,
     but each record carries an ``id`` feature, ``"train_XXXXX"`` / ``"test_XXXXX"``, that is
-    the record's position in the original file (see :func:`jmem.data.loaders.parse_source_ids`). The data loader
+    the record's position in the original file (see :func:`jmem.data.tfds_source.parse_source_ids`). The data loader
     stores those numbers as the dataset's source ids; never index TFDS-ordered arrays with
     the published numbers directly.
 

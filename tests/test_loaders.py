@@ -8,8 +8,9 @@ import urllib.request
 import numpy as np
 import pytest
 
-from jmem.data import loaders as data
-from jmem.data.loaders import KNOWN_DATASETS, describe, digits_split, load_dataset, parse_source_ids
+from jmem.data import loaders
+from jmem.data.loaders import KNOWN_DATASETS, describe, digits_split, load_dataset
+from jmem.data.tfds_source import parse_source_ids, tfds_data_dir
 from jmem.data.dataset import Dataset
 from jmem.errors import JmemError
 
@@ -68,7 +69,7 @@ def test_digits():
 def test_embedded_digits_equal_scikit_learns():
     from sklearn.datasets import load_digits
 
-    pixels, labels = data.digits_arrays()
+    pixels, labels = loaders.digits_arrays()
     x, y = load_digits(return_X_y=True)
     assert pixels.dtype == labels.dtype == np.uint8
     np.testing.assert_array_equal(pixels, x)
@@ -95,7 +96,7 @@ def test_digits_split_rule():
 
 def test_mnist1d_offline_without_side_effects(no_network, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    data._mnist1d_arrays.cache_clear()  # force a fresh generation under the network guard
+    loaders._mnist1d_arrays.cache_clear()  # force a fresh generation under the network guard
     np.random.seed(123)
     random.seed(123)
     np_before, py_before = np.random.get_state(), random.getstate()
@@ -258,7 +259,7 @@ def fake_cifar(builder, split, **kwargs):
 
 
 def test_cifar_ids_parsed_and_missing_extra_skipped(tmp_path, caplog, no_network):
-    caplog.set_level("INFO", logger="jmem.data.loaders")
+    caplog.set_level("INFO", logger="jmem.data.tfds_source")
     with tfds.testing.mock_data(as_data_source_fn=fake_cifar):
         ds = load_dataset("cifar10", data_dir=str(tmp_path))
     np.testing.assert_array_equal(ds.train_source_ids, [3, 0, 2, 1])
@@ -295,10 +296,10 @@ def test_tfds_prepared_as_tfrecord_is_told_apart(tmp_path, monkeypatch, no_netwo
 
 def test_tfds_data_dir_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "env"))
-    assert data.tfds_data_dir() == str(tmp_path / "env")
-    assert data.tfds_data_dir("/given") == "/given"
+    assert tfds_data_dir() == str(tmp_path / "env")
+    assert tfds_data_dir("/given") == "/given"
     monkeypatch.delenv("TFDS_DATA_DIR")
-    assert data.tfds_data_dir().endswith("tensorflow_datasets")
+    assert tfds_data_dir().endswith("tensorflow_datasets")
 
 
 # ----------------------------------------------------------------------------- describe
@@ -322,5 +323,5 @@ def test_describe_lists_extra_tests_and_many_classes(tmp_path):
 
 def test_channel_stats_large_offset():
     x = (1e4 + np.random.default_rng(0).normal(0, 1e-2, (500, 3))).astype(np.float32)
-    mean, std = data.channel_stats(x, chunk=64)
+    mean, std = loaders.channel_stats(x, chunk=64)
     np.testing.assert_allclose(std, x.astype(np.float64).std(axis=0), rtol=1e-3)

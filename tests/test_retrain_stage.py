@@ -1,5 +1,5 @@
-"""The removal experiment, ``jmem retrain``: known answers on synthetic data, pairing, bad
-input, resume.
+"""The removal experiment's stage (``jmem.study.retrain.stage``, ``jmem retrain``): known answers
+on synthetic data, pairing, reading the scoring stage's files, bad input, resume.
 
 One synthetic dataset carries both known answers: three Gaussian classes with 8% of the
 training labels flipped (removing them must not hurt), and a rare far-away sub-population
@@ -23,8 +23,9 @@ from jmem.config import Config, DataConfig, LeakageConfig, SubsetConfig
 from jmem.data import removal
 from jmem.data.loaders import load_dataset
 from jmem.engine.hparams import ModelConfig, TrainConfig
-from jmem.study import retrain as rt
 from jmem.study import training
+from jmem.study.faults import KILL_ENV
+from jmem.study.retrain import design, selection, stage
 from jmem.study.scoring import score_run
 from child_env import child_env
 
@@ -91,9 +92,9 @@ def _retrain_user_set(scored, tmp_path, name):
     """retrain.remove = the fixture's ``name``.npy set, default seeds; (record, verdict)."""
     run = copy_run(scored, tmp_path)
     path = str(Path(scored[0]).parent / f"{name}.npy")
-    summary = rt.run_retrain(run, ["retrain.methods=", f"retrain.remove={path}",
-                                   "retrain.resamples=2000"],
-                             dataset=scored[1], progress=False, log=lambda *a: None)
+    summary = stage.run_retrain(run, ["retrain.methods=", f"retrain.remove={path}",
+                                      "retrain.resamples=2000"],
+                                dataset=scored[1], progress=False, log=lambda *a: None)
     out = run / "retrain"
     record = json.loads((out / "retrain.json").read_text())
     assert SCHEMA_KEYS <= set(record) and record["seeds"] == 50
@@ -137,9 +138,9 @@ def test_pairing(scored, tmp_path):
     """Arms with the same removal set train bitwise-identical models; the matched arm has
     the selected arm's class counts; seed s has one model id in every arm; draws differ."""
     run = copy_run(scored, tmp_path)
-    rt.run_retrain(run, ["retrain.methods=fixed", "retrain.sweep=0.25", "retrain.seeds=4",
-                         "retrain.resamples=200"],
-                   dataset=scored[1], progress=False, log=lambda *a: None)
+    stage.run_retrain(run, ["retrain.methods=fixed", "retrain.sweep=0.25", "retrain.seeds=4",
+                            "retrain.resamples=200"],
+                      dataset=scored[1], progress=False, log=lambda *a: None)
     out = run / "retrain"
     record = json.loads((out / "retrain.json").read_text())
     rows = {a["name"]: slice(*a["rows"]) for a in record["arms"]}
@@ -149,7 +150,7 @@ def test_pairing(scored, tmp_path):
     assert np.array_equal(margins[rows["fixed:selected"]], margins[rows["sweep:0.25:selected"]])
     assert not np.array_equal(margins[rows["fixed:selected"]], margins[rows["full"]])
     for name in rows:
-        assert np.array_equal(ids[rows[name]], rt.MODEL_ID_OFFSET + np.arange(4))
+        assert np.array_equal(ids[rows[name]], design.MODEL_ID_OFFSET + np.arange(4))
     labels = np.load(run / "labels_train.npy")
     target = removal.class_counts(~keep[rows["fixed:selected"]][0], labels, 3)
     matched = ~keep[rows["fixed:matched"]]
@@ -157,7 +158,28 @@ def test_pairing(scored, tmp_path):
         assert np.array_equal(removal.class_counts(matched[s], labels, 3), target)
         assert (~keep[rows["fixed:random"]][s]).sum() == target.sum()
     assert len({m.tobytes() for m in matched}) == 4  # a fresh draw per seed
-    assert rt.arm_generator(0, "fixed:matched", 0).random() != rt.arm_generator(0, "fixed:matched", 1).random()
+    assert design.arm_generator(0, "fixed:matched", 0).random() != design.arm_generator(0, "fixed:matched", 1).random()
+
+
+def test_without_cross_fitting_the_scoring_stage_files_are_read_not_recomputed(scored):
+    """retrain.cross_fit=false reads scores.csv / thresholds.json / pairs.csv: the removal sets,
+    mem and pairs equal those recomputed from all the estimation models."""
+    from jmem.config import RetrainConfig
+
+    run_dir = scored[0]
+    _, run, opt = stage.load_scored_run(run_dir)
+    cfg = RetrainConfig(methods="fixed,fdr,null,top_k", cross_fit=False, sweep=(0.25,))
+    read = selection.select(run_dir, run, cfg, opt)
+    rows = np.arange(run.keep.shape[0])
+    s, methods = selection.half_selection(run, rows, opt)
+    np.testing.assert_array_equal(read.mem, s.mem)
+    for candidate in read.candidates[:4]:
+        np.testing.assert_array_equal(candidate.removed, methods[candidate.name].selected)
+        assert candidate.info == methods[candidate.name].to_dict()
+    pair_train, pair_test = selection.influence_pairs(run, rows, s.mem, opt)
+    assert sorted(zip(read.pair_train, read.pair_test)) == sorted(zip(pair_train, pair_test))
+    assert read.cross_fit == {"enabled": False, "selection_models": 64, "influence_models": 64,
+                              "spearman_mem": None, "jaccard": {}}
 
 
 def _error(capsys, argv) -> str:
@@ -197,7 +219,7 @@ SMALL = ["--set", "retrain.methods=fixed", "--set", "retrain.seeds=3", "--set", 
 
 
 def _retrain(run, *flags, kill_at=None):
-    env = child_env(JMEM_CPU_DEVICES="2", **({training.KILL_ENV: kill_at} if kill_at else {}))
+    env = child_env(JMEM_CPU_DEVICES="2", **({KILL_ENV: kill_at} if kill_at else {}))
     return subprocess.run([sys.executable, "-m", "jmem", "retrain", str(run), *SMALL, "--no-progress",
                            *flags], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
@@ -246,23 +268,3 @@ def test_killed_retrain_resumes_bitwise_identical(tmp_path, capsys):
     assert [k for k in a if a[k] != b[k]] == []
     assert main(["retrain", str(work), *SMALL, "--no-progress"]) == 0
     assert "already complete" in capsys.readouterr().out
-
-
-def _comparison(low, high, p, p_holm=None):
-    from jmem.scores.paired import Comparison
-
-    return Comparison(n_seeds=50, level=0.95, mean_a=90.0, mean_b=90.0, mean_diff=(low + high) / 2,
-                      ci_low=low, ci_high=high, ci2_low=None, ci2_high=None, p_perm=p,
-                      p_welch=p, effect_size=0.0, sd_diff=1.0, mde=0.4, p_holm=p_holm)
-
-
-def test_direction_needs_interval_and_holm_adjusted_test_to_agree():
-    assert rt.direction(_comparison(-0.6, -0.2, 0.001)) == "lower"
-    assert rt.direction(_comparison(0.2, 0.6, 0.001)) == "higher"
-    assert rt.direction(_comparison(-0.2, 0.3, 0.6)) == "none"
-    assert rt.direction(_comparison(-0.6, -0.2, 0.2)) == "inconclusive"
-    assert rt.direction(_comparison(-0.6, -0.2, 0.01, p_holm=0.09)) == "inconclusive"
-    assert rt.direction(_comparison(-0.3, -2e-15, 0.01)) == "none"  # a bound on 0 is 0
-    assert "does not lower test accuracy detectably (an effect of 0.40 pp" in \
-        rt._conclusion(_comparison(-0.2, 0.3, 0.6), "test")
-    assert rt._pp(-0.004) == "\u22120.004" and rt._pp(0.0) == "0.00"

@@ -1,4 +1,5 @@
-"""The vectorized trainer: isolation between models, determinism by model id, learning."""
+"""The vectorized trainer (``jmem.engine.trainer``, with its strategy, optimizer and wave-size
+rules): isolation between models, determinism by model id, learning."""
 
 import dataclasses
 import random
@@ -11,8 +12,11 @@ from jmem.data.dataset import Dataset
 from jmem.errors import JmemError
 from jmem.engine.hparams import ModelConfig, TrainConfig
 from jmem.engine.predict import accuracy, predict_margins
-from jmem.engine.trainer import (choose_wave_size, crop_flip, epoch_order, estimate_model_bytes,
-                                 lr_factor, resolve_strategy, steps_per_epoch, train_models)
+from jmem.engine.memory import choose_wave_size, estimate_model_bytes
+from jmem.engine.optim import lr_factor
+from jmem.engine.strategy import resolve_strategy
+from jmem.engine.batches import crop_flip, epoch_order, steps_per_epoch
+from jmem.engine.trainer import train_models
 
 # ----------------------------------------------------------------------------- datasets
 

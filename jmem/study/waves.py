@@ -1,0 +1,497 @@
+"""The wave runner: train the pending rows of a keep matrix in waves, losing nothing to a kill.
+
+Estimation (``jmem train``, :mod:`jmem.study.training`) and the removal experiment
+(:mod:`jmem.study.retrain`) both describe their models as a :class:`Job` (a keep matrix
+``bool[M, N]`` over a dataset, the model ids whose keys each row trains with, the model and
+training settings) and hand it to this module, which owns how the rows are trained:
+
+* every finished wave's outputs land atomically under ``<workdir>/waves/`` before the next
+  wave starts (:func:`train_pending`);
+* within a wave, training runs in short segments (a few seconds each); the in-flight state
+  is checkpointed with orbax every ``checkpoint_every_epochs`` epochs and/or every
+  ``checkpoint_every_seconds`` (``jmem.engine.checkpoint``), and when SIGTERM arrives
+  (:class:`StopRequest`, then :class:`Preempted`);
+* a re-run skips finished waves (:func:`finished_models`) and resumes the others from their
+  latest usable checkpoint; :func:`assemble` writes the final arrays once every row is done,
+  and :func:`cleanup` removes the waves and checkpoints after the stage's completion marker.
+
+Segments, checkpoints, kills and resumes never change a result: every segment runs the same
+compiled program (epoch bounds are traced), and the saved state is the complete state.
+
+One process at a time writes a run directory (:func:`workdir_lock`, ``fcntl.flock`` on
+``<workdir>/.lock``). In a multi-process job every process trains its round-robin share of
+the waves on its own devices (:func:`train_pending`); the stage decides who assembles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from jmem.data.dataset import Dataset
+from jmem.engine.hparams import ModelConfig, TrainConfig
+from jmem.errors import JmemError, warn
+from jmem.study import faults, rundir
+
+WAVES_DIR = "waves"
+LOCK = ".lock"
+EXIT_PREEMPTED = 143  # 128 + SIGTERM: "stopped, not finished" for schedulers that requeue
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    """How a run executes, never what it computes: any values give identical results.
+
+    devices: local devices to shard each wave over (0 = all of this process's devices).
+    checkpoint_every_seconds: checkpoint a wave in training at least this often (0 = never).
+    checkpoint_every_epochs: ... and after every this many epochs (0 = never).
+    segment_seconds: target wall time of one uninterrupted training call; bounds how late a
+      SIGTERM or a time-based checkpoint can be (one epoch at the least).
+    """
+
+    devices: int = 0
+    checkpoint_every_seconds: float = 300.0
+    checkpoint_every_epochs: int = 0
+    segment_seconds: float = 2.0
+
+    def __post_init__(self):
+        for name in ("devices", "checkpoint_every_seconds", "checkpoint_every_epochs"):
+            if getattr(self, name) < 0:
+                raise JmemError(f"--{name.replace('_', '-')}={getattr(self, name)} must be >= 0")
+        if not self.segment_seconds > 0:
+            raise JmemError(f"segment_seconds={self.segment_seconds} must be > 0")
+
+
+class Preempted(Exception):
+    """Training stopped on SIGTERM after checkpointing; re-running the command resumes."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """The rows to train: row r of ``keep`` is one model.
+
+    dataset: what the models train on (``y_train`` are the labels they see) and are
+      evaluated on (train, test and every extra test set).
+    keep: bool[M, N]; model, train, seed: the settings every row trains with
+      (``train.num_models`` is ignored: M is the row count).
+    model_ids: int64[M], the id whose keys (``fold_in(stream, id)``) row r trains with;
+      None = ``arange(M)``. Giving two rows one id gives them one initialisation and data
+      order (the removal experiment's paired seeds).
+    """
+
+    dataset: Dataset
+    keep: np.ndarray
+    model: ModelConfig
+    train: TrainConfig
+    seed: int
+    model_ids: np.ndarray | None = None
+
+    @property
+    def num_models(self) -> int:
+        return int(self.keep.shape[0])
+
+    @property
+    def train_config(self) -> TrainConfig:
+        """``train`` with ``num_models`` = M (the trainer's wave-size cap reads it)."""
+        return dataclasses.replace(self.train, num_models=self.num_models)
+
+    def ids(self, start: int, stop: int) -> np.ndarray:
+        """int64[stop - start]: the model ids of rows ``start..stop-1``."""
+        if self.model_ids is None:
+            return np.arange(start, stop)
+        return np.asarray(self.model_ids[start:stop], np.int64)
+
+
+# ----------------------------------------------------------------------------- the workdir
+
+
+def is_tmp(name: str) -> bool:
+    """Temporary files of atomic writes (``.<name>.<random>.tmp``), left by a killed process."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def remove_stale_tmp(workdir: Path) -> None:
+    """Delete temporary files a killed process left behind (call while holding the lock)."""
+    for directory in (Path(workdir), Path(workdir) / WAVES_DIR):
+        if directory.is_dir():
+            for path in directory.iterdir():
+                if is_tmp(path.name) and path.is_file():
+                    path.unlink()
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: Path):
+    """Hold an exclusive ``flock`` on ``<workdir>/.lock`` for the duration of the block.
+
+    The lock dies with its process (SIGKILL included), so a stale lock cannot block a resume.
+    The file stays (deleting it would let two processes lock two different files); it
+    records the holder as ``pid@host`` for the error message. Network filesystems that do
+    not implement ``flock`` (e.g. gcsfuse) give no protection: keep to one launch per workdir.
+    """
+    path = Path(workdir) / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise JmemError(f"--workdir {str(workdir)!r} is in use by another jmem process "
+                        f"(pid {holder}); wait for it to finish or stop it") from None
+    except OSError as err:  # a filesystem without locks: run, but say so
+        warn(f"cannot lock {path} ({err.strerror}); make sure no other jmem process "
+             "writes this workdir")
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}@{socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+class StopRequest:
+    """Set by SIGTERM (a preemption notice); training checks it between segments.
+
+    Installed only in the main thread (Python's rule for signal handlers); the previous
+    handler is restored on exit.
+    """
+
+    def __init__(self):
+        self.signum = None
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+
+# ----------------------------------------------------------------------------- waves
+
+
+def wave_path(workdir: Path, start: int, stop: int) -> Path:
+    return Path(workdir) / WAVES_DIR / f"models_{start:07d}_{stop:07d}.npz"
+
+
+def finished_models(workdir: Path, num_models: int) -> np.ndarray:
+    """bool[M]: rows whose outputs are already in a wave file."""
+    done = np.zeros(num_models, bool)
+    for path in sorted((Path(workdir) / WAVES_DIR).glob("models_*.npz")):
+        start, stop = (int(p) for p in path.stem.split("_")[1:3])
+        done[start:stop] = True
+    return done
+
+
+def pending_waves(done: np.ndarray, wave_size: int) -> list[tuple[int, int]]:
+    """Contiguous [start, stop) ranges of unfinished rows, each at most ``wave_size`` long."""
+    waves, r = [], 0
+    while r < done.size:
+        if done[r]:
+            r += 1
+            continue
+        stop = r
+        while stop < done.size and not done[stop] and stop - r < wave_size:
+            stop += 1
+        waves.append((r, stop))
+        r = stop
+    return waves
+
+
+def auto_wave_size(job: Job, num_devices: int, num_processes: int) -> int:
+    """``train.wave_size``, or what fits in one device's memory times the device count,
+    capped so that every process gets at least one wave."""
+    from jmem.engine.memory import choose_wave_size
+
+    num_models = job.num_models
+    if job.train.wave_size:
+        return max(1, min(job.train.wave_size, num_models))
+    size = choose_wave_size(job.model, job.train_config, job.dataset) * num_devices
+    return max(1, min(size, -(-num_models // num_processes)))
+
+
+def wave_shapes(job: Job, start: int, stop: int) -> dict:
+    """The arrays and shapes of the wave file of rows ``start..stop-1``."""
+    data, w = job.dataset, stop - start
+    shapes = {"margins_train": (w, data.num_train), "margins_test": (w, data.num_test),
+              "diverged": (w,), "final_loss": (w,)}
+    shapes.update({f"margins_{k}": (w, y.shape[0]) for k, (_, y) in data.extra_tests.items()})
+    return shapes
+
+
+def next_segment(epoch: int, epochs: int, length: int, every_epochs: int) -> int:
+    """End of the next training segment: ``length`` epochs on, but never past the end or
+    past the next epoch-based checkpoint."""
+    stop = min(epochs, epoch + max(1, length))
+    if every_epochs:
+        stop = min(stop, (epoch // every_epochs + 1) * every_epochs)
+    return stop
+
+
+def segment_length(seconds: float, epochs_run: int, target_seconds: float) -> int:
+    """Epochs per segment so that one takes about ``target_seconds`` (>= 1), from the last
+    segment's duration (an overestimate after compilation, which only shortens it)."""
+    per_epoch = seconds / max(epochs_run, 1)
+    return max(1, int(target_seconds / per_epoch)) if per_epoch > 0 else 1
+
+
+def train_wave(job: Job, start: int, stop: int, workdir: Path | None = None,
+               execution: Execution = Execution(), stop_request: StopRequest | None = None,
+               log=print) -> dict:
+    """Train rows ``start..stop-1`` and predict their margins everywhere.
+
+    With a ``workdir``, the wave resumes from its latest usable checkpoint under
+    ``checkpoints/`` and is checkpointed as ``execution`` says, and on ``stop_request``
+    (then :class:`Preempted` is raised once the checkpoint is on disk).
+
+    Returns arrays keyed by name: margins_train float32[W, N], margins_test float32[W, T],
+    margins_<extra> float32[W, T_k], diverged bool[W], final_loss float32[W].
+    """
+    from jmem.engine import checkpoint
+    from jmem.engine import parallel
+    from jmem.engine import trainer
+    from jmem.engine.predict import predict_margins
+
+    ids = job.ids(start, stop)
+    wave = trainer.prepare_wave(job.keep[start:stop], job.dataset, job.model, job.train_config,
+                                job.seed, model_ids=ids,
+                                devices=parallel.local_devices(execution.devices))
+    saver = LazyCheckpoints(checkpoint.wave_dir(workdir, start, stop) if workdir else None)
+    try:
+        epoch, state = 0, None
+        restored = saver.restore_latest(trainer.abstract_state(wave), ids, warn=warn)
+        if restored is not None:
+            epoch, host_state = restored
+            state = trainer.state_from_host(wave, host_state)
+            log(f"models {start}-{stop - 1}: resumed at epoch {epoch} of {wave.epochs}")
+        if state is None:
+            state = trainer.init_state(wave)
+        state = train_segments(wave, state, epoch, saver, execution,
+                               stop_request or StopRequest(), f"models {start}-{stop - 1}")
+        result = trainer.finish(wave, state)
+    finally:
+        saver.close()
+    params, model_state = (_host_copy(result.params), _host_copy(result.model_state))
+    data = job.dataset
+    sets = {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test), **data.extra_tests}
+    # Each set's model chunks are spread over the wave's devices.
+    out = {f"margins_{name}": predict_margins(job.model, params, model_state, x, y, devices=wave.devices)
+           for name, (x, y) in sets.items()}
+    out["diverged"] = np.asarray(result.diverged, bool)
+    out["final_loss"] = np.asarray(result.final_loss, np.float32)
+    return out
+
+
+def _host_copy(tree):
+    """Numpy copies of a pytree's leaves (free of the wave's sharding: predictions split
+    the models into their own chunks)."""
+    import jax
+
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def train_segments(wave, state, epoch: int, saver: "LazyCheckpoints", execution: Execution,
+                   stop_request: StopRequest, label: str):
+    """Run ``wave`` from ``epoch`` to the end in segments; checkpoint between segments."""
+    import jax
+
+    from jmem.engine import trainer
+
+    length, last_save = 1, time.monotonic()
+    while epoch < wave.epochs:
+        stop = next_segment(epoch, wave.epochs, length, execution.checkpoint_every_epochs)
+        began = time.monotonic()
+        state = jax.block_until_ready(trainer.train_epochs(wave, state, epoch, stop))
+        length = segment_length(time.monotonic() - began, stop - epoch, execution.segment_seconds)
+        epoch = stop
+        faults.point("segment")
+        if epoch == wave.epochs:
+            break  # the outputs are written next: a checkpoint now would be wasted
+        every_epochs, every_seconds = execution.checkpoint_every_epochs, execution.checkpoint_every_seconds
+        due = ((every_epochs and epoch % every_epochs == 0)
+               or (every_seconds and time.monotonic() - last_save >= every_seconds))
+        if due or stop_request.requested:
+            saver.save(epoch, wave.model_ids, trainer.state_to_host(wave, state))
+            last_save = time.monotonic()
+        if stop_request.requested:
+            saver.wait()
+            raise Preempted(f"{label}: checkpointed at epoch {epoch} of {wave.epochs}")
+    return state
+
+
+class LazyCheckpoints:
+    """A wave's :class:`jmem.engine.checkpoint.WaveCheckpoints`, opened on first use (short waves
+    that never checkpoint leave no directory), or nothing when ``directory`` is None."""
+
+    def __init__(self, directory: Path | None):
+        self.directory = directory
+        self._open = None
+
+    def _get(self):
+        if self._open is None:
+            from jmem.engine.checkpoint import WaveCheckpoints
+
+            self._open = WaveCheckpoints(self.directory)
+        return self._open
+
+    def restore_latest(self, abstract_state, model_ids, warn):
+        if self.directory is None or not self.directory.exists():
+            return None
+        return self._get().restore_latest(abstract_state, model_ids, warn=warn)
+
+    def save(self, epoch, model_ids, host_state):
+        if self.directory is None:
+            return
+        self._get().save(epoch, model_ids, host_state)
+        faults.point("checkpoint_started")
+        faults.point("checkpoint_saved", settle=self._get().wait)  # "saved" means on disk
+
+    def wait(self):
+        if self._open is not None:
+            self._open.wait()
+
+    def close(self):
+        if self._open is not None:
+            self._open.close()
+
+
+def save_wave(workdir: Path, start: int, stop: int, arrays: dict) -> None:
+    rundir.save_arrays(wave_path(workdir, start, stop), arrays)
+
+
+def train_pending(job: Job, workdir: Path, wave_size: int, done: np.ndarray, *,
+                  execution: Execution = Execution(), stop_request: StopRequest | None = None,
+                  progress: bool = True, log=print,
+                  on_wave_written: Callable[[Path], None] | None = None) -> int:
+    """Train this process's round-robin share of the waves of the rows not ``done`` (bool[M])
+    into ``workdir/waves/``; returns how many rows it trained.
+
+    on_wave_written: called by process 0 with each wave file it wrote (the run's manifest).
+    Raises :class:`Preempted` on ``stop_request`` (SIGTERM) once the state is checkpointed.
+    """
+    from jmem.engine import checkpoint
+    from jmem.engine import parallel
+
+    stop_request = stop_request or StopRequest()
+    num_processes, me = parallel.process_count(), parallel.process_index()
+    devices = parallel.local_devices(execution.devices)
+    waves = pending_waves(done, wave_size)
+    mine = parallel.my_waves(waves, me, num_processes)
+    prefix = f"[process {me}/{num_processes}] " if num_processes > 1 else ""
+    if me == 0:
+        log(f"training {int((~done).sum())} models in {len(waves)} wave(s) of up to "
+            f"{wave_size} ({job.model.kind}, strategy={job.train.strategy}) on "
+            f"{len(devices)} {devices[0].platform} device(s)"
+            + (f" x {num_processes} processes" if num_processes > 1 else ""))
+    bar = _progress_bar(sum(b - a for a, b in mine), progress and me == 0)
+    for first, stop in mine:
+        if stop_request.requested:
+            raise Preempted(f"{prefix}stopped before models {first}-{stop - 1}")
+        arrays = train_wave(job, first, stop, workdir=workdir, execution=execution,
+                            stop_request=stop_request, log=lambda m: log(prefix + m))
+        save_wave(workdir, first, stop, arrays)
+        if me == 0 and on_wave_written is not None:  # the manifest has one writer
+            on_wave_written(wave_path(workdir, first, stop))
+        faults.point("wave_written")
+        checkpoint.remove(checkpoint.wave_dir(workdir, first, stop))
+        bar.update(stop - first)
+    bar.close()
+    return sum(b - a for a, b in mine)
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="model", desc="train", disable=not enabled,
+                dynamic_ncols=True, smoothing=0.1)
+
+
+# ----------------------------------------------------------------------------- assembly
+
+
+@dataclasses.dataclass(frozen=True)
+class Assembled:
+    """What :func:`assemble` wrote and read.
+
+    files: the ``margins_<set>.npy`` names written into the workdir, in wave-file order;
+    arrays: every other wave array (test margins included), concatenated in row order:
+      name -> array[M, ...] (``margins_train`` is only on disk: it is the largest).
+    """
+
+    files: list
+    arrays: dict
+
+
+def assemble(workdir: Path, num_models: int) -> Assembled:
+    """Concatenate every wave file of ``workdir`` into ``<workdir>/margins_<set>.npy``.
+
+    The stage writes its completion marker next and only then calls :func:`cleanup`, so a
+    kill at any point leaves either the waves to assemble again or a complete stage.
+    """
+    workdir = Path(workdir)
+    waves = sorted((workdir / WAVES_DIR).glob("models_*.npz"))
+    # Margins stream wave by wave into their final files (float32[R, N] at R=2,000, N=60,000
+    # is 480 MB: holding every wave and their concatenation would double that). Everything
+    # else, test margins included (R x T, for the stages' accuracies), is concatenated.
+    parts: dict[str, list] = {}
+    writers: dict[str, rundir.NpyRowWriter] = {}
+    held = 0
+    try:
+        for path in waves:
+            try:
+                wave = np.load(path, allow_pickle=False)
+            except Exception as err:  # noqa: BLE001 - verified at start; damaged since: say which
+                raise JmemError(f"{path} is damaged ({type(err).__name__}); re-run the same "
+                                "command to train its models again") from err
+            with wave:
+                n = wave["diverged"].shape[0]
+                held += n
+                for key in wave.files:
+                    value = wave[key]
+                    if key != "margins_train":
+                        parts.setdefault(key, []).append(value)
+                    if key.startswith("margins_") and held <= num_models:
+                        if key not in writers:
+                            writers[key] = rundir.NpyRowWriter(workdir / f"{key}.npy",
+                                                               (num_models,) + value.shape[1:], np.float32)
+                        writers[key].write_rows(value)
+        if held != num_models:
+            raise JmemError(f"{workdir / WAVES_DIR}: wave files hold {held} "
+                            f"models, not {num_models}; delete the workdir and re-run")
+        for key in writers:  # in the wave files' order
+            writers[key].commit()
+            faults.point("assembly")
+    finally:
+        for writer in writers.values():
+            writer.discard()
+    return Assembled([f"{k}.npy" for k in writers], {k: np.concatenate(v) for k, v in parts.items()})
+
+
+def cleanup(workdir: Path) -> None:
+    """Remove ``waves/`` and ``checkpoints/`` of a complete stage."""
+    import shutil
+
+    from jmem.engine.checkpoint import CHECKPOINTS_DIR
+
+    for name in (WAVES_DIR, CHECKPOINTS_DIR):
+        shutil.rmtree(Path(workdir) / name, ignore_errors=True)
