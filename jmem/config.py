@@ -48,14 +48,23 @@ class SubsetConfig:
 
     design: "fixed" (exactly round(rate*N) per model, Feldman & Zhang), "bernoulli", or
       "balanced" (each example in exactly round(rate*R) models, LiRA).
-    rates: one inclusion rate, or several (model r gets rates[r % len(rates)]).
+    rates: one inclusion rate, or several (model r gets rates[r % len(rates)], unless
+      ``equal_heldout``).
     canary_fraction: fraction of training examples whose label is re-drawn to another class
-      (known "memorized" positives for evaluating thresholds); 0 disables.
+      (known "memorized" positives for evaluating thresholds); 0 disables. Canaries are an
+      instrument of the estimation run only: no selection, removal set or retrained model
+      ever uses them or their labels.
+    equal_heldout: with several rates, give each rate a share of the models proportional to
+      ``1 / (1 - rate)``, so every example has the same expected number of held-out models at
+      every rate (equal precision: at 0.7 and 0.95 the 0.95 group gets 6x the models), and
+      order the models in blocks of one rate (waves of equal subset sizes). False: the same
+      number per rate, alternating.
     """
 
     design: str = "fixed"
     rates: tuple = (0.7,)
     canary_fraction: float = 0.0
+    equal_heldout: bool = False
 
     def __post_init__(self):
         rates = self.rates if isinstance(self.rates, (tuple, list)) else (self.rates,)
@@ -69,6 +78,8 @@ class SubsetConfig:
             raise JmemError(f"subsets.design={self.design!r} is not one of 'fixed', 'bernoulli', 'balanced'")
         if not 0.0 <= self.canary_fraction < 1.0:
             raise JmemError(f"subsets.canary_fraction={self.canary_fraction} must be in [0, 1)")
+        if not isinstance(self.equal_heldout, bool):
+            raise JmemError(f"subsets.equal_heldout={self.equal_heldout!r} must be true or false")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,39 +116,43 @@ DEFAULT_CHUNK = 2048
 class ScoreConfig:
     """The scoring stage, ``jmem score`` (see ``jmem.study.scoring``): how scores become selections.
 
-    fixed_threshold: F&Z's hand-chosen cut, ``mem >= 0.25``.
-    fdr_q, min_effect: Benjamini-Hochberg level and the minimum ``mem`` of a discovery.
-    top_k: how many examples the top-k method selects.
+    Every score comes from the models of one inclusion rate (never pooled): ``scores.csv``
+    has columns for every rate, and its main columns are those of ``rate``.
+
+    rate: the rate of the main columns and of ``retrain.methods`` (None: the run's lowest,
+      F&Z's 0.7 in the studies).
+    fixed_threshold: F&Z's hand-picked cut, ``mem >= 0.25``; fractional_threshold: the same
+      kind of cut on the fractional score (the critique's definition).
+    calibrated_q: the estimated false discovery rate the null-calibrated cut holds
+      (``jmem.scores.calibration``).
+    fdr_q, min_effect: jmem's rule: Benjamini-Hochberg level of the one-sided Fisher test,
+      and the minimum ``mem`` of a discovery.
     influence_threshold, pair_mem_threshold, pair_same_class: F&Z high-influence pairs
       (``infl >= 0.15``, ``mem >= 0.25``, same class).
     influencers_k: top influencers kept per test example (in the returned summary only).
-    null_fpr: false-positive level of the placebo-null threshold; placebo_seed: its seed
-      ("placebo" stream); placebo_match_variance: rescale placebo scores to the real split's
-      variance (see ``jmem.scores.thresholds.placebo_scores``).
     canary_tpr: TPR at which FPR is reported and the canary threshold is set.
     confidence: level of the ``mem`` intervals. fractional_floor: see ``jmem.scores.estimators``.
-    rate: score only the models of this inclusion rate (needs model_rates.npy); None = all
-      models (pooled if the run has several rates; per-rate columns are written anyway).
+    min_heldout: held-out models per example per cross-fitting half below which a rate is
+      reported as under-powered.
     chunk_size: training examples per chunk for per-example statistics;
     influence_chunk_size: training examples per influence matrix product.
     max_pairs: refuse (error) rather than write more pairs than this.
     """
 
+    rate: float | None = None
     fixed_threshold: float = 0.25
+    fractional_threshold: float = 0.25
+    calibrated_q: float = 0.05
     fdr_q: float = 0.1
     min_effect: float = 0.1
-    top_k: int = 1000
     influence_threshold: float = 0.15
     pair_mem_threshold: float = 0.25
     pair_same_class: bool = True
     influencers_k: int = 10
-    null_fpr: float = 0.05
-    placebo_seed: int = 0
-    placebo_match_variance: bool = True
     canary_tpr: float = 0.95
     confidence: float = 0.95
     fractional_floor: float = 0.1
-    rate: float | None = None
+    min_heldout: int = 20
     chunk_size: int = DEFAULT_CHUNK
     influence_chunk_size: int = DEFAULT_CHUNK
     max_pairs: int = 10_000_000
@@ -147,23 +162,23 @@ class ScoreConfig:
             if not ok:
                 raise JmemError(f"score.{field}={getattr(self, field)!r} {rule}")
 
-        for f in ("fixed_threshold", "min_effect", "influence_threshold", "pair_mem_threshold"):
+        for f in ("fixed_threshold", "fractional_threshold", "min_effect", "influence_threshold",
+                  "pair_mem_threshold"):
             v = getattr(self, f)
             need(_is_real(v) and -1 <= v <= 1, f, "must be a number in [-1, 1]")
-        for f in ("fdr_q", "null_fpr", "confidence"):
+        for f in ("fdr_q", "calibrated_q", "confidence"):
             v = getattr(self, f)
             need(_is_real(v) and 0 < v < 1, f, "must be in (0, 1)")
         for f in ("canary_tpr", "fractional_floor"):
             v = getattr(self, f)
             need(_is_real(v) and 0 < v <= 1, f, "must be in (0, 1]")
-        for f in ("top_k", "influencers_k", "placebo_seed"):
+        for f in ("influencers_k", "min_heldout"):
             v = getattr(self, f)
             need(_is_int(v) and v >= 0, f, "must be an integer >= 0")
         for f in ("chunk_size", "influence_chunk_size", "max_pairs"):
             v = getattr(self, f)
             need(_is_int(v) and v >= 1, f, "must be an integer >= 1")
-        for f in ("pair_same_class", "placebo_match_variance"):
-            need(isinstance(getattr(self, f), bool), f, "must be true or false")
+        need(isinstance(self.pair_same_class, bool), "pair_same_class", "must be true or false")
         need(self.rate is None or (_is_real(self.rate) and 0 < self.rate < 1), "rate",
              "must be null or in (0, 1)")
 
@@ -181,49 +196,96 @@ def _is_int(v) -> bool:
 class RetrainConfig:
     """The removal experiment, ``jmem retrain`` (see ``jmem.study.retrain``).
 
-    methods: comma-separated selection methods of the scoring stage (``fixed``, ``fdr``,
-      ``null``, ``top_k``, ``canary``); each gets a selected, a class-matched random and a
-      uniform random arm ("" = none).
-    seeds: models per arm S; seed s of every arm shares its init and data-order keys.
+    The retrained models train on the dataset's true labels (never the canaries'), with the
+    coupled data order, and no selection or random arm ever removes a canary.
+
+    methods: comma-separated selection rules applied at ``score.rate`` (``fixed``,
+      ``fractional``, ``calibrated``, ``calibrated_fractional``, ``fdr``, ``canary``); each
+      gets a selected, a class-matched random and a uniform random arm ("" = none).
+    seeds: retraining seeds per arm and pool; seed s of every arm of a pool shares its init,
+      data-order and augmentation keys.
+    pools: independent estimation pools: 2 = the two cross-fitting halves of the estimation
+      models, each selecting its own removal sets (the other half finds the test examples they
+      influence), so the verdict's interval covers selection noise; 1 = select from all the
+      models (selection treated as fixed).
     sweep: thresholds tau: remove mem >= tau, each with its class-matched random arm.
     remove: path of a user removal set (``.npy``: int indices or bool[N]); "" = none.
     lowest: also remove as many of the lowest-scoring examples, for each method.
-    cross_fit: select from one half of the estimation models, find the influenced test
-      examples from the other (models alternate between halves within each inclusion rate;
-      False: both from every model).
-    resamples: bootstrap replicates of every interval.
-    ablation: also run the 2^4 factorial ablation of the four corrections (rate, definition,
-      threshold, leakage; ``jmem.scores.protocols``): the 8 removal sets of its cells, each
-      with a class-matched random arm, from a run holding two inclusion rates (the lowest is
-      the "off" level, the highest the "on" level) and a leakage-free test set.
+    resamples: bootstrap replicates of the seed-only intervals.
+    ablation: the 2^4 factorial ablation of the four corrections (``jmem.scores.protocols``):
+      the 8 removal sets of its cells as defined, each with a class-matched random arm, from
+      a run holding two inclusion rates (the lowest is the "off" level, the highest "on").
+    size_matched: with the ablation, also every cell's own top ``matched_k`` examples by its
+      own score, so the factors' effects compare which examples, not how many.
+    matched_k: the size of the size-matched sets (0: the F&Z cell's own count, averaged over
+      the pools).
+    curve: the protocols' size-matched removal curve: extra sizes as multiples of k (e.g.
+      0.5,2); () = none.
+    data_order: "coupled" (removing examples changes no other example's step; arms at one
+      seed pair tightly) or "compact" (each arm's own order, as estimation trains).
+    alpha: the family-wise error rate of the headline comparisons (Holm; decision intervals
+      at the Bonferroni level alpha / m, and the minimum detectable effect at the same level).
+    gate_fitted: the share of non-canary training examples the estimation models must fit
+      (classify right when trained on them) before a verdict; gate_canary_auroc: the
+      canaries' AUROC of mem that must be reached (with canaries); gate_jaccard: the split-half
+      Jaccard each removal set used must reach (selection reliability; F&Z's two CIFAR-100
+      estimates agreed at 0.7); gate_mde_pp: a "no change" verdict needs a minimum detectable
+      effect at or below this many percentage points.
     """
 
     methods: str = "fixed,fdr"
-    seeds: int = 50
+    seeds: int = 25
+    pools: int = 2
     sweep: tuple = ()
     remove: str = ""
     lowest: bool = False
-    cross_fit: bool = True
     resamples: int = 10000
     ablation: bool = False
+    size_matched: bool = True
+    matched_k: int = 0
+    curve: tuple = ()
+    data_order: str = "coupled"
+    alpha: float = 0.05
+    gate_fitted: float = 0.95
+    gate_canary_auroc: float = 0.9
+    gate_jaccard: float = 0.7
+    gate_mde_pp: float = 2.0
 
     def __post_init__(self):
-        sweep = self.sweep if isinstance(self.sweep, (tuple, list)) else (self.sweep,)
-        object.__setattr__(self, "sweep", tuple(float(t) for t in sweep))
+        for name in ("sweep", "curve"):
+            value = getattr(self, name)
+            value = value if isinstance(value, (tuple, list)) else (value,)
+            object.__setattr__(self, name, tuple(float(t) for t in value))
         if not isinstance(self.methods, str):
             raise JmemError(f"retrain.methods={self.methods!r} must be a comma-separated string")
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 2:
+        if not _is_int(self.seeds) or self.seeds < 2:
             raise JmemError(f"retrain.seeds={self.seeds!r} must be an integer >= 2 (paired statistics)")
+        if self.pools not in (1, 2) or isinstance(self.pools, bool):
+            raise JmemError(f"retrain.pools={self.pools!r} must be 1 or 2")
         for tau in self.sweep:
             if not -1.0 < tau <= 1.0:
                 raise JmemError(f"retrain.sweep contains {tau}; every threshold must be in (-1, 1]")
         if len(set(self.sweep)) != len(self.sweep):
             raise JmemError(f"retrain.sweep={self.sweep} repeats a threshold")
-        if isinstance(self.resamples, bool) or not isinstance(self.resamples, int) or self.resamples < 100:
+        for m in self.curve:
+            if not (np.isfinite(m) and m > 0) or m == 1.0:
+                raise JmemError(f"retrain.curve contains {m}; every multiple of k must be > 0 and not 1 "
+                                "(k itself is always measured)")
+        if not _is_int(self.resamples) or self.resamples < 100:
             raise JmemError(f"retrain.resamples={self.resamples!r} must be an integer >= 100")
-        for name in ("lowest", "cross_fit", "ablation"):
+        if not _is_int(self.matched_k) or self.matched_k < 0:
+            raise JmemError(f"retrain.matched_k={self.matched_k!r} must be an integer >= 0 (0 = the F&Z cell's count)")
+        for name in ("lowest", "ablation", "size_matched"):
             if not isinstance(getattr(self, name), bool):
                 raise JmemError(f"retrain.{name}={getattr(self, name)!r} must be true or false")
+        if self.data_order not in ("coupled", "compact"):
+            raise JmemError(f"retrain.data_order={self.data_order!r} is not one of 'coupled', 'compact'")
+        for name in ("alpha", "gate_fitted", "gate_canary_auroc", "gate_jaccard"):
+            v = getattr(self, name)
+            if not (_is_real(v) and 0 <= v <= 1) or (name == "alpha" and not 0 < v < 1):
+                raise JmemError(f"retrain.{name}={v!r} must be in {'(0, 1)' if name == 'alpha' else '[0, 1]'}")
+        if not (_is_real(self.gate_mde_pp) and self.gate_mde_pp > 0):
+            raise JmemError(f"retrain.gate_mde_pp={self.gate_mde_pp!r} must be a number > 0")
 
     @property
     def method_list(self) -> tuple[str, ...]:

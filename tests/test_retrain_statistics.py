@@ -1,147 +1,179 @@
-"""The removal experiment's measurement and statistics (``jmem.study.retrain.measurement`` and
-``.statistics``) and its verdict (``.verdict``) on small hand-made outcomes, without training."""
+"""The removal experiment's measurement, statistics and verdict on hand-made outcomes, without
+training: the paired differences keep the pools x seeds x test design, empty cells are never
+zeros, identical factors are dropped, gates come before words."""
+
+import itertools
 
 import numpy as np
 import pytest
 
-from jmem.errors import JmemError
-from jmem.scores import protocols
-from jmem.scores.paired import Comparison
-from jmem.study.retrain import design, measurement, statistics, verdict
+from jmem.config import RetrainConfig
+from jmem.study.retrain import design, measurement, selection, statistics, verdict
 
-SEEDS, N, T = 8, 12, 8  # 8 seeds: an exact sign-flip p of 2/256, below 0.05 after Holm over 2
+SEEDS, N, T = 6, 12, 40
 LABELS = np.repeat([0, 1, 2], 4)
 
 
-def small_design(groups=("fixed",), lowest=False, seeds=SEEDS):
-    """Groups removing examples {0, 4}; each method group influences test examples 0 and 1."""
-    removed = np.isin(np.arange(N), [0, 4])
-    candidates = [design.Candidate(g, g if not g.startswith(("sweep", "cell")) else None,
-                                   0.5 if g.startswith("sweep") else None, removed,
-                                   {"threshold": 0.25} if g == "fixed" else {}, g) for g in groups]
-    return design.build_design(candidates, LABELS, 3, mem=np.linspace(0, 1, N),
-                               pair_train=np.array([0, 4]), pair_test=np.array([0, 1]), num_test=T,
-                               seeds=seeds, seed=0, lowest=lowest)
+def cand(name, kind, members, key=None, pools=2, influenced=(0, 1)):
+    removed = np.zeros((pools, N), bool)
+    for p in range(pools):
+        removed[p, list(members[p] if isinstance(members[0], (list, tuple)) else members)] = True
+    infl = np.zeros((pools, T), bool)
+    infl[:, list(influenced)] = True
+    return selection.Candidate(name, kind, removed, 0.7, infl, [{}] * pools, name, key=key)
 
 
-def outcomes(d, accuracy_of, diverged=(), extra=None):
-    """Outcomes where every model of arm ``a`` gets the first round(acc * T) test examples
-    right, ``acc = accuracy_of(arm kind, seed)``."""
+def ablation_design(empty=(), identical_threshold=False, pools=2):
+    """All 8 as-defined cells (removing 1-2 examples) and the 4 size-matched ones."""
+    cands = []
+    for key in itertools.product((False, True), repeat=3):
+        if key in empty:
+            members = []
+        elif identical_threshold:
+            members = [0, 4 + int(key[0]) + 2 * int(key[1])]
+        else:
+            members = [0, 4 + int(key[0]) + 2 * int(key[1]), 9] if key[2] else [0, 4 + int(key[0]) + 2 * int(key[1])]
+        name = "cell:" + ("+".join(f for f, on in zip(("rate", "definition", "threshold"), key) if on) or "fz")
+        cands.append(cand(name, "cell", members, key, pools) if members else
+                     selection.Candidate(name, "cell", np.zeros((pools, N), bool), 0.7, np.zeros((pools, T), bool),
+                                         [{}] * pools, name, key=key))
+    for key in itertools.product((False, True), repeat=2):
+        cands.append(cand(f"matched:{key}", "matched", [1, 5 + int(key[0])], key, pools))
+    return design.build_design(cands, LABELS, 3, eligible=np.ones(N, bool), score=np.zeros((pools, N)),
+                               seeds=SEEDS, seed=0)
+
+
+def outcomes(d, correct_of, clean=None, diverged=()):
+    """correct[r, j] from ``correct_of(arm, seed) -> bool[T]``."""
     m = d.keep.shape[0]
     correct = np.zeros((m, T), bool)
     for arm in d.arms:
         for s, r in enumerate(d.rows(arm.name)):
-            correct[r, :round(accuracy_of(arm.kind, s) * T)] = True
+            correct[r] = correct_of(arm, s)
     arrays = {"margins_test": np.where(correct, 1.0, -1.0).astype(np.float32),
               "diverged": np.isin(np.arange(m), diverged), "final_loss": np.zeros(m, np.float32)}
-    if extra is not None:
-        arrays["margins_test_clean"] = arrays["margins_test"][:, :extra]
-    margins_train = np.ones((m, N), np.float32)
-    return measurement.outcomes_from_arrays(arrays, margins_train, d.keep)
+    clean = np.ones(T, bool) if clean is None else clean
+    if not clean.all():
+        arrays["margins_test_clean"] = arrays["margins_test"][:, clean]
+    return measurement.outcomes_from_arrays(arrays, np.ones((m, N), np.float32), d.keep, clean)
 
 
-def test_outcomes_and_test_sets():
-    d = small_design()
-    o = outcomes(d, lambda kind, s: 0.5, extra=4)
-    assert measurement.test_set_names(o) == ["test", "test_clean", "influenced", "rest"]
-    assert o.correct["test"].shape == (d.keep.shape[0], T) and o.train_accuracy.tolist() == [1.0] * d.keep.shape[0]
-    influenced = measurement.columns(d, o, "influenced", "fixed")
-    rest = measurement.columns(d, o, "rest", "fixed")
-    assert influenced.shape[1] == 2 and rest.shape[1] == T - 2
+def gap(selected_wrong=4, noise=0.0, seed=0):
+    """Selected arms get ``selected_wrong`` more test examples wrong than the others."""
+    gen = np.random.default_rng(seed)
+
+    def correct_of(arm, s):
+        c = np.ones(T, bool)
+        c[30:] = False  # 75% baseline accuracy
+        if arm.kind == "selected":
+            c[:selected_wrong] = False
+        if noise:
+            c ^= gen.random(T) < noise
+        return c
+    return correct_of
 
 
-def test_plan_compares_selected_with_matched_random_and_full():
-    d = small_design(("fixed", "sweep:0.5"), lowest=True)
-    assert statistics.comparison_plan(d) == [
-        ("fixed", "fixed:selected", "fixed:matched"), ("fixed", "fixed:selected", "fixed:random"),
-        ("fixed", "fixed:selected", "full"), ("fixed", "fixed:matched", "full"),
-        ("fixed", "fixed:random", "full"), ("fixed", "fixed:lowest", "fixed:matched"),
-        ("sweep:0.5", "sweep:0.5:selected", "sweep:0.5:matched"),
-        ("sweep:0.5", "sweep:0.5:selected", "full"), ("sweep:0.5", "sweep:0.5:matched", "full")]
+def test_paired_differences_keep_the_design_and_weight_subsets():
+    d = ablation_design()
+    clean = np.ones(T, bool)
+    clean[:2] = False
+    o = outcomes(d, gap(selected_wrong=4), clean=clean)
+    out = measurement.paired_differences(d, o, "cell:fz", "selected", "matched", "test")
+    dd, acc_a, acc_b = out
+    assert dd.shape == (2, SEEDS, T) and acc_a.shape == (2, SEEDS)
+    assert dd.mean(axis=2) == pytest.approx(np.full((2, SEEDS), -4 / T))
+    clean_d = measurement.paired_differences(d, o, "cell:fz", "selected", "matched", "test_clean")[0]
+    assert clean_d.mean(axis=2) == pytest.approx(np.full((2, SEEDS), -2 / 38))  # 2 of the 4 are leaked
+    infl = measurement.paired_differences(d, o, "cell:fz", "selected", "matched", "influenced")[0]
+    assert infl.mean(axis=2) == pytest.approx(np.full((2, SEEDS), -1.0))  # T_h = {0, 1}: both lost
 
 
-def test_a_constant_gap_is_measured_exactly_and_holm_families_group_methods():
-    d = small_design(("fixed", "fdr"))
-    acc = {"full": 0.75, "selected": 0.5, "matched": 0.75, "random": 0.75}
-    entries = statistics.compare_arms(d, outcomes(d, lambda kind, s: acc[kind]), seed=0, resamples=200)
-    main = next(e for e in entries if (e["a"], e["b"], e["test_set"]) == ("fixed:selected", "fixed:matched", "test"))
-    c = main["comparison"]
-    assert c.n_seeds == SEEDS and c.mean_diff == pytest.approx(-25.0) and c.ci_high == pytest.approx(-25.0)
-    assert main["family_size"] == 2  # selected vs matched on "test", across the two methods
-    assert verdict.direction(c) == "lower"
-    assert statistics.holm_family(main) == ("method", ("selected", "matched"), "test")
+def test_diverged_seeds_are_dropped_in_every_pool():
+    d = ablation_design()
+    bad = d.rows("cell:fz:matched:p1")[2]
+    o = outcomes(d, gap(), diverged=[bad])
+    dd = measurement.paired_differences(d, o, "cell:fz", "selected", "matched", "test")[0]
+    assert dd.shape == (2, SEEDS - 1, T)
 
 
-def test_diverged_models_are_left_out_pairwise():
-    d = small_design()
-    broken = d.rows("fixed:selected")[0]
-    o = outcomes(d, lambda kind, s: 0.5, diverged=[broken])
-    entries = statistics.compare_arms(d, o, seed=0, resamples=200)
-    assert {e["comparison"].n_seeds for e in entries if e["a"] == "fixed:selected"} == {SEEDS - 1}
-    acc = statistics.arm_accuracies(d, o, seed=0, resamples=200)
-    assert acc["fixed:selected"]["test"]["n_models"] == SEEDS - 1
-    assert acc["full"]["test"]["mean"] == pytest.approx(50.0)
-    assert set(acc["full"]) == {"test", "influenced:fixed", "rest:fixed"}
+def test_a_constant_gap_is_measured_exactly():
+    d = ablation_design()
+    o = outcomes(d, gap(selected_wrong=4, noise=0.0))
+    entries = statistics.compare_all(d, o, seed=0, resamples=200, alpha=0.05)
+    fz = next(e for e in entries if e["group"] == "cell:fz" and e["b"] == "matched" and e["test_set"] == "test")
+    assert fz["estimate_pp"] == pytest.approx(-10.0)
+    assert fz["ci_high"] < 0 and fz["seed_only"]["ci_low"] == pytest.approx(-10.0)
+    assert fz["variance_shares"]["test_examples"] > 0.9  # four fixed test images carry it all
 
 
-def test_share_of_change_and_its_undefined_case():
-    d = small_design()
-    varying = lambda kind, s: 0.5 + (0.125 if kind == "full" and s % 2 else 0.0)  # noqa: E731
-    shares = statistics.shares(d, outcomes(d, varying), seed=0, resamples=200)
-    assert shares["fixed"]["influenced_size"] == 2
-    assert set(shares["fixed"]) == {"estimate", "low", "high", "influenced_size", "delta_influenced", "delta_all"}
-    flat = statistics.shares(d, outcomes(d, lambda kind, s: 0.5), seed=0, resamples=200)
-    assert flat["fixed"]["estimate"] is None  # no change: no share (never NaN in JSON)
+def test_empty_cells_are_not_estimable_never_zero():
+    d = ablation_design(empty=[(True, True, True)])
+    o = outcomes(d, gap(noise=0.05))
+    effects = statistics.factor_effects(d, o, "cell")
+    by = {e["factor"]: e for e in effects}
+    # every factor still has estimable pairs; the one touching the empty cell leaves it out
+    # 8 pairs per selection factor (4 cells x 2 test sets), minus the 2 with the empty cell
+    assert [by[f]["pairs"] for f in ("rate", "definition", "threshold")] == [6, 6, 6]
+    head = statistics.headline(d, o, 0.05, seed=0, resamples=200)
+    corrected = [e for e in head["protocols"] if e["protocol"] == "corrected"]
+    assert all(e["status"].startswith("not estimable") for e in corrected)
 
 
-def test_ablation_record_gives_every_cell_and_empty_cells_zero():
-    groups = [design.cell_group(cell.selection_key) for cell in protocols.all_protocols()]
-    groups = list(dict.fromkeys(groups))[:3]  # three of the eight removal sets; the rest selected nothing
-    d = small_design(tuple(groups))
-    d = design.Design(d.seeds, d.groups, d.arms, d.skipped, (0.7, 0.95))
-    o = outcomes(d, lambda kind, s: 0.5 if kind == "selected" else 0.75, extra=T)
-    record = statistics.ablation_record(d, o, seed=0, resamples=200)
-    assert len(record["cells"]) == 16 and record["rates"] == [0.7, 0.95] and record["excluded_seeds"] == 0
-    removed = {c["name"]: c["removed"] for c in record["cells"]}
-    assert sorted(set(removed.values())) == [0, 2]
-    diff = {c["name"]: c["diff_pp"] for c in record["cells"]}
-    assert all(diff[name] == pytest.approx(-25.0 if removed[name] else 0.0) for name in diff)
-    every = np.concatenate([d.rows(a.name) for a in d.arms if a.group])
-    with pytest.raises(JmemError, match="fewer than 2 seeds"):
-        statistics.ablation_record(d, outcomes(d, lambda kind, s: 0.5, diverged=every[:SEEDS * 2]),
-                                   seed=0, resamples=200)
+def test_identical_levels_and_no_duplicates_drop_a_factor():
+    d = ablation_design(identical_threshold=True)
+    o = outcomes(d, gap(noise=0.05))  # clean all True: no duplicates
+    by = {e["factor"]: e for e in statistics.factor_effects(d, o, "cell")}
+    assert by["threshold"]["status"] == "not estimable: both levels select identical removal sets"
+    assert by["leakage"]["status"].startswith("not estimable: no train-test duplicates")
+    assert by["rate"]["status"] == "estimable"
+    matched = {e["factor"]: e for e in statistics.factor_effects(d, o, "matched")}
+    assert set(matched) == {"rate", "definition", "leakage"}
 
 
-def comparison(low, high, p, p_holm=None):
-    return Comparison(n_seeds=50, level=0.95, mean_a=90.0, mean_b=90.0, mean_diff=(low + high) / 2,
-                      ci_low=low, ci_high=high, ci2_low=None, ci2_high=None, p_perm=p,
-                      p_welch=p, effect_size=0.0, sd_diff=1.0, mde=0.4, p_holm=p_holm)
+def test_headline_is_one_holm_family_with_bonferroni_intervals_and_mdes():
+    d = ablation_design()
+    clean = np.ones(T, bool)
+    clean[:3] = False
+    o = outcomes(d, gap(noise=0.05), clean=clean)
+    head = statistics.headline(d, o, 0.05, seed=0, resamples=200)
+    members = [e for e in head["protocols"] + head["effects"] if e["status"] == "estimable"]
+    assert head["m"] == len(members) and head["level"] == pytest.approx(1 - 0.05 / len(members))
+    for e in members:
+        assert e["level"] == pytest.approx(head["level"]) and e["mde_alpha"] == pytest.approx(0.05 / len(members))
+        assert e["p_holm"] >= e["p"] and e["mde_pp"] > 0
 
 
-def test_direction_needs_interval_and_holm_adjusted_test_to_agree():
-    assert verdict.direction(comparison(-0.6, -0.2, 0.001)) == "lower"
-    assert verdict.direction(comparison(0.2, 0.6, 0.001)) == "higher"
-    assert verdict.direction(comparison(-0.2, 0.3, 0.6)) == "none"
-    assert verdict.direction(comparison(-0.6, -0.2, 0.2)) == "inconclusive"
-    assert verdict.direction(comparison(-0.6, -0.2, 0.01, p_holm=0.09)) == "inconclusive"
-    assert verdict.direction(comparison(-0.3, -2e-15, 0.01)) == "none"  # a bound on 0 is 0
-    assert "does not lower test accuracy detectably (an effect of 0.40 pp" in \
-        verdict.conclusion(comparison(-0.2, 0.3, 0.6), "test")
+def _gates(fitted=1.0, auroc=0.99):
+    return {"rate_0.7": {"convergence": {"fitted_share": fitted, "canary_auroc_mem": auroc}},
+            "rate_0.95": {"convergence": {"fitted_share": fitted, "canary_auroc_mem": auroc}}}
 
 
-def test_numbers_in_words():
-    assert verdict.pp(-0.004) == "\u22120.004" and verdict.pp(0.0) == "0.00" and verdict.pp(-1.234) == "\u22121.23"
-    assert [verdict.p_text(p) for p in (0.0004, 0.004, 0.04)] == ["p < 0.001", "p = 0.004", "p = 0.04"]
+def test_gates_before_words():
+    d = ablation_design()
+    cfg = RetrainConfig(ablation=True, gate_mde_pp=100.0)
+    head = statistics.headline(d, outcomes(d, gap(selected_wrong=16)), 0.05, seed=0, resamples=200)
+    fz = next(e for e in head["protocols"] if e["protocol"] == "Feldman & Zhang" and e["test_set"] == "test")
+    ok = verdict.gates(d, head, _gates(), (0.7, 0.95), cfg)
+    assert verdict.decide(fz, ok["Feldman & Zhang"]) == "costs accuracy"
+    unconverged = verdict.gates(d, head, _gates(fitted=0.6), (0.7, 0.95), cfg)
+    word = verdict.decide(fz, unconverged["Feldman & Zhang"])
+    assert word.startswith("inconclusive: convergence: fitted share at rate 0.7 0.600 < 0.95")
+    assert "train.epochs" in word
+    # No difference and too little power: inconclusive on power, not "no change".
+    flat = statistics.headline(d, outcomes(d, gap(selected_wrong=0, noise=0.2)), 0.05, seed=0, resamples=200)
+    fz0 = next(e for e in flat["protocols"] if e["protocol"] == "Feldman & Zhang" and e["test_set"] == "test")
+    weak = verdict.gates(d, flat, _gates(), (0.7, 0.95), RetrainConfig(ablation=True, gate_mde_pp=0.01))
+    assert verdict.decide(fz0, weak["Feldman & Zhang"]).startswith("inconclusive: power")
+    strong = verdict.gates(d, flat, _gates(), (0.7, 0.95), RetrainConfig(ablation=True, gate_mde_pp=1000))
+    assert verdict.decide(fz0, strong["Feldman & Zhang"]).startswith("no change detected")
 
 
-def test_verdict_text_names_the_set_the_effect_and_the_skipped():
-    d = small_design(("fixed",))
-    d = design.Design(d.seeds, d.groups, d.arms, {"fdr": "selects no example"})
-    acc = {"full": 0.75, "selected": 0.5, "matched": 0.75, "random": 0.75}
-    entries = statistics.compare_arms(d, outcomes(d, lambda kind, s: acc[kind]), seed=0, resamples=200)
-    text = verdict.verdict_text(d, entries, {}, num_examples=N, excluded=1)
-    assert text.startswith(f"Removal experiment, {SEEDS} seeds per arm")
-    assert "Removing the 2 examples selected by fixed-0.25 (mem >= 0.25) (16.7% of 12)" in text
-    assert "changed test accuracy by \u221225.00 pp" in text and "removing them lowers test accuracy" in text
-    assert "fdr: selects no example; no arm trained." in text
-    assert text.endswith("1 diverged model(s) were left out of every statistic.\n")
+def test_short_verdict_text():
+    d = ablation_design()
+    head = statistics.headline(d, outcomes(d, gap(selected_wrong=4)), 0.05, seed=0, resamples=200)
+    gates = verdict.gates(d, head, _gates(), (0.7, 0.95), RetrainConfig(ablation=True))
+    text, words = verdict.verdict_text(d, head, gates, (0.7, 0.95), "toy", N, canaries=3)
+    assert set(words) == {"Feldman & Zhang", "corrected"}
+    assert text.startswith("Does removing") and "Gates:" in text and "3 canaries" in text
+    assert len(text.split()) < 400
+    assert verdict.pp(-0.004) == "\u22120.004" and verdict.pp(0.0) == "0.00" and verdict.p_text(0.0004) == "p < 0.001"

@@ -13,10 +13,11 @@ from jmem.study import rundir
 from jmem.study.scoring import format_summary, score_run
 
 R, N, T, C = 120, 400, 60, 5
-DOC_COLUMNS = ["index", "label", "is_canary", "n_in", "n_out", "correct_in", "correct_out",
-               "acc_in", "acc_out", "mem", "mem_ci_low", "mem_ci_high", "cscore", "fractional",
-               "margin_in", "margin_out", "lira", "p_value", "q_value", "selected_fixed",
-               "selected_top_k", "selected_fdr", "selected_null"]
+FIELDS = ["n_in", "n_out", "correct_in", "correct_out", "acc_in", "acc_out", "mem", "mem_ci_low",
+          "mem_ci_high", "fractional", "margin_in", "margin_out", "lira", "p_value"]
+RULES = ["fixed", "fractional", "calibrated", "calibrated_fractional", "fdr"]
+DOC_COLUMNS = (["index", "label", "is_canary"] + FIELDS + ["cscore", "q_value"]
+               + [f"selected_{r}" for r in RULES])
 
 
 def build_run(d, seed=0, rates=None, canary_fraction=0.05, extra=True):
@@ -55,36 +56,40 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def test_end_to_end_canaries_recovered(tmp_path):
+def test_end_to_end_canaries_recovered_and_never_selected(tmp_path):
     _, _, canary = build_run(tmp_path)
-    summary = score_run(tmp_path, ScoreConfig(top_k=20))
+    summary = score_run(tmp_path)
     rows = read_csv(tmp_path / rundir.SCORES)
     assert len(rows) == N
-    assert list(rows[0]) == DOC_COLUMNS + ["selected_canary"]
+    columns = list(rows[0])
+    assert columns[:len(DOC_COLUMNS) + 1] == DOC_COLUMNS + ["selected_canary"]
+    assert "mem_rate_0.7" in columns and "selected_canary_rate_0.7" in columns
     assert [int(r["is_canary"]) for r in rows] == canary.astype(int).tolist()
     for name in ("mem", "fractional", "lira", "neg_log10_p"):
         assert summary["canaries"]["scores"][name]["auroc"] > 0.99, name
         assert summary["canaries"]["scores"][name]["fpr_at_95tpr"] < 0.02, name
     saved = json.loads((tmp_path / rundir.THRESHOLDS).read_text())
     json.dumps(saved, allow_nan=False)  # strict JSON: no NaN/Infinity
-    assert set(saved["methods"]) == {"fixed", "top_k", "fdr", "null", "canary"}
-    assert saved["methods"]["top_k"]["n_selected"] == 20
-    fdr = saved["methods"]["fdr"]["canary_metrics"]
-    assert fdr["tpr"] > 0.95 and fdr["precision"] > 0.9
+    assert set(saved["methods"]) == set(RULES) | {"canary"}
+    for m in saved["methods"]:
+        selected = np.array([int(r[f"selected_{m}"]) for r in rows], bool)
+        assert not (selected & canary).any(), m  # an instrument, never a selection
+        assert selected.sum() == saved["methods"][m]["n_selected"], m
+    # ... but the cuts would catch them: the canaries validate every rule.
+    assert saved["methods"]["fdr"]["canaries_caught"] >= 0.95
+    assert saved["methods"]["calibrated"]["canaries_caught"] >= 0.95
+    conv = saved["by_rate"]["rate_0.7"]["convergence"]
+    assert conv["fitted_share"] > 0.9 and conv["canary_auroc_mem"] > 0.99
     # The planted pair (train 3 -> test 7) is found, for the extra set not (7 is not in 5..9).
     pairs = read_csv(tmp_path / rundir.PAIRS)
-    test_pairs = {(int(p["train_index"]), int(p["test_index"])) for p in pairs
-                  if p["test_set"] == "test"}
+    test_pairs = {(int(p["train_index"]), int(p["test_index"])) for p in pairs if p["test_set"] == "test"}
     assert (3, 7) in test_pairs
     planted = next(p for p in pairs if p["train_index"] == "3" and p["test_index"] == "7")
     assert float(planted["infl"]) == pytest.approx(1.0) and float(planted["mem"]) == 1.0
-    assert summary["pairs"]["test"] == len(test_pairs)
-    assert "clean" in summary["pairs"]
-    # Selected columns agree with the method counts.
-    for m, d in saved["methods"].items():
-        assert sum(int(r[f"selected_{m}"]) for r in rows) == d["n_selected"], m
+    assert float(planted["rate"]) == pytest.approx(0.7)
+    assert summary["pairs"]["test"] == len(test_pairs) and "clean" in summary["pairs"]
     text = format_summary(summary)
-    for word in ("fixed", "fdr", "null", "AUROC", "undefined", "pairs"):
+    for word in ("fixed", "calibrated", "canary AUROC", "never selected", "pairs"):
         assert word in text
 
 
@@ -99,29 +104,68 @@ def test_undefined_examples_are_nan_and_counted(tmp_path):
     rows = read_csv(tmp_path / rundir.SCORES)
     for r in rows[:2]:
         assert r["mem"] == "nan" and r["p_value"] == "nan" and r["q_value"] == "nan"
-        assert all(r[f"selected_{m}"] == "0" for m in ("fixed", "top_k", "fdr", "null"))
+        assert all(r[f"selected_{m}"] == "0" for m in RULES)
     assert rows[0]["n_in"] == "0" and rows[1]["n_out"] == "0"
 
 
-def test_several_rates(tmp_path):
+def test_several_rates_are_scored_one_at_a_time(tmp_path):
     rates = np.repeat([0.5, 0.9], R // 2)
-    build_run(tmp_path, rates=rates, extra=False)
+    keep, margins, _ = build_run(tmp_path, rates=rates, extra=False)
     summary = score_run(tmp_path)
-    assert summary["pooled_over_rates"] is True
+    assert summary["pooled_over_rates"] is False and summary["main_rate"] == 0.5
     assert [p["rate"] for p in summary["rate_curve"]] == [0.5, 0.9]
     assert all(p["canary_auroc_mem"] > 0.95 for p in summary["rate_curve"])
-    row = read_csv(tmp_path / rundir.SCORES)[0]
-    assert {"mem_rate_0.5", "mem_rate_0.9", "acc_out_rate_0.5", "acc_out_rate_0.9"} <= set(row)
+    row = read_csv(tmp_path / rundir.SCORES)
+    for rate in ("0.5", "0.9"):
+        assert {f"{f}_rate_{rate}" for f in FIELDS} | {f"selected_{r}_rate_{rate}" for r in RULES} <= set(row[0])
+    # The main columns are the lowest rate's, computed from its models alone.
+    low = rates == 0.5
+    k, m = keep[low][:, 10], margins[low][:, 10] > 0
+    expected = m[k].mean() - m[~k].mean()
+    assert float(row[10]["mem"]) == pytest.approx(expected, abs=1e-6)
+    assert row[10]["mem"] == row[10]["mem_rate_0.5"]
     one = score_run(tmp_path, ScoreConfig(rate=0.9))
-    assert one["num_models"] == R // 2 and one["pooled_over_rates"] is False
+    assert one["main_rate"] == 0.9
+    assert read_csv(tmp_path / rundir.SCORES)[10]["mem"] == read_csv(tmp_path / rundir.SCORES)[10]["mem_rate_0.9"]
     with pytest.raises(JmemError, match="score.rate"):
         score_run(tmp_path, ScoreConfig(rate=0.3))
 
 
+def test_two_rates_without_memorization_give_unbiased_scores(tmp_path):
+    """No memorization, but the 0.95 models are more accurate than the 0.7 ones. One rate at a
+    time, mem is ~0 and the rules select at most their nominal share; pooled over the rates
+    (what jmem no longer does), mem and influence would be biased upward."""
+    gen = np.random.default_rng(3)
+    n, t = 2000, 200
+    rates = np.repeat([0.7, 0.95], [160, 960])
+    keep = gen.random((rates.size, n)) < rates[:, None]
+    acc = np.where(rates == 0.95, 0.8, 0.6)[:, None]  # accuracy depends on the rate only
+    correct = gen.random((rates.size, n)) < acc
+    correct_test = gen.random((rates.size, t)) < acc
+    labels = gen.integers(0, 10, n).astype(np.int32)
+    labels_test = gen.integers(0, 10, t).astype(np.int32)
+    for name, arr in {rundir.KEEP: keep, rundir.MARGINS_TRAIN: np.where(correct, 1.0, -1.0).astype(np.float32),
+                      rundir.LABELS_TRAIN: labels, rundir.LABELS_TEST: labels_test,
+                      rundir.MARGINS_TEST: np.where(correct_test, 1.0, -1.0).astype(np.float32),
+                      rundir.MODEL_RATES: rates.astype(np.float32)}.items():
+        rundir.save_array(tmp_path / name, arr)
+    summary = score_run(tmp_path)
+    for tag, rec in summary["by_rate"].items():
+        assert abs(rec["mean_mem"]) < 0.01, tag
+        for rule in ("calibrated", "calibrated_fractional", "fdr"):
+            assert rec["rules"][rule]["n_selected"] <= 0.05 * n, (tag, rule)
+    pooled = correct[keep].mean() - correct[~keep].mean()
+    assert pooled > 0.03  # the bias one rate at a time avoids
+    pairs = read_csv(tmp_path / rundir.PAIRS)
+    for rate in (0.7, 0.95):  # chance pairs only: about what a single-rate null gives
+        share = sum(float(p["rate"]) == rate for p in pairs) / (n * t / 10)
+        assert share < 0.05, rate
+
+
 @pytest.mark.parametrize("field,value", [
-    ("fixed_threshold", 2.0), ("fdr_q", 0.0), ("fdr_q", 1.0), ("min_effect", float("nan")),
-    ("top_k", -1), ("top_k", 2.5), ("influence_threshold", "0.1"), ("null_fpr", 1.0),
-    ("placebo_seed", -3), ("canary_tpr", 0.0), ("confidence", 1.0), ("fractional_floor", 0.0),
+    ("fixed_threshold", 2.0), ("fractional_threshold", 2.0), ("fdr_q", 0.0), ("fdr_q", 1.0),
+    ("calibrated_q", 0.0), ("min_effect", float("nan")), ("min_heldout", -1),
+    ("influence_threshold", "0.1"), ("canary_tpr", 0.0), ("confidence", 1.0), ("fractional_floor", 0.0),
     ("rate", 1.0), ("chunk_size", 0), ("influence_chunk_size", 0), ("max_pairs", 0),
     ("pair_same_class", 1), ("pair_mem_threshold", True),
 ])
@@ -158,7 +202,7 @@ def test_runs_without_optional_files(tmp_path):
     (tmp_path / rundir.CANARIES).unlink()
     (tmp_path / rundir.MODEL_RATES).unlink()
     summary = score_run(tmp_path)
-    assert summary["canaries"] is None and summary["rate_curve"] is None
+    assert summary["canaries"] is None and summary["rate_curve"] is None and summary["rates"] is None
     assert "canary" not in summary["methods"]
     assert "selected_canary" not in read_csv(tmp_path / rundir.SCORES)[0]
     assert "canar" not in format_summary(summary)

@@ -44,30 +44,43 @@ def class_counts(removed: np.ndarray, labels, num_classes: int) -> np.ndarray:
     return np.bincount(labels[np.asarray(removed, bool)], minlength=num_classes).astype(np.int64)
 
 
-def matched_random(labels, counts, generator: np.random.Generator) -> np.ndarray:
+def _eligible_mask(eligible, n: int) -> np.ndarray:
+    if eligible is None:
+        return np.ones(n, bool)
+    eligible = np.asarray(eligible, bool)
+    if eligible.shape != (n,):
+        raise JmemError(f"eligible has shape {eligible.shape}; expected bool[{n}]")
+    return eligible
+
+
+def matched_random(labels, counts, generator: np.random.Generator, eligible=None) -> np.ndarray:
     """bool[N] with exactly ``counts[c]`` examples of class c, uniform within each class.
 
     Args:
-      labels: int[N]; counts: int[C] with ``counts[c] <= #{labels == c}``.
+      labels: int[N]; counts: int[C] with ``counts[c] <= #{labels == c}`` (eligible ones).
       generator: the arm-and-seed's stream; classes are drawn in increasing order.
+      eligible: bool[N] or None: draw only among these (never a canary).
     """
     labels = _labels(labels)
+    ok = _eligible_mask(eligible, labels.size)
     counts = np.asarray(counts, np.int64)
     removed = np.zeros(labels.size, bool)
     for c in np.flatnonzero(counts):
-        members = np.flatnonzero(labels == c)
+        members = np.flatnonzero((labels == c) & ok)
         if counts[c] > members.size:
             raise JmemError(f"class {int(c)} has {members.size} examples; cannot remove {int(counts[c])}")
         removed[generator.choice(members, size=int(counts[c]), replace=False)] = True
     return removed
 
 
-def uniform_random(num_examples: int, size: int, generator: np.random.Generator) -> np.ndarray:
-    """bool[num_examples] with ``size`` examples drawn uniformly without replacement."""
-    if not 0 <= size <= num_examples:
-        raise JmemError(f"cannot remove {size} of {num_examples} examples")
+def uniform_random(num_examples: int, size: int, generator: np.random.Generator, eligible=None) -> np.ndarray:
+    """bool[num_examples] with ``size`` examples drawn uniformly without replacement (among
+    the ``eligible`` ones: bool[N] or None for all)."""
+    pool = np.flatnonzero(_eligible_mask(eligible, num_examples))
+    if not 0 <= size <= pool.size:
+        raise JmemError(f"cannot remove {size} of {pool.size} examples")
     removed = np.zeros(num_examples, bool)
-    removed[generator.choice(num_examples, size=int(size), replace=False)] = True
+    removed[generator.choice(pool, size=int(size), replace=False)] = True
     return removed
 
 

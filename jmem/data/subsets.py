@@ -91,15 +91,40 @@ def _round_half_up(x: float) -> int:
     return int(math.floor(x + 0.5))
 
 
-def _group_sizes(num_models: int, num_groups: int) -> list[int]:
-    """Models per rate group: group g holds models r with r % num_groups == g."""
-    return [len(range(g, num_models, num_groups)) for g in range(num_groups)]
+def model_groups(num_models: int, num_rates: int, rates: tuple[float, ...] = (),
+                 equal_heldout: bool = False) -> np.ndarray:
+    """int64[R]: the rate group of every model.
+
+    Default: alternating, model r in group ``r % num_rates``. ``equal_heldout``: blocks of
+    consecutive models, group g's size proportional to ``1 / (1 - rates[g])`` (largest
+    remainders), so each example's expected number of held-out models ``(1 - rate) * R_g`` is
+    the same at every rate; blocks also put models of one subset size in the same waves.
+    """
+    if not equal_heldout or num_rates == 1:
+        return np.arange(num_models) % num_rates
+    weights = 1.0 / (1.0 - np.asarray(rates, np.float64))
+    sizes = _largest_remainder(weights, num_models)
+    return np.repeat(np.arange(num_rates), sizes)
 
 
-def _balanced_counts(num_models: int, rates: tuple[float, ...]) -> list[int] | None:
+def _largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
+    """int64[G] summing to ``total``, proportional to ``weights`` (Hamilton's method; ties go
+    to the lower index)."""
+    share = np.asarray(weights, np.float64) / np.sum(weights) * total
+    base = np.floor(share).astype(np.int64)
+    order = np.argsort(-(share - base), kind="stable")
+    base[order[:total - int(base.sum())]] += 1
+    return base
+
+
+def _group_sizes(groups: np.ndarray, num_groups: int) -> list[int]:
+    return np.bincount(groups, minlength=num_groups).tolist()
+
+
+def _balanced_counts(groups: np.ndarray, rates: tuple[float, ...]) -> list[int] | None:
     """Per group, how many of its models include each example; None if not all integers."""
     counts = []
-    for rate, size in zip(rates, _group_sizes(num_models, len(rates))):
+    for rate, size in zip(rates, _group_sizes(groups, len(rates))):
         x = rate * size
         k = _round_half_up(x)
         if size == 0 or abs(x - k) > 1e-6 * max(1.0, x) or not 0 < k < size:
@@ -108,30 +133,33 @@ def _balanced_counts(num_models: int, rates: tuple[float, ...]) -> list[int] | N
     return counts
 
 
-def _nearest_valid_balanced(num_models: int, rates: tuple[float, ...], limit: int = 100_000) -> list[int]:
+def _nearest_valid_balanced(num_models: int, rates: tuple[float, ...], equal_heldout: bool,
+                            limit: int = 100_000) -> list[int]:
     """The closest valid model counts below and above num_models (either may be missing)."""
+    def valid(r):
+        return _balanced_counts(model_groups(r, len(rates), rates, equal_heldout), rates)
+
     found = []
-    below = next((r for r in range(num_models - 1, 0, -1) if _balanced_counts(r, rates)), None)
-    above = next((r for r in range(num_models + 1, num_models + limit) if _balanced_counts(r, rates)), None)
+    below = next((r for r in range(num_models - 1, 0, -1) if valid(r)), None)
+    above = next((r for r in range(num_models + 1, num_models + limit) if valid(r)), None)
     for r in (below, above):
         if r is not None:
             found.append(r)
     return found
 
 
-def _balanced_error(num_models: int, rates: tuple[float, ...]) -> JmemError:
-    sizes = _group_sizes(num_models, len(rates))
+def _balanced_error(num_models: int, rates: tuple[float, ...], equal_heldout: bool) -> JmemError:
+    groups = model_groups(num_models, len(rates), rates, equal_heldout)
+    sizes = _group_sizes(groups, len(rates))
     if len(rates) == 1:
         detail = f"rate*num_models to be an integer: {rates[0]:g}*{num_models}={rates[0] * num_models:g}"
     else:
-        bad = next(
-            g for g, (rate, size) in enumerate(zip(rates, sizes)) if _balanced_counts(size, (rate,)) is None
-        )
-        detail = (
-            f"rates[g]*models_in_group_g to be an integer for every rate group g (model r is in group "
-            f"r % {len(rates)}): group {bad} has {rates[bad]:g}*{sizes[bad]}={rates[bad] * sizes[bad]:g}"
-        )
-    near = _nearest_valid_balanced(num_models, rates)
+        bad = next(g for g, (rate, size) in enumerate(zip(rates, sizes))
+                   if _balanced_counts(np.zeros(size, np.int64), (rate,)) is None)
+        how = "in blocks sized by 1/(1-rate)" if equal_heldout else f"model r is in group r % {len(rates)}"
+        detail = (f"rates[g]*models_in_group_g to be an integer for every rate group g ({how}): "
+                  f"group {bad} has {rates[bad]:g}*{sizes[bad]}={rates[bad] * sizes[bad]:g}")
+    near = _nearest_valid_balanced(num_models, rates, equal_heldout)
     hint = "nearest valid num_models: " + " or ".join(map(str, near)) if near else "no valid num_models nearby"
     return JmemError(f"subsets.design='balanced' needs {detail}; {hint}")
 
@@ -187,11 +215,11 @@ def _lowest_k(bits: np.ndarray, k: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- designs
 
 
-def model_rates_for(num_models: int, rates: float | Sequence[float]) -> np.ndarray:
-    """float32[R]: the inclusion rate of each model, ``rates[r % len(rates)]``."""
+def model_rates_for(num_models: int, rates: float | Sequence[float], equal_heldout: bool = False) -> np.ndarray:
+    """float32[R]: the inclusion rate of each model (see :func:`model_groups`)."""
     num_models = _check_count("train.num_models", num_models)
     items = _normalise_rates(rates)
-    return np.asarray(items, np.float32)[np.arange(num_models) % len(items)]
+    return np.asarray(items, np.float32)[model_groups(num_models, len(items), items, equal_heldout)]
 
 
 def make_keep(
@@ -200,6 +228,7 @@ def make_keep(
     num_examples: int,
     design: str = "fixed",
     rates: float | Sequence[float] = 0.7,
+    equal_heldout: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw R random training subsets of N examples.
 
@@ -208,9 +237,10 @@ def make_keep(
       num_models: R >= 1.
       num_examples: N >= 1 (the training-set size).
       design: ``"fixed"``, ``"bernoulli"`` or ``"balanced"`` (see the module docstring).
-      rates: one inclusion rate in (0, 1), or several: model r gets ``rates[r % len(rates)]``.
-        With ``balanced`` and several rates, balance holds within each rate group: every
-        example is in exactly ``rates[g] * R_g`` of the ``R_g`` models of group g.
+      rates: one inclusion rate in (0, 1), or several: model r gets ``rates[r % len(rates)]``,
+        or with ``equal_heldout`` the rate of its block (:func:`model_groups`). With
+        ``balanced`` and several rates, balance holds within each rate group: every example
+        is in exactly ``rates[g] * R_g`` of the ``R_g`` models of group g.
 
     Returns:
       keep: bool[R, N], ``keep[r, i]`` = model r trains on example i.
@@ -225,18 +255,19 @@ def make_keep(
     if design not in DESIGNS:
         raise JmemError(f"subsets.design={design!r} is not one of {', '.join(map(repr, DESIGNS))}")
     items = _normalise_rates(rates)
-    model_rates = model_rates_for(num_models, items)
+    groups = model_groups(num_models, len(items), items, equal_heldout)
+    model_rates = np.asarray(items, np.float32)[groups]
     stream = rng.stream(int(seed), "subsets")
     if design == "fixed":
-        keep = _fixed(stream, num_models, num_examples, items)
+        keep = _fixed(stream, groups, num_examples, items)
     elif design == "bernoulli":
-        keep = _bernoulli(stream, num_models, num_examples, items)
+        keep = _bernoulli(stream, groups, num_examples, items)
     else:
-        keep = _balanced(stream, num_models, num_examples, items)
+        keep = _balanced(stream, groups, num_examples, items, equal_heldout)
     return keep, model_rates
 
 
-def _fixed(stream: jax.Array, num_models: int, num_examples: int, rates: tuple[float, ...]) -> np.ndarray:
+def _fixed(stream: jax.Array, groups: np.ndarray, num_examples: int, rates: tuple[float, ...]) -> np.ndarray:
     """bool[R, N] with exactly round(rate_r * N) examples in row r (row r from fold_in(stream, r))."""
     sizes = [_round_half_up(rate * num_examples) for rate in rates]  # float64 rates, not float32
     for rate, size in zip(rates, sizes):
@@ -245,7 +276,8 @@ def _fixed(stream: jax.Array, num_models: int, num_examples: int, rates: tuple[f
                 f"subsets.rate={rate:g} keeps round({rate:g}*{num_examples})={size} of num_examples="
                 f"{num_examples} examples with design 'fixed'; need between 1 and {num_examples - 1}"
             )
-    k = np.asarray(sizes)[np.arange(num_models) % len(rates)]
+    num_models = groups.size
+    k = np.asarray(sizes)[groups]
     keep = np.empty((num_models, num_examples), bool)
     for start, bits in _chunked_bits(stream, num_models, num_examples):
         stop = start + bits.shape[0]
@@ -253,11 +285,12 @@ def _fixed(stream: jax.Array, num_models: int, num_examples: int, rates: tuple[f
     return keep
 
 
-def _bernoulli(stream: jax.Array, num_models: int, num_examples: int, rates: tuple[float, ...]) -> np.ndarray:
+def _bernoulli(stream: jax.Array, groups: np.ndarray, num_examples: int, rates: tuple[float, ...]) -> np.ndarray:
     """bool[R, N], each entry independently True with probability rate_r (to within 2**-32)."""
     # Compare 32-bit integers with floor(rate * 2**32) rather than floats: exact and portable.
     per_group = np.floor(np.asarray(rates, np.float64) * 2.0**32).astype(np.uint64)
-    thresholds = per_group[np.arange(num_models) % len(rates)]
+    num_models = groups.size
+    thresholds = per_group[groups]
     keep = np.empty((num_models, num_examples), bool)
     for start, bits in _chunked_bits(stream, num_models, num_examples):
         stop = start + bits.shape[0]
@@ -265,21 +298,23 @@ def _bernoulli(stream: jax.Array, num_models: int, num_examples: int, rates: tup
     return keep
 
 
-def _balanced(stream: jax.Array, num_models: int, num_examples: int, rates: tuple[float, ...]) -> np.ndarray:
+def _balanced(stream: jax.Array, groups: np.ndarray, num_examples: int, rates: tuple[float, ...],
+              equal_heldout: bool = False) -> np.ndarray:
     """bool[R, N] where every column has exactly rates[g]*R_g Trues among group g's rows.
 
     Column i's R uniform draws come from fold_in(balanced_base, i); within each rate group the
     lowest ranks are kept (LiRA's construction, done per column so it can be chunked).
     """
-    counts = _balanced_counts(num_models, rates)
+    num_models = groups.size
+    counts = _balanced_counts(groups, rates)
     if counts is None:
-        raise _balanced_error(num_models, rates)
+        raise _balanced_error(num_models, rates, equal_heldout)
     base = jax.random.fold_in(stream, _BALANCED_SALT)
-    groups = len(rates)
     keep = np.empty((num_models, num_examples), bool)
+    members = [np.flatnonzero(groups == g) for g in range(len(rates))]
     for start, bits in _chunked_bits(base, num_examples, num_models):
         stop = start + bits.shape[0]  # bits: uint32[columns, R]
-        for g, k in enumerate(counts):
-            sub = bits[:, g::groups]
-            keep[g::groups, start:stop] = _lowest_k(sub, np.full(sub.shape[0], k)).T
+        for rows, k in zip(members, counts):
+            sub = bits[:, rows]
+            keep[rows, start:stop] = _lowest_k(sub, np.full(sub.shape[0], k)).T
     return keep

@@ -112,7 +112,10 @@ def _satterthwaite(terms: list[tuple[float, float, float]]) -> float:
     """df of ``sum(c * MS)`` for terms (coefficient c, MS, df): (sum)^2 / sum((c MS)^2 / df)."""
     total = sum(c * ms for c, ms, _ in terms)
     denom = sum((c * ms) ** 2 / df for c, ms, df in terms if df > 0 and ms > 0)
-    return float(total ** 2 / denom) if denom > 0 else float("inf")
+    if denom <= 0:
+        return float("inf")
+    # At least one degree of freedom: a combination that nearly cancels gives ~0 otherwise.
+    return max(1.0, float(total ** 2 / denom))
 
 
 def crossed_interval(d, level: float = 0.95) -> CrossedInterval:

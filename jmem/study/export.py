@@ -15,8 +15,8 @@ these arrays, which :func:`export_fz` writes from a run directory (``RUN_DIR/fz_
 
 so code written for their files runs on jmem's output unchanged. Influence is only stored
 within a class, as in their files. The models are the same as ``scores.csv``'s main columns
-(all models, or those of ``score.rate`` when the scoring stage was restricted to one rate),
-so ``tr_mem`` equals ``scores.csv``'s ``mem``. Undefined entries (an example no model
+(those of one rate: ``score.rate``, else the run's lowest), so ``tr_mem`` equals
+``scores.csv``'s ``mem``. Undefined entries (an example no model
 included or excluded) are NaN. Nothing of size ``R x N x T`` is formed: each class's matrix
 is one chunked pass of matrix products, written to the archive before the next is computed.
 """
@@ -34,15 +34,15 @@ from jmem.study.scoring import load_run, recorded_options
 
 
 def scored_rows(run_dir, num_models: int, model_rates) -> np.ndarray | None:
-    """Rows of the models behind ``scores.csv``'s main columns (None = all models).
-
-    Read from ``thresholds.json``'s ``options.rate`` (absent file or null rate: all models).
-    """
-    rate = recorded_options(run_dir).rate
+    """Rows of the models behind ``scores.csv``'s main columns: those of its main rate
+    (``thresholds.json``'s ``main_rate``: ``score.rate``, else the run's lowest); None = all
+    models (a run without rates)."""
+    path = Path(run_dir) / rundir.THRESHOLDS
+    rate = rundir.load_json(path, expect=dict).get("main_rate") if path.exists() else None
     if rate is None:
+        rate = recorded_options(run_dir).rate
+    if rate is None or model_rates is None:
         return None
-    if model_rates is None:
-        raise JmemError(f"thresholds.json scores rate {rate} but the run has no {rundir.MODEL_RATES}")
     return np.flatnonzero(np.round(model_rates, estimators.RATE_DECIMALS)
                           == round(rate, estimators.RATE_DECIMALS))
 

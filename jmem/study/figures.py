@@ -206,26 +206,28 @@ def stability_plot(rows: list, path, order_text: str = "by model id") -> Path:
 
 
 def removal_curve(panels: dict, path) -> Path:
-    """Test accuracy against the fraction removed, selected vs matched random, with intervals.
+    """Test accuracy against the number of examples removed: each protocol's selection vs as
+    many matched random examples, with 95% intervals.
 
-    panels: test set -> {series label -> (x float[k], mean, low, high)}; the "full" model
-    (nothing removed) is x = 0 in every series.
+    panels: test set -> {series label "<protocol>: <what> removed" -> (x float[k], mean, low,
+    high)}; nothing removed is x = 0. Solid lines: the selection; dashed: matched random.
     """
     n = len(panels)
-    fig, axes = _figure(5.2 * n, 4.4, ncols=n, squeeze=False)
-    colors = {"selected": CANARY_COLOR, "matched": BASE_COLOR, "random": "#7f7f7f",
-              "lowest": "#2ca02c"}
+    fig, axes = _figure(5.4 * n, 4.4, ncols=n, squeeze=False)
+    colors = {"Feldman & Zhang": CANARY_COLOR, "corrected": BASE_COLOR}
     for ax, (test_set, series) in zip(axes[0], panels.items()):
         for label, (x, mean, low, high) in series.items():
-            color = colors.get(label.split()[0], None)
-            ax.plot(x, mean, "o-", color=color, label=label)
-            ax.fill_between(x, low, high, color=color, alpha=0.2)
-        ax.set_xlabel("fraction of the training set removed")
-        ax.set_ylabel(f"accuracy on {test_set} (%)")
-        ax.set_title(test_set, fontsize=10)
+            protocol = label.split(":")[0]
+            random = "random" in label
+            color = colors.get(protocol, "#7f7f7f")
+            ax.errorbar(x, mean, yerr=[mean - low, high - mean], fmt="o--" if random else "o-",
+                        color=color, alpha=0.55 if random else 1.0, capsize=3, label=label)
+        ax.set_xlabel("training examples removed")
+        ax.set_ylabel(f"accuracy on {test_set.replace('_', ' ')} (%)")
+        ax.set_title({"test": "test set", "test_clean": "leakage-free test set"}.get(test_set, test_set), fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("Removal curve: retrained without the selected examples vs matched random removal")
+    fig.suptitle("Removal curve: each protocol's most memorized examples vs as many matched random ones")
     return _save(fig, path)
 
 
@@ -241,7 +243,7 @@ def effects_plot(effects: list, path, title: str) -> Path:
     ax.errorbar(eff, y, xerr=[eff - lo, hi - eff], fmt="none", ecolor="k", capsize=4)
     ax.axvline(0, color="0.3", lw=1)
     ax.set_yticks(y, labels)
-    ax.set_xlabel("change in selected − matched accuracy (pp), 95% interval")
+    ax.set_xlabel("change in selected − matched accuracy (pp)")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)

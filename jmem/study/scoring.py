@@ -1,49 +1,53 @@
-"""Score a run directory: per-example scores, selections, canary metrics, influence pairs.
+"""Score a run directory, one inclusion rate at a time: per-example scores, every selection
+rule, canary metrics, convergence figures, influence pairs.
 
 :func:`score_run` reads the trainer's arrays (file names in :mod:`jmem.study.rundir`):
 ``keep.npy`` bool[R, N], ``margins_train.npy`` float[R, N], ``labels_train.npy`` int[N],
 ``margins_test.npy`` float[R, T], ``labels_test.npy`` int[T], and if present
 ``model_rates.npy`` float[R], ``canaries.npy`` bool[N] and extra test sets
-``margins_<name>.npy`` / ``labels_<name>.npy``. It writes three files:
+``margins_<name>.npy`` / ``labels_<name>.npy``. Every score, selection and influence pair
+comes from the models of one rate: scores pooled over rates are biased (the high-rate models
+are mostly "in" and more accurate), so jmem never computes them. It writes three files:
 
-``scores.csv``: one row per training example, columns
+``scores.csv``: one row per training example. Per rate ``r`` (``r`` printed like ``0.7``):
 
-============================ ==================================================================
-``index``                    position of the example in the training set (0-based)
-``label``                    the label the models were trained on (canaries: the new label)
-``is_canary``                1 if the label was re-drawn (``canaries.npy``), else 0
-``n_in`` / ``n_out``         number of models that did / did not train on the example
-``correct_in`` / ``_out``    how many of those classify it correctly (margin > 0)
-``acc_in`` / ``acc_out``     ``correct_in / n_in``, ``correct_out / n_out``
-``mem``                      Feldman & Zhang memorization ``acc_in - acc_out``, in [-1, 1]
-``mem_ci_low`` / ``_high``   Newcombe hybrid score interval for ``mem`` (``score.confidence``)
-``cscore``                   C-score (Jiang et al. 2021): held-out accuracy ``acc_out``; when
-                             the run holds several rates and ``score.rate`` is unset, its mean
-                             over the rates
-``fractional``               ``(acc_in - acc_out) / (acc_in + acc_out)``; 0 when
-                             ``acc_in < score.fractional_floor``
-``margin_in`` / ``_out``     mean margin of the in / out models
-``lira``                     ``(margin_in - margin_out) / std(out margins)``: LiRA's offline
-                             Gaussian statistic on margins, averaged over the in models
-``p_value``                  one-sided Fisher exact p-value, H1: ``acc_in > acc_out``
-``q_value``                  Benjamini-Hochberg adjusted p-value over all testable examples
-``selected_<method>``        1 if the method selects the example: ``fixed``, ``top_k``, ``fdr``,
-                             ``null`` and, with canaries, ``canary`` (see thresholds.json)
-``mem_rate_<r>``             (runs with several rates) ``mem`` from the models of rate ``r``
-``acc_out_rate_<r>``         (runs with several rates) held-out accuracy at rate ``r``
-============================ ==================================================================
+============================== ================================================================
+``n_in_rate_r`` / ``n_out_...`` models of rate r that did / did not train on the example
+``correct_in_rate_r`` / ``out`` how many of those classify it correctly (margin > 0)
+``acc_in_rate_r`` / ``acc_out`` ``correct_in / n_in``, ``correct_out / n_out``
+``mem_rate_r``                  Feldman & Zhang memorization ``acc_in - acc_out``, in [-1, 1]
+``mem_ci_low_rate_r`` / ``high`` Newcombe hybrid score interval for mem (``score.confidence``)
+``fractional_rate_r``           the critique's ``(acc_in - acc_out) / (acc_in + acc_out)``; 0
+                                when ``acc_in < score.fractional_floor``
+``margin_in_rate_r`` / ``out``  mean margin of the in / out models
+``lira_rate_r``                 ``(margin_in - margin_out) / std(out margins)``: LiRA's offline
+                                Gaussian statistic on margins, averaged over the in models
+``p_value_rate_r``              one-sided Fisher exact p-value, H1: ``acc_in > acc_out``
+``selected_<rule>_rate_r``      1 if the rule selects the example at rate r
+                                (``jmem.scores.protocols``: ``fixed``, ``fractional``,
+                                ``calibrated``, ``calibrated_fractional``, ``fdr``; with
+                                canaries also ``canary``). Canaries are never selected.
+============================== ================================================================
 
-Scores are ``nan`` for examples with no model in or no model out (``lira`` also with fewer
-than two out models); such examples are never selected and are counted in thresholds.json.
+and, for every example: ``index``, ``label`` (the label the estimation models were trained
+on: a canary's is the re-drawn one), ``is_canary``, ``cscore`` (Jiang et al. 2021: held-out
+accuracy averaged over the rates), and the **main columns**: the fields above without the
+``_rate_r`` suffix, from the rate ``score.rate`` (default: the run's lowest, F&Z's 0.7),
+plus ``q_value`` (Benjamini-Hochberg over the eligible examples at that rate). Scores are
+``nan`` for examples with no model in or no model out (``lira`` also with fewer than two out
+models); such examples are never selected and are counted in thresholds.json.
 
-``thresholds.json``: for each method its result (threshold, number selected, the numbers
-behind it, and with canaries its TPR/FPR/precision on them), canary ROC metrics per score,
-the curve over the inclusion rate, undefined-example counts, the options used.
+``thresholds.json``: per rate, every rule's result (threshold, number selected, the numbers
+behind it, and with canaries the share of canaries its cut would catch), the canaries' ROC
+metrics per score, the convergence figures (the share of non-canary examples the models fit
+when trained on them), held-out models per example (and whether a rate is under-powered);
+``methods`` and ``canaries.scores`` repeat the main rate's; the options used.
 
-``pairs.csv``: high-influence pairs (Feldman & Zhang 2020): ``test_set`` (``test`` or the
-extra set's name), ``train_index``, ``test_index``, ``mem``, ``infl``, ``label`` (the shared
-class; with ``score.pair_same_class=False`` the training label), one row per pair with
-``mem >= score.pair_mem_threshold`` and ``infl >= score.influence_threshold``.
+``pairs.csv``: high-influence pairs (Feldman & Zhang 2020) at every rate: ``rate``,
+``test_set`` (``test`` or the extra set's name), ``train_index``, ``test_index``, ``mem``,
+``infl``, ``label`` (the shared class; with ``score.pair_same_class=False`` the training
+label), one row per pair with ``mem >= score.pair_mem_threshold`` and
+``infl >= score.influence_threshold``, from that rate's models.
 """
 
 from __future__ import annotations
@@ -53,10 +57,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jmem import rng
 from jmem.config import ScoreConfig
 from jmem.errors import JmemError
-from jmem.scores import estimators, thresholds
+from jmem.jsonable import to_jsonable
+from jmem.scores import estimators, protocols, thresholds
 from jmem.study import integrity, rundir
 
 CANARY_SCORES = ("mem", "fractional", "lira", "neg_log10_p", "one_minus_cscore")
@@ -143,7 +147,7 @@ def _healthy_rows(run: RunArrays) -> np.ndarray | None:
     return np.flatnonzero(~run.diverged)
 
 
-def _without_diverged(run: RunArrays) -> RunArrays:
+def without_diverged(run: RunArrays) -> RunArrays:
     """``run`` restricted to the models that did not diverge."""
     rows = _healthy_rows(run)
     if rows is None:
@@ -155,53 +159,78 @@ def _without_diverged(run: RunArrays) -> RunArrays:
                                diverged=np.zeros(rows.size, bool))
 
 
-def primary_rows(run: RunArrays, rate: float | None) -> np.ndarray | None:
-    """Rows of the models scored in the main columns; None = all models (no copy)."""
-    if rate is None:
-        return None
+
+def rate_tag(rate: float) -> str:
+    """How a rate appears in column names: ``0.7`` -> ``rate_0.7``."""
+    return f"rate_{rate:g}"
+
+
+def rate_groups(run: RunArrays) -> dict:
+    """{rate: int64 rows} of the models of each inclusion rate, increasing; a run without
+    model_rates.npy is one group under the rate NaN."""
     if run.model_rates is None:
-        raise JmemError(f"score.rate={rate} needs {rundir.MODEL_RATES}, which the run lacks")
-    rows = np.flatnonzero(np.round(run.model_rates, estimators.RATE_DECIMALS)
-                          == round(rate, estimators.RATE_DECIMALS))
-    if rows.size == 0:
-        raise JmemError(f"score.rate={rate} matches no model; run rates: "
-                        f"{sorted(set(np.round(run.model_rates, 6).tolist()))}")
-    return rows
+        return {float("nan"): np.arange(run.keep.shape[0])}
+    rates, group = estimators.group_rates(run.model_rates, run.keep.shape[0])
+    return {float(r): np.flatnonzero(group == g) for g, r in enumerate(rates)}
 
 
-def _take(arr: np.ndarray, rows):
-    return arr if rows is None else arr[rows]
+def main_rate(groups: dict, opt: ScoreConfig) -> float:
+    """The rate of the main columns: ``score.rate``, else the run's lowest."""
+    rates = list(groups)
+    if opt.rate is None:
+        return rates[0]
+    match = [r for r in rates if round(r, estimators.RATE_DECIMALS) == round(opt.rate, estimators.RATE_DECIMALS)]
+    if not match:
+        raise JmemError(f"score.rate={opt.rate} matches no model; the run's rates are "
+                        f"{', '.join(f'{r:g}' for r in rates)}")
+    return match[0]
 
 
-def canary_score_arrays(s: estimators.ExampleScores, cscore: np.ndarray) -> dict:
+def selection_options(opt: ScoreConfig) -> protocols.SelectionOptions:
+    """The rules' numbers from the score section."""
+    return protocols.SelectionOptions(
+        fixed_threshold=opt.fixed_threshold, fractional_threshold=opt.fractional_threshold,
+        calibrated_q=opt.calibrated_q, fractional_floor=opt.fractional_floor,
+        fdr_q=opt.fdr_q, min_effect=opt.min_effect)
+
+
+def rate_scores(run: RunArrays, rows: np.ndarray, opt: ScoreConfig) -> estimators.ExampleScores:
+    """The per-example scores of the models ``rows`` (of one rate)."""
+    return protocols.scores_at(run.keep, run.margins_train, rows, confidence=opt.confidence,
+                               fractional_floor=opt.fractional_floor, chunk_size=opt.chunk_size,
+                               name="margins_train.npy")
+
+
+def eligible_examples(run: RunArrays) -> np.ndarray:
+    """bool[N]: the examples a selection may choose: every one but the canaries."""
+    n = run.labels_train.size
+    return np.ones(n, bool) if run.canaries is None else ~run.canaries
+
+
+def select_all(s: estimators.ExampleScores, canary: np.ndarray | None, opt: ScoreConfig) -> dict:
+    """Every rule on the scores ``s`` of one rate's models: name -> ThresholdResult. The one
+    composition of the rules: the scoring stage, the retrain stage's pools and the report's
+    split halves call it. Canaries are never selected; the ``canary`` rule sets its cut where
+    ``score.canary_tpr`` of the canaries' mem lie and selects the other examples above it."""
+    eligible = np.ones(s.mem.shape, bool) if canary is None else ~canary
+    options = selection_options(opt)
+    rules = {rule: protocols.apply_rule(rule, s, options, eligible) for rule in protocols.ALL_RULES}
+    if canary is not None and canary.any():
+        c = thresholds.canary_threshold(s.mem, canary, opt.canary_tpr)
+        rules["canary"] = dataclasses.replace(c, selected=c.selected & eligible)
+    return rules
+
+
+def canary_score_arrays(s: estimators.ExampleScores) -> dict:
     """Scores oriented so that higher = more memorized, for ROC against canaries.
 
     p-values enter as ``-log10 p`` (``1 - p`` would tie the tiny p-values of strong canaries)
-    and the C-score as ``1 - cscore`` (hard, held-out-misclassified examples score high).
+    and the held-out accuracy as ``1 - acc_out`` (hard, held-out-misclassified examples score
+    high).
     """
     with np.errstate(divide="ignore", invalid="ignore"):
         return {"mem": s.mem, "fractional": s.fractional, "lira": s.lira,
-                "neg_log10_p": -np.log10(s.p_value), "one_minus_cscore": 1 - cscore}
-
-
-def select_all(s: estimators.ExampleScores, keep, margins, canary: np.ndarray | None,
-               opt: ScoreConfig) -> tuple[thresholds.PlaceboNull, dict]:
-    """Every threshold method on the scores ``s`` of the models ``keep`` / ``margins``
-    (bool[R', N] / float[R', N], the rows behind ``s``): (their placebo null, name ->
-    ThresholdResult). The one composition of the selection rule: the scoring stage, the
-    retrain stage's cross-fitted halves and the report's split halves all call it."""
-    placebo = thresholds.placebo_scores(keep, margins, seed=rng.stream_words(opt.placebo_seed, "placebo"),
-                                        match_variance=opt.placebo_match_variance,
-                                        name="margins_train.npy")
-    methods = {
-        "fixed": thresholds.fixed_threshold(s.mem, opt.fixed_threshold),
-        "top_k": thresholds.top_k_threshold(s.mem, opt.top_k),
-        "fdr": thresholds.fdr_threshold(s.p_value, s.mem, opt.fdr_q, opt.min_effect),
-        "null": thresholds.null_threshold(s.mem, placebo.scores, opt.null_fpr),
-    }
-    if canary is not None and canary.any():
-        methods["canary"] = thresholds.canary_threshold(s.mem, canary, opt.canary_tpr)
-    return placebo, methods
+                "neg_log10_p": -np.log10(s.p_value), "one_minus_cscore": 1 - s.acc_out}
 
 
 def recorded_options(run_dir) -> ScoreConfig:
@@ -213,8 +242,70 @@ def recorded_options(run_dir) -> ScoreConfig:
     return ScoreConfig(**{k: v for k, v in saved.items() if k in known})
 
 
-def _rate_tag(rate: float) -> str:
-    return f"{rate:g}"
+# ---------------------------------------------------------------------------------------------
+# One rate
+# ---------------------------------------------------------------------------------------------
+
+SCORE_FIELDS = ("n_in", "n_out", "correct_in", "correct_out", "acc_in", "acc_out", "mem",
+                "mem_ci_low", "mem_ci_high", "fractional", "margin_in", "margin_out", "lira", "p_value")
+
+
+def _rule_entry(res: thresholds.ThresholdResult, s: estimators.ExampleScores, canary) -> dict:
+    """A rule's JSON, with the share of canaries its cut would catch if they were eligible
+    (they never are: the figure validates the cut, it selects nothing)."""
+    entry = res.to_dict()
+    if canary is not None and canary.any():
+        with np.errstate(invalid="ignore"):
+            if not np.isfinite(res.threshold):
+                caught = np.zeros(canary.shape, bool)
+            elif res.method == "fdr":  # the BH p cut-off and the minimum effect
+                caught = (s.p_value <= res.threshold) & (s.mem >= res.details["min_effect"])
+            else:
+                caught = getattr(s, res.score) >= res.threshold
+        entry["canaries_caught"] = float(np.mean(caught[canary]))
+    return entry
+
+
+def score_one_rate(run: RunArrays, rows: np.ndarray, opt: ScoreConfig) -> dict:
+    """Everything the scoring stage says about the models ``rows`` of one rate: scores,
+    rules, canary ROC, convergence, held-out precision, influence pairs per test set."""
+    s = rate_scores(run, rows, opt)
+    canary = run.canaries if run.canaries is not None and run.canaries.any() else None
+    eligible = eligible_examples(run)
+    rules = select_all(s, canary, opt)
+    fitted = s.acc_in[eligible & (s.n_in > 0)]
+    heldout = float(np.mean(s.n_out[eligible])) if eligible.any() else 0.0
+    record = {
+        "num_models": int(rows.size), "nan_counts": {**s.nan_counts(), "lira_nan": int(np.isnan(s.lira).sum())},
+        "rules": {name: _rule_entry(res, s, canary) for name, res in rules.items()},
+        "convergence": {"fitted_share": float(fitted.mean()) if fitted.size else None,
+                        "examples_always_fitted": float(np.mean(fitted == 1)) if fitted.size else None},
+        "heldout": {"mean_out_models": heldout, "per_half": heldout / 2,
+                    "under_powered": bool(heldout / 2 < opt.min_heldout)},
+        "mean_mem": float(np.nanmean(s.mem[eligible])) if eligible.any() else None,
+    }
+    if canary is not None:
+        evals = {name: thresholds.evaluate_canaries(arr, canary, opt.canary_tpr, name).to_dict()
+                 for name, arr in canary_score_arrays(s).items()}
+        record["canaries"] = evals
+        record["convergence"]["canary_auroc_mem"] = evals["mem"]["auroc"]
+    pairs, influence = [], {}
+    for name, (m_test, l_test) in run.test_sets.items():
+        inf = estimators.influence_summary(
+            run.keep[rows], np.asarray(m_test[rows]), np.where(eligible, s.mem, np.nan), run.labels_train,
+            l_test, k=opt.influencers_k, mem_threshold=opt.pair_mem_threshold,
+            infl_threshold=opt.influence_threshold, same_class=opt.pair_same_class,
+            chunk_size=opt.influence_chunk_size, max_pairs=opt.max_pairs, name=f"margins_{name}.npy")
+        pairs.append((name, inf))
+        top1 = inf.top_value[:, 0] if inf.top_value.shape[1] else np.empty(0)
+        influence[name] = {
+            "num_test": int(l_test.shape[0]), "n_pairs": int(inf.pair_train.size),
+            "n_train_in_pairs": int(np.unique(inf.pair_train).size),
+            "n_test_in_pairs": int(np.unique(inf.pair_test).size),
+            "median_top1_influence": (float(np.nanmedian(top1))
+                                      if top1.size and not np.isnan(top1).all() else None)}
+    record["influence"] = influence
+    return {"scores": s, "rules": rules, "record": record, "pairs": pairs}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,11 +313,11 @@ def _rate_tag(rate: float) -> str:
 # ---------------------------------------------------------------------------------------------
 
 def score_run(run_dir, options: ScoreConfig | None = None) -> dict:
-    """Score the run in ``run_dir``; write scores.csv, thresholds.json, pairs.csv.
+    """Score the run in ``run_dir`` rate by rate; write scores.csv, thresholds.json, pairs.csv.
 
     Returns the summary dict: what thresholds.json holds, plus ``files`` (the written paths)
-    and ``top_influencers`` (test set -> {"index": int64[T, k], "value": float32[T, k]}, the
-    k most influential training examples of each test example; not written to disk).
+    and ``top_influencers`` ({rate: {test set: {"index": int64[T, k], "value": float32[T, k]}}},
+    the k most influential training examples of each test example; not written to disk).
     :func:`format_summary` turns it into terminal text. See the module docstring for files.
     """
     opt = options if options is not None else ScoreConfig()
@@ -235,129 +326,78 @@ def score_run(run_dir, options: ScoreConfig | None = None) -> dict:
     d = Path(run_dir)
     integrity.verify_run(d)  # a missing or damaged file: one line naming it
     loaded = load_run(d)
-    run = _without_diverged(loaded)
-    diverged_ids = (np.flatnonzero(loaded.diverged).tolist() if loaded.diverged is not None
-                    else [])
-    rows = primary_rows(run, opt.rate)
-    keep, margins = _take(run.keep, rows), _take(run.margins_train, rows)
-    kw = dict(confidence=opt.confidence, fractional_floor=opt.fractional_floor,
-              chunk_size=opt.chunk_size, name="margins_train.npy")
-    s = estimators.compute_scores(keep, margins, **kw)
+    run = without_diverged(loaded)
+    diverged_ids = np.flatnonzero(loaded.diverged).tolist() if loaded.diverged is not None else []
+    groups = rate_groups(run)
+    primary = main_rate(groups, opt)
+    per_rate = {rate: score_one_rate(run, rows, opt) for rate, rows in groups.items()}
+    single = len(groups) == 1 and np.isnan(primary)
+    main = per_rate[primary]
 
-    by_rate, rates = None, None
-    if run.model_rates is not None:
-        rates = estimators.group_rates(run.model_rates, run.keep.shape[0])[0]
-        if rates.size > 1:
-            by_rate = estimators.scores_by_rate(run.keep, run.margins_train, run.model_rates, **kw)
-    pooled = opt.rate is None and by_rate is not None
-    cscore = estimators.cscore_over_rates(by_rate) if pooled else s.cscore
-
-    q_values = thresholds.bh_adjust(s.p_value)
+    n = run.labels_train.size
     canary = run.canaries
-    placebo, methods = select_all(s, keep, margins, canary, opt)
-
-    method_dicts = {}
-    for name, res in methods.items():
-        entry = res.to_dict()
-        if canary is not None and canary.any():
-            entry["canary_metrics"] = thresholds.selection_metrics(res.selected, canary)
-        method_dicts[name] = entry
-
-    canary_block = None
-    if canary is not None:
-        evals = {name: thresholds.evaluate_canaries(arr, canary, opt.canary_tpr, name).to_dict()
-                 for name, arr in canary_score_arrays(s, cscore).items()} if canary.any() else {}
-        canary_block = {"n_canaries": int(canary.sum()), "scores": evals}
-
-    curve = None
-    if by_rate is not None:
-        curve = estimators.rate_curve(by_rate, opt.fixed_threshold)
-        if canary is not None and canary.any():
-            for point, rs in zip(curve, by_rate.values()):
-                ev = thresholds.evaluate_canaries(rs.mem, canary, opt.canary_tpr)
-                point["canary_auroc_mem"] = ev.auroc if not np.isnan(ev.auroc) else None
-                point["canary_fpr_at_tpr_mem"] = (ev.fpr_at_tpr if not np.isnan(ev.fpr_at_tpr)
-                                                  else None)
-
-    # Influence and pairs for every test set, from the same models as the main scores.
-    pair_cols = {k: [] for k in ("test_set", "train_index", "test_index", "mem", "infl", "label")}
-    influence = {}
-    for name, (m_test, l_test) in run.test_sets.items():
-        inf = estimators.influence_summary(
-            keep, _take(m_test, rows), s.mem, run.labels_train, l_test, k=opt.influencers_k,
-            mem_threshold=opt.pair_mem_threshold, infl_threshold=opt.influence_threshold,
-            same_class=opt.pair_same_class, chunk_size=opt.influence_chunk_size,
-            max_pairs=opt.max_pairs, name=f"margins_{name}.npy")
-        n = inf.pair_train.size
-        pair_cols["test_set"].append(np.full(n, name, dtype=object))
-        pair_cols["train_index"].append(inf.pair_train)
-        pair_cols["test_index"].append(inf.pair_test)
-        pair_cols["mem"].append(s.mem[inf.pair_train])
-        pair_cols["infl"].append(inf.pair_infl.astype(np.float64))
-        pair_cols["label"].append(run.labels_train[inf.pair_train].astype(np.int64))
-        top1 = inf.top_value[:, 0] if inf.top_value.shape[1] else np.empty(0)
-        influence[name] = {
-            "num_test": int(l_test.shape[0]), "n_pairs": int(n),
-            "n_train_in_pairs": int(np.unique(inf.pair_train).size),
-            "n_test_in_pairs": int(np.unique(inf.pair_test).size),
-            "median_top1_influence": (float(np.nanmedian(top1))
-                                      if top1.size and not np.isnan(top1).all() else None),
-            "top_influencers": {"index": inf.top_index, "value": inf.top_value},
-        }
-
-    # scores.csv
-    n = s.mem.shape[0]
     columns = {"index": np.arange(n), "label": run.labels_train.astype(np.int64),
                "is_canary": canary if canary is not None else np.zeros(n, bool)}
-    for f in ("n_in", "n_out", "correct_in", "correct_out", "acc_in", "acc_out", "mem",
-              "mem_ci_low", "mem_ci_high"):
-        columns[f] = getattr(s, f)
-    columns["cscore"] = cscore
-    for f in ("fractional", "margin_in", "margin_out", "lira", "p_value"):
-        columns[f] = getattr(s, f)
-    columns["q_value"] = q_values
-    for name, res in methods.items():
+    for f in SCORE_FIELDS:
+        columns[f] = getattr(main["scores"], f)
+    columns["cscore"] = estimators.cscore_over_rates({rate: r["scores"] for rate, r in per_rate.items()})
+    eligible = eligible_examples(run)
+    columns["q_value"] = thresholds.bh_adjust(np.where(eligible, main["scores"].p_value, np.nan))
+    for name, res in main["rules"].items():
         columns[f"selected_{name}"] = res.selected
-    if by_rate is not None:
-        for rate, rs in by_rate.items():
-            columns[f"mem_rate_{_rate_tag(rate)}"] = rs.mem
-        for rate, rs in by_rate.items():
-            columns[f"acc_out_rate_{_rate_tag(rate)}"] = rs.acc_out
+    if not single:
+        for rate, r in per_rate.items():
+            for f in SCORE_FIELDS:
+                columns[f"{f}_{rate_tag(rate)}"] = getattr(r["scores"], f)
+            for name, res in r["rules"].items():
+                columns[f"selected_{name}_{rate_tag(rate)}"] = res.selected
 
-    record = {
-        "num_models": int(keep.shape[0]), "num_examples": int(n),
+    pair_cols = {k: [] for k in ("rate", "test_set", "train_index", "test_index", "mem", "infl", "label")}
+    for rate, r in per_rate.items():
+        for name, inf in r["pairs"]:
+            k = inf.pair_train.size
+            pair_cols["rate"].append(np.full(k, rate))
+            pair_cols["test_set"].append(np.full(k, name, dtype=object))
+            pair_cols["train_index"].append(inf.pair_train)
+            pair_cols["test_index"].append(inf.pair_test)
+            pair_cols["mem"].append(r["scores"].mem[inf.pair_train])
+            pair_cols["infl"].append(inf.pair_infl.astype(np.float64))
+            pair_cols["label"].append(run.labels_train[inf.pair_train].astype(np.int64))
+
+    by_rate = {rate_tag(rate) if not single else "all": r["record"] for rate, r in per_rate.items()}
+    main_record = per_rate[primary]["record"]
+    record = to_jsonable({
+        "num_models": int(run.keep.shape[0]), "num_examples": int(n),
         "excluded_diverged": {"count": len(diverged_ids), "ids": diverged_ids},
-        "rate": opt.rate, "rates": rates.tolist() if rates is not None else None,
-        "pooled_over_rates": pooled,
-        "nan_counts": {**s.nan_counts(),
-                       "lira_nan": int(np.isnan(s.lira).sum()),
-                       "placebo_nan": int(np.isnan(placebo.scores).sum())},
-        "methods": method_dicts,
-        "canaries": canary_block,
-        "rate_curve": curve,
-        "pairs": {k: v["n_pairs"] for k, v in influence.items()},
-        "influence": {k: {kk: vv for kk, vv in v.items() if kk != "top_influencers"}
-                      for k, v in influence.items()},
-        "placebo": {"n_defined": int((~np.isnan(placebo.scores)).sum()),
-                    "std": _nan_none(np.nanstd(placebo.scores))
-                    if (~np.isnan(placebo.scores)).any() else None,
-                    "variance_matched": placebo.variance_matched},
+        "rates": None if single else list(groups),
+        "main_rate": None if single else primary,
+        "pooled_over_rates": False,
+        "nan_counts": main_record["nan_counts"],
+        "methods": main_record["rules"],
+        "canaries": (None if canary is None else
+                     {"n_canaries": int(canary.sum()), "scores": main_record.get("canaries", {})}),
+        "by_rate": by_rate,
+        "rate_curve": [{"rate": rate, "num_models": r["record"]["num_models"],
+                        "mean_mem": r["record"]["mean_mem"],
+                        "mean_cscore": float(np.nanmean(r["scores"].acc_out[eligible])) if eligible.any() else None,
+                        "frac_mem_above_threshold": float(np.nanmean(r["scores"].mem[eligible] >= opt.fixed_threshold)),
+                        "mem_threshold": opt.fixed_threshold,
+                        "heldout_per_half": r["record"]["heldout"]["per_half"],
+                        "fitted_share": r["record"]["convergence"]["fitted_share"],
+                        "canary_auroc_mem": r["record"]["convergence"].get("canary_auroc_mem"),
+                        "canary_fpr_at_tpr_mem": (r["record"].get("canaries") or {}).get("mem", {}).get(
+                            f"fpr_at_{int(round(opt.canary_tpr * 100))}tpr")}
+                       for rate, r in per_rate.items()] if not single else None,
+        "pairs": {k: v["n_pairs"] for k, v in main_record["influence"].items()},
+        "influence": main_record["influence"],
         "options": dataclasses.asdict(opt),
-    }
-    record = thresholds.to_jsonable(record)
+    })
     rundir.save_text(d / rundir.SCORES, rundir.csv_text(columns))
     rundir.save_json(d / rundir.THRESHOLDS, record)
     pairs = {k: np.concatenate(v) if v else np.empty(0) for k, v in pair_cols.items()}
     rundir.save_text(d / rundir.PAIRS, rundir.csv_text(pairs))
-    return {**record, "files": {"scores": str(d / rundir.SCORES),
-                                "thresholds": str(d / rundir.THRESHOLDS),
-                                "pairs": str(d / rundir.PAIRS)},
-            "top_influencers": {k: v["top_influencers"] for k, v in influence.items()}}
-
-
-def _nan_none(x):
-    x = float(x)
-    return None if np.isnan(x) else x
+    return {**record, "files": {"scores": str(d / rundir.SCORES), "thresholds": str(d / rundir.THRESHOLDS),
+                                "pairs": str(d / rundir.PAIRS)}}
 
 
 def _fmt(x, spec=".3f") -> str:
@@ -365,60 +405,31 @@ def _fmt(x, spec=".3f") -> str:
 
 
 def format_summary(summary: dict) -> str:
-    """Terminal text for a :func:`score_run` summary: selections, canary recovery, NaN counts."""
-    lines = []
-    rate = summary.get("rate")
-    rate_txt = (f"rate {rate:g}" if rate is not None else
-                "rates pooled: " + ", ".join(f"{r:g}" for r in summary["rates"])
-                if summary.get("pooled_over_rates") else
-                f"rate {summary['rates'][0]:g}" if summary.get("rates") else "rate not recorded")
-    nan = summary["nan_counts"]
-    lines.append(f"scored {summary['num_examples']} examples with {summary['num_models']} "
-                 f"models ({rate_txt})")
+    """Terminal text for a :func:`score_run` summary: per rate, the precision and convergence
+    figures and each rule's selection."""
+    lines = [f"scored {summary['num_examples']} examples with {summary['num_models']} models, "
+             + ("one rate at a time: " + ", ".join(f"{r:g}" for r in summary["rates"])
+                + f" (main columns: {summary['main_rate']:g})" if summary.get("rates") else "rate not recorded")]
     excluded = summary.get("excluded_diverged") or {"count": 0}
     if excluded["count"]:
         ids = excluded["ids"]
         lines.append(f"excluded {excluded['count']} diverged model(s): ids "
                      + ", ".join(map(str, ids[:20])) + (", ..." if len(ids) > 20 else ""))
-    lines.append(f"undefined (NaN) scores: {nan['undefined']} examples "
-                 f"({nan['zero_in']} with no model in, {nan['zero_out']} with no model out); "
-                 f"lira NaN: {nan['lira_nan']}")
-    lines.append("selected by method:")
-    for name, m in summary["methods"].items():
-        extra = {
-            "fixed": lambda m: f"mem >= {m['threshold']:g}",
-            "top_k": lambda m: f"k = {m['k']}, mem >= {_fmt(m['threshold'], '.3g')}",
-            "fdr": lambda m: (f"BH q = {m['q']:g} and mem >= {m['min_effect']:g}; "
-                              f"<= {m['expected_false_discoveries_bound']:.1f} expected false "
-                              f"among {m['n_bh_rejected']} BH rejections"),
-            "null": lambda m: (f"placebo null at FPR {m['fpr']:g}: mem > "
-                               f"{_fmt(m['threshold'], '.3g')}, "
-                               f"est. FDR {_fmt(m['estimated_fdr'], '.2f')}"),
-            "canary": lambda m: (f"{m['tpr_target']:.0%} of canaries: mem >= "
-                                 f"{_fmt(m['threshold'], '.3g')}"),
-        }.get(name, lambda m: "")(m)
-        canary_txt = ""
-        if "canary_metrics" in m:
-            cm = m["canary_metrics"]
-            canary_txt = (f"  [canaries: TPR {_fmt(cm['tpr'], '.2f')}, "
-                          f"FPR {_fmt(cm['fpr'], '.4f')}, precision {_fmt(cm['precision'], '.2f')}]")
-        lines.append(f"  {name:<7} {m['n_selected']:>8}  ({extra}){canary_txt}")
+    rules = list(next(iter(summary["by_rate"].values()))["rules"])
+    canaries = bool(summary.get("canaries"))
+    lines.append("selected per rule, one rate at a time:")
+    lines.append("rate   models  held-out/example/half  fitted" + ("  canary AUROC" if canaries else "")
+                 + "".join(f"  {r[:12]:>12}" for r in rules))
+    for tag, rec in summary["by_rate"].items():
+        h = rec["heldout"]
+        flag = " (under-powered)" if h["under_powered"] else ""
+        auroc = f"  {_fmt(rec['convergence'].get('canary_auroc_mem')):>12}" if canaries else ""
+        lines.append(f"{tag.replace('rate_', ''):<6} {rec['num_models']:>6}  {h['per_half']:>8.1f}{flag:<13}"
+                     f"{_fmt(rec['convergence']['fitted_share']):>8}{auroc}"
+                     + "".join(f"  {rec['rules'][r]['n_selected']:>12}" for r in rules))
     c = summary.get("canaries")
-    if c and c["scores"]:
-        lines.append(f"canary recovery ({c['n_canaries']} canaries): AUROC, FPR@TPR")
-        for name, ev in c["scores"].items():
-            fpr_key = next(k for k in ev if k.startswith("fpr_at_"))
-            lines.append(f"  {name:<17} AUROC {_fmt(ev['auroc'])}  {fpr_key} "
-                         f"{_fmt(ev[fpr_key], '.4f')}  (NaN: {ev['n_nan']})")
-    elif c is not None:
-        lines.append("canaries.npy present but it marks no example")
-    if summary.get("rate_curve"):
-        lines.append("over the inclusion rate: rate, models, mean mem, mean C-score, "
-                     "share mem >= threshold, canary AUROC")
-        for p in summary["rate_curve"]:
-            lines.append(f"  {p['rate']:g}  {p['num_models']:>6}  {_fmt(p['mean_mem'])}  "
-                         f"{_fmt(p['mean_cscore'])}  {_fmt(p['frac_mem_above_threshold'])}  "
-                         f"{_fmt(p.get('canary_auroc_mem'))}")
-    lines.append("high-influence pairs: " + ", ".join(
+    if c:
+        lines.append(f"{c['n_canaries']} canaries (instrument only: never selected, never removed)")
+    lines.append("high-influence pairs at the main rate: " + ", ".join(
         f"{k} {v}" for k, v in summary["pairs"].items()))
     return "\n".join(lines)

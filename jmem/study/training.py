@@ -58,7 +58,8 @@ def prepare_inputs(config: Config, dataset: Dataset) -> RunInputs:
     labels, canaries = make_canaries(config.seed, dataset.y_train, dataset.num_classes,
                                      config.subsets.canary_fraction)
     keep, model_rates = make_keep(config.seed, config.train.num_models, dataset.num_train,
-                                  config.subsets.design, config.subsets.rates)
+                                  config.subsets.design, config.subsets.rates,
+                                  config.subsets.equal_heldout)
     dataset = dataclasses.replace(dataset, y_train=np.asarray(labels, np.int32))
     return RunInputs(dataset, keep, np.asarray(model_rates, np.float32),
                      np.asarray(labels, np.int32), np.asarray(canaries, bool))

@@ -16,9 +16,10 @@ from jmem.study.scoring import load_run, recorded_options, select_all
 
 
 def _selector(opt: ScoreConfig, canary):
-    """The scoring stage's selection methods, with its options, on any subset of models."""
+    """The scoring stage's rules, with its options, on any subset of one rate's models."""
     def select(s, keep, margins):
-        return {name: res.selected for name, res in select_all(s, keep, margins, canary, opt)[1].items()}
+        del keep, margins  # the rules read the scores (and the counts inside them) only
+        return {name: res.selected for name, res in select_all(s, canary, opt).items()}
     return select
 
 
@@ -38,20 +39,14 @@ def compute_reliability(view: RunView, *, half_width: float = 0.1) -> dict:
     canary = view.canary
     if keep.shape[0] < 4:
         return None
-    order, halves = None, None
-    if run.model_rates is not None and rows is None:
-        rates = run.model_rates
-        if np.unique(np.round(rates, 6)).size > 1:
-            order = reliability.interleaved_order(rates)
-            halves = reliability.alternating_halves(keep.shape[0], rates)
+    order, halves = None, None  # one rate's models: plain alternating halves
     sh = reliability.split_half(keep, margins, selector=_selector(opt, canary), halves=halves, **kw)
     stab = reliability.stability(keep, margins, order=order, **kw)
     s = view.scores
     a_in = reliability.smoothed_accuracy(s["correct_in"], s["n_in"])
     a_out = reliability.smoothed_accuracy(s["correct_out"], s["n_out"])
-    run_rates = view.thresholds.get("rates") or []
-    if opt.rate is not None:
-        run_rates = [opt.rate]
+    main = view.thresholds.get("main_rate")
+    run_rates = [main] if main is not None else (view.thresholds.get("rates") or [])
     table_rates = sorted({*reliability.DEFAULT_RATES, *[round(r, 6) for r in run_rates]})
     fixed = s.get("selected_fixed")
     need = reliability.models_needed_table(

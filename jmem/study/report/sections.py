@@ -15,6 +15,7 @@ MAX_COMPARISON_ROWS = 16
 
 
 def verdict_section(view: RunView) -> list:
+    """The short answer first (retrain/verdict.txt), then the headline table and the gates."""
     lines = ["## Verdict", ""]
     rt = view.retrain
     if rt is None:
@@ -23,28 +24,39 @@ def verdict_section(view: RunView) -> list:
             "does not yet say whether removing the memorized examples costs test accuracy. "
             "Run it with", "", f"    jmem retrain {view.path}", "",
             "and then `jmem report` again.", ""]
-    lines += [str(rt.get("verdict", "(retrain.json has no verdict)")), ""]
-    comps = [c for c in rt.get("comparisons", []) if c.get("tau") is None] or rt.get("comparisons", [])
-    if comps:
-        lines += [f"Comparisons ({rt.get('seeds', '?')} retraining seeds per arm; differences "
-                  "in percentage points of accuracy, `a - b`, with 95% intervals; p-values "
-                  "Holm-adjusted within each family: the same pair of arm kinds on the same "
-                  "test set, across methods or across sweep points; MDE = smallest difference "
-                  "the design could detect):", ""]
-        rows = [[c.get("name", ""), c.get("test_set", ""), c.get("method") or "",
-                 ci(c.get("mean_diff"), c.get("ci_low"), c.get("ci_high")),
-                 fmt(c.get("p_holm"), ".3g"), fmt(c.get("mde"), ".2f")]
-                for c in comps[:MAX_COMPARISON_ROWS]]
-        lines += table(["comparison", "test set", "method", "difference (pp)", "p (Holm)",
-                         "MDE (pp)"], rows)
-        if len(comps) > MAX_COMPARISON_ROWS:
-            lines += [f"({len(comps) - MAX_COMPARISON_ROWS} more comparisons in retrain.json)", ""]
-    cf = rt.get("cross_fit") or {}
-    if cf.get("enabled"):
-        jac = ", ".join(f"{m} {fmt(v, '.2f')}" for m, v in (cf.get("jaccard") or {}).items())
-        lines += [f"Cross-fitting was on: removal sets were chosen with scores from models "
-                  f"independent of the evaluation (Spearman of mem between the folds "
-                  f"{fmt(cf.get('spearman_mem'))}; Jaccard of selections: {jac or 'n/a'}).", ""]
+    if view.stale_retrain:
+        lines += ["**Warning: the removal experiment below was computed from other scores than the "
+                  f"ones in this run directory now (it was re-scored since). Re-run `jmem retrain "
+                  f"{view.path}` (after deleting `retrain/`) before reading it.**", ""]
+    lines += ["```", str(rt.get("verdict", "(retrain.json has no verdict)")), "```", ""]
+    head = rt.get("headline")
+    if head:
+        lines += [f"Headline family ({head['adjustment']}). Differences are accuracy after removing the "
+                  "selected examples minus after removing as many class-matched random ones, in "
+                  "percentage points. The decision interval covers new retraining seeds, new test "
+                  "data" + (" and a new estimation run's selection" if rt.get("pools") == 2 else "")
+                  + "; the seed-only interval holds the test set and the selection fixed. MDE: the "
+                  "smallest true difference the decision interval detects with 80% power.", ""]
+        rows = []
+        for e in head["protocols"] + head["effects"]:
+            name = e.get("protocol") or f"main effect: {e['factor']} ({e['estimand']})"
+            if e["status"] != "estimable":
+                rows.append([name, e.get("test_set", ""), e["status"], "", "", ""])
+                continue
+            so = e.get("seed_only") or {}
+            rows.append([name, e.get("test_set", ""), ci(e["estimate_pp"], e["ci_low"], e["ci_high"]),
+                         f"[{fmt(so.get('ci_low'), '.2f')}, {fmt(so.get('ci_high'), '.2f')}]",
+                         fmt(e.get("p_holm"), ".3g"), fmt(e.get("mde_pp"), ".2f")])
+        lines += table(["comparison", "test set", f"difference (pp) [{100 * head['level']:.1f}% interval]",
+                        "seed-only 95%", "p (Holm)", "MDE (pp)"], rows)
+    gates = rt.get("gates") or {}
+    if gates:
+        rows = [[label, g["gate"], g["what"], fmt(g["value"], ".3f"), f"{g['bar']:g}",
+                 "pass" if g["passed"] else "FAIL" + (" (no change only)" if g["gate"] == "power" else "")]
+                for label, results in gates.items() for g in results]
+        lines += ["Gates (a failed convergence or reliability gate makes the answer \"inconclusive\"; "
+                  "a failed power gate only blocks a \"no change\" answer):", ""]
+        lines += table(["protocol", "gate", "figure", "value", "bar", ""], rows)
     if rt.get("excluded_diverged"):
         lines += [f"{rt['excluded_diverged']} diverged retrained model(s) were excluded.", ""]
     return lines
@@ -87,28 +99,32 @@ def summary_section(view: RunView) -> list:
     return lines
 
 
+RULE_TEXT = {"fixed": "mem ≥ the hand-picked cut (Feldman & Zhang)",
+             "fractional": "fractional ≥ the hand-picked cut (the critique's definition)",
+             "calibrated": "mem ≥ the null-calibrated cut (exact per-example null, estimated FDR ≤ q)",
+             "calibrated_fractional": "fractional ≥ the null-calibrated cut",
+             "fdr": "jmem: Fisher p, Benjamini-Hochberg, and mem ≥ min effect",
+             "canary": "mem ≥ the cut recovering a target share of the canaries"}
+
+
 def selections_section(view: RunView) -> list:
-    methods = view.thresholds.get("methods", {})
+    """Every rule at every rate: threshold and count; with canaries, how many of them its cut
+    would catch (canaries are never selected)."""
+    by_rate = view.thresholds.get("by_rate") or {"all": {"rules": view.thresholds.get("methods", {})}}
     has_c = view.canary is not None
     rows = []
-    describe = {"fixed": "mem ≥ threshold (Feldman & Zhang's hand-picked cut)",
-                "top_k": "the k highest mem",
-                "fdr": "Benjamini-Hochberg on Fisher p-values, and mem ≥ min effect",
-                "null": "mem above the placebo (seed-noise) null at a set FPR",
-                "canary": "the cut recovering a target share of the canaries"}
-    for name, m in methods.items():
-        thr = m.get("threshold")
-        thr_txt = (f"p ≤ {fmt(thr, '.3g')}, mem ≥ {m.get('min_effect')}" if name == "fdr"
-                   else fmt(thr, ".3g"))
-        row = [name, describe.get(name, ""), thr_txt, m.get("n_selected")]
-        if has_c:
-            cm = m.get("canary_metrics") or {}
-            row += [fmt(cm.get("tpr"), ".2f"), fmt(cm.get("fpr"), ".4f"), fmt(cm.get("precision"), ".2f")]
-        rows.append(row)
-    header = ["method", "rule", "threshold", "selected"] + (
-        ["canary TPR", "FPR", "precision"] if has_c else [])
+    for tag, rec in by_rate.items():
+        for name, m in rec.get("rules", {}).items():
+            thr = m.get("threshold")
+            thr_txt = (f"p ≤ {fmt(thr, '.3g')}, mem ≥ {m.get('min_effect')}" if name == "fdr" else fmt(thr, ".3g"))
+            row = [tag.replace("rate_", ""), name, RULE_TEXT.get(name, ""), thr_txt, m.get("n_selected")]
+            if has_c:
+                row.append(fmt(m.get("canaries_caught"), ".2f"))
+            rows.append(row)
+    header = ["rate", "rule", "what it selects", "threshold", "selected"] + (["canaries its cut catches"] if has_c else [])
     return ["## Which examples count as memorized", "",
-            "Each selection method applied to this run's scores (`thresholds.json`):", ""] + \
+            "Each rule applied to the scores of one rate's models (`thresholds.json`); canaries are "
+            "never selected, the last column says how many of them the cut would catch:", ""] + \
         table(header, rows)
 
 
@@ -215,32 +231,43 @@ def canary_section(view: RunView, fig_dir: Path) -> list:
         [img(f"{rundir.REPORT_FIGURES}/canary_roc.png", "canary ROC"), ""]
 
 
+def _pooled_accuracy(acc: dict, group: str, kind: str, pools: int, test_set: str):
+    """(mean, low, high) of an arm kind's accuracy averaged over the pools' arms."""
+    entries = [acc.get(f"{group}:{kind}:p{p}", {}).get(test_set) for p in range(pools)]
+    entries = [e for e in entries if e and e.get("mean") is not None]
+    if not entries:
+        return None
+    return tuple(float(np.mean([e[k] for e in entries])) for k in ("mean", "ci_low", "ci_high"))
+
+
 def removal_panels(rt: dict) -> dict:
-    """test set -> {series -> (x, mean, low, high)} from retrain.json's sweep arms."""
-    arms = [a for a in rt.get("arms", []) if a.get("name", "").startswith("sweep:")]
-    if not arms:
-        return {}
-    acc = rt.get("accuracy", {})
-    full = acc.get("full", {})
-    test_sets = [t for t in rt.get("test_sets", []) if any(t in acc.get(a["name"], {}) for a in arms)]
+    """test set -> {series -> (x, mean, low, high)}: each protocol's size-matched removal curve
+    (its top k/2, k, 2k... examples removed, against as many class-matched random ones), and
+    the sweep points (mem >= tau) when the run has them; x = the number removed."""
+    acc, pools = rt.get("accuracy", {}), rt.get("pools", 1)
+    groups = rt.get("groups", {})
+    full = [acc.get(f"full:p{p}", {}) for p in range(pools)]
     panels = {}
-    for t in test_sets[:3]:
+    for test_set in ("test", "test_clean"):
         series = {}
-        for kind in ("selected", "matched", "random", "lowest"):
-            pts = sorted(((a["removed_fraction"], acc[a["name"]][t]) for a in arms
-                          if a.get("kind") == kind and t in acc.get(a["name"], {})),
-                         key=lambda p: p[0])
-            if not pts:
-                continue
-            if t in full:
-                pts = [(0.0, full[t])] + pts
-            label = {"selected": "selected (highest memorization) removed",
-                     "matched": "matched random removed", "random": "random removed",
-                     "lowest": "lowest memorization removed"}[kind]
-            series[label] = tuple(np.array(v, float) for v in zip(*[
-                (x, d["mean"], d["ci_low"], d["ci_high"]) for x, d in pts]))
+        for protocol, label in (("fz", "Feldman & Zhang"), ("corrected", "corrected")):
+            names = [n for n in groups if n == f"matched:{protocol}" or n.startswith(f"curve:{protocol}:")]
+            names += [n for n in groups if protocol == "fz" and n.startswith("sweep:")] if not names else []
+            for kind, what in (("selected", "its selection"), ("matched", "matched random")):
+                pts = []
+                for n in names:
+                    value = _pooled_accuracy(acc, n, kind, pools, test_set)
+                    if value is not None:
+                        pts.append((float(np.mean(groups[n]["removed"])), *value))
+                if not pts:
+                    continue
+                base = [f.get(test_set) for f in full if f.get(test_set)]
+                if base:
+                    pts.append((0.0, *(float(np.mean([b[k] for b in base])) for k in ("mean", "ci_low", "ci_high"))))
+                pts.sort()
+                series[f"{label}: {what} removed"] = tuple(np.array(v, float) for v in zip(*pts))
         if series:
-            panels[t] = series
+            panels[test_set] = series
     return panels
 
 
@@ -251,53 +278,54 @@ def removal_section(view: RunView, fig_dir: Path) -> list:
         return lines + [f"Not available: the removal experiment has not been run (`jmem retrain {view.path}`).", ""]
     panels = removal_panels(rt)
     if not panels:
-        return lines + ["retrain.json has no sweep arms (`sweep:<tau>:...`), so there is no "
-                        "curve; the comparisons above are the removal result.", ""]
+        return lines + ["retrain.json has no size-matched or sweep removal sets, so there is no curve; "
+                        "the comparisons above are the removal result.", ""]
     figures.removal_curve(panels, fig_dir / "removal_curve.png")
     return lines + [
-        "Models retrained without the examples above a memorization threshold (red) and "
-        "without as many examples drawn at random with the same class balance (blue), "
-        "against the fraction of the training set removed; bands are 95% intervals over "
-        "retraining seeds (Feldman & Zhang's Figure 2, with statistics). A gap between the "
-        "curves is the cost of memorization beyond the cost of having less data.", "",
+        "Models retrained without each protocol's most memorized examples (its own top k by its "
+        "own score, at several k) and without as many examples drawn at random with the same class "
+        "balance, against the number removed; bars are 95% intervals over retraining seeds. A gap "
+        "between a protocol's two curves is the cost of removing *those* examples beyond the cost "
+        "of having less data (Feldman & Zhang's Figure 2, size-matched and with statistics).", "",
         img(f"{rundir.REPORT_FIGURES}/removal_curve.png", "removal curve"), ""]
 
 
 def ablation_section(view: RunView, fig_dir: Path) -> list:
-    ab = view.ablation
-    if ab is None:
+    rt = view.retrain or {}
+    head = rt.get("headline")
+    if not head:
         return []
-    factors = ab.get("factors", [])
     lines = ["## Ablation of the four corrections", "",
-             "Each cell switches each correction on or off; its number is the removal effect "
-             "in that cell: accuracy after removing the selected examples minus after removing "
-             "matched random ones (percentage points; negative = memorized examples were "
-             "needed).", ""]
-    rows = [[c.get("name", ""), *("on" if c.get("levels", {}).get(f) else "off" for f in factors),
-             ci(c.get("diff_pp"), c.get("ci_low"), c.get("ci_high")), fmt(c.get("p_perm"), ".3g")]
-            for c in ab.get("cells", [])]
-    if ab.get("seeds"):
-        lines += [f"{ab['seeds']} retraining seeds per cell.", ""]
-    lines += table(["cell", *factors, "selected − matched (pp) [95% CI]", "p (sign-flip)"], rows)
-    main = ab.get("main_effects", [])
-    effects = [(e.get("factor") or " x ".join(e.get("factors", [])), e.get("effect_pp"),
-                e.get("ci_low"), e.get("ci_high")) for e in main]
+             "Each cell switches each correction on or off (rate 0.7 -> 0.95; definition mem -> the "
+             "fractional difference; threshold hand-picked -> null-calibrated; test set original -> "
+             "leakage-free). A cell's number is its removal effect: accuracy after removing its "
+             "selection minus after removing as many matched random examples (pp; negative = the "
+             "removed examples were needed). *As defined*, each cell removes as many examples as its "
+             "rule selects; *size-matched*, each removes its own top k, so a main effect says what "
+             "changing *which* examples does.", ""]
+    cells = [c for c in rt.get("comparisons", []) if c["b"] == "matched" and c["group"].startswith(("cell:", "matched:"))
+             and c["test_set"] in ("test", "test_clean")]
+    if cells:
+        groups = rt.get("groups", {})
+        rows = [[c["group"], c["test_set"], " / ".join(str(x) for x in groups.get(c["group"], {}).get("removed", [])),
+                 ci(c["estimate_pp"], c["ci_low"], c["ci_high"]), fmt(c.get("mde_pp"), ".2f")] for c in cells]
+        skipped = [[name, "", "", why, ""] for name, why in rt.get("skipped", {}).items()
+                   if name.startswith(("cell:", "matched:"))]
+        lines += table(["cell", "test set", "removed (per pool)", "selected − matched (pp) [95%, exploratory]",
+                        "MDE (pp)"], rows + skipped)
+    effects = [e for e in head["effects"] if e["status"] == "estimable"]
     if effects:
-        figures.effects_plot(effects, fig_dir / "ablation_main_effects.png",
-                             "Main effect of each correction on the removal result")
-        lines += ["Main effects (average change of that difference when the correction is "
-                  "switched on; positive = the correction makes removal look less costly):", ""]
-        lines += table(["correction", "main effect (pp) [95% CI]", "p (Holm)"],
-                        [[e[0], ci(*e[1:]), fmt(m.get("p_holm"), ".3g")]
-                         for e, m in zip(effects, main)])
-        lines += [img(f"{rundir.REPORT_FIGURES}/ablation_main_effects.png", "ablation main effects"), ""]
-    inter = ab.get("interactions", [])
-    if inter:
-        lines += ["Interactions:", ""] + table(
-            ["interaction", "effect (pp) [95% CI]", "p (Holm)"],
-            [[e.get("factor") or " x ".join(e.get("factors", [])),
-              ci(e.get("effect_pp"), e.get("ci_low"), e.get("ci_high")), fmt(e.get("p_holm"), ".3g")]
-             for e in inter])
+        figures.effects_plot([(f"{e['factor']} ({e['estimand']})", e["estimate_pp"], e["ci_low"], e["ci_high"])
+                              for e in effects], fig_dir / "ablation_main_effects.png",
+                             f"Main effect of each correction ({100 * head['level']:.1f}% intervals, Holm family)")
+        lines += ["Main effects: the average change of a cell's removal effect when the correction is "
+                  "switched on (positive = the correction makes removal look less costly); the intervals "
+                  "are the headline family's (table above).", "",
+                  img(f"{rundir.REPORT_FIGURES}/ablation_main_effects.png", "ablation main effects"), ""]
+    dropped = [e for e in head["effects"] if e["status"] != "estimable"]
+    if dropped:
+        lines += ["Not estimated: " + "; ".join(f"{e['factor']} ({e['estimand']}): {e['status']}" for e in dropped)
+                  + ".", ""]
     return lines
 
 

@@ -1,114 +1,135 @@
-"""The removal hypotheses, from the scored estimation run: what each method, sweep point, user
-set and ablation cell removes, and which test examples the removed ones influence.
+"""The removal hypotheses, from the scored estimation run: what each protocol cell, size-matched
+cell, curve point, rule, sweep point and user set removes in each estimation pool, and which
+test examples the removed ones influence.
 
-Cross-fitting (``retrain.cross_fit``, default on): selections (and sweep and lowest scores)
-come from the estimation models with even ids, T_h from those with odd ids, so that noise
-which put an example into the selection cannot also make "its" test points look
-influenced. The split-half Spearman correlation of mem and the Jaccard index of each
-method's two half selections are reported. Each half's scores and selections are computed
-here: the scoring stage's files hold those of all the models.
+**Pools** (``retrain.pools``): with 2, the estimation models are split into two halves that
+alternate within each inclusion rate; pool p selects from half p and finds the test examples
+its selection influences from the other half (cross-fitting: the noise that put an example
+into a selection cannot also make "its" test examples look influenced). The two pools'
+removal sets are two independent draws of the same protocol, so the difference between their
+effects measures selection noise (:mod:`jmem.scores.generalising`), and their Jaccard index is
+the selection-reliability gate. With 1 pool every model selects and finds influence.
 
-Without cross-fitting the selections, scores and pairs are the scoring stage's own, read
-from ``scores.csv``, ``thresholds.json`` and ``pairs.csv``. The ablation's eight cells are
-always computed here: the scoring stage does not select per cell.
+**One rate at a time**: every selection reads the scores of the models of the rate its
+protocol names (``rate`` factor: the run's lowest rate off, highest on; rules, sweep points:
+``score.rate``); influence comes from the same rate. Diverged estimation models are left out
+(:func:`jmem.study.scoring.without_diverged`), as in the scoring stage.
+
+**Canaries never enter a removal set**: every selection has the canaries masked out
+(``eligible``), and so do the random arms that match them (:mod:`.design`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 
-from jmem import rng
 from jmem.config import RetrainConfig, ScoreConfig
 from jmem.data import removal
 from jmem.errors import JmemError
 from jmem.scores import estimators, protocols, reliability
-from jmem.study import rundir, scoring
-from jmem.study.retrain.design import Candidate, cell_group
+from jmem.study import scoring
 
-KNOWN_METHODS = ("fixed", "fdr", "null", "top_k", "canary")
+KNOWN_METHODS = protocols.ALL_RULES + ("canary",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """A removal hypothesis before it has arms.
+
+    name: the group name (``cell:<protocol>``, ``matched:<protocol>``, ``curve:<protocol>:<m>``,
+      ``method:<rule>``, ``sweep:<tau>``, ``user``, ``jmem``);
+    kind: "cell", "matched", "curve", "method", "sweep", "user" or "jmem";
+    removed: bool[P, N], the set pool p removes; rate: the inclusion rate it was selected at
+      (None for the user's set); influenced: bool[P, T] over the main test set, the test
+      examples its pool's removed examples influence (from the other half's models);
+    info: JSON facts about the selection, one dict per pool (threshold, counts, ...);
+    what: where it comes from, for error messages; key: the factor levels of a cell
+      ((rate, definition, threshold) as defined, (rate, definition) size-matched), or None.
+    """
+
+    name: str
+    kind: str
+    removed: np.ndarray
+    rate: float | None
+    influenced: np.ndarray
+    info: list
+    what: str
+    key: tuple | None = None
+    method: str | None = None
+    tau: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Selections:
-    """What :func:`select` found.
-
-    candidates: [Candidate]: methods, sweep points, the user set, ablation cells, in order;
-    mem: float64[N], mem of the selection models (the ``lowest`` arms rank by it);
-    pair_train, pair_test: int64[P], high-influence pairs on the main test set, from the
-      influence models; cross_fit: the JSON record of the two halves;
-    ablation_rates: (off, on) rates of the ablation's rate factor, or None without ablation.
-    """
+    """What :func:`select` found: candidates (in order), the pools' row sets, the k of the
+    size-matched sets (None without), the ablation's (off, on) rates (None without), and the
+    JSON record of the pools (sizes, split-half Spearman of mem at each rate)."""
 
     candidates: list
-    mem: np.ndarray
-    pair_train: np.ndarray
-    pair_test: np.ndarray
-    cross_fit: dict
+    pools: list
+    matched_k: int | None
     ablation_rates: tuple | None
+    record: dict
+    mem: np.ndarray  # float64[P, N]: mem of each pool at the main rate (``lowest`` arms)
 
 
 def check_methods(cfg: RetrainConfig, has_canaries: bool) -> tuple[str, ...]:
-    """The method names of ``retrain.methods``, validated."""
+    """The rule names of ``retrain.methods``, validated."""
     methods = cfg.method_list
     for m in methods:
         if m not in KNOWN_METHODS:
-            raise JmemError(f"retrain.methods contains unknown method {m!r}; known: "
-                            f"{', '.join(KNOWN_METHODS)}")
+            raise JmemError(f"retrain.methods contains unknown rule {m!r}; known: {', '.join(KNOWN_METHODS)}")
         if m == "canary" and not has_canaries:
             raise JmemError("retrain.methods contains 'canary' but the run has no canaries "
                             "(subsets.canary_fraction=0)")
     if len(set(methods)) != len(methods):
-        raise JmemError(f"retrain.methods={cfg.methods!r} repeats a method")
+        raise JmemError(f"retrain.methods={cfg.methods!r} repeats a rule")
     if not methods and not cfg.sweep and not cfg.remove and not cfg.ablation:
         raise JmemError("retrain.methods='' with no retrain.sweep, no retrain.remove and no "
                         "retrain.ablation: nothing to remove")
     return methods
 
 
-def split_rows(model_rates, num_models: int, rows: np.ndarray | None, cross_fit: bool):
-    """(selection rows, influence rows) of the estimation models: the two alternating halves
-    of the scored models ``rows`` (None = all) with cross-fitting, within each inclusion rate
-    (:func:`jmem.scores.reliability.alternating_halves`); all of them twice without."""
-    rows = np.arange(num_models) if rows is None else np.asarray(rows)
-    if not cross_fit:
-        return rows, rows
-    rates = None if model_rates is None else np.asarray(model_rates)[rows]
-    a, b = reliability.alternating_halves(rows.size, rates)
+def pool_rows(run: scoring.RunArrays, pools: int) -> tuple[list, list]:
+    """(selection rows, influence rows) of each pool: the alternating halves within each rate
+    (pools=2, each pool's influence from the other half) or every model twice (pools=1)."""
+    rows = np.arange(run.keep.shape[0])
+    if pools == 1:
+        return [rows], [rows]
+    a, b = reliability.alternating_halves(rows.size, run.model_rates)
     if a.size < 2 or b.size < 2:
-        raise JmemError(f"retrain.cross_fit=true needs at least 4 estimation models (2 per "
-                        f"half); the run has {rows.size}")
-    return rows[a], rows[b]
+        raise JmemError(f"retrain.pools=2 needs at least 4 estimation models (2 per half); the run "
+                        f"has {rows.size}")
+    return [a, b], [b, a]
 
 
-def half_scores(run: scoring.RunArrays, rows: np.ndarray, opt: ScoreConfig) -> estimators.ExampleScores:
-    """The per-example scores of the estimation models ``rows``."""
-    return estimators.compute_scores(run.keep[rows], np.asarray(run.margins_train[rows]),
-                                     confidence=opt.confidence, fractional_floor=opt.fractional_floor,
-                                     chunk_size=opt.chunk_size, name="margins_train.npy")
+def _at_rate(run: scoring.RunArrays, rows: np.ndarray, rate: float) -> np.ndarray:
+    if run.model_rates is None or np.isnan(rate):
+        return rows
+    return rows[protocols.rate_rows(run.model_rates[rows], rate)]
 
 
-def half_selection(run: scoring.RunArrays, rows: np.ndarray, opt: ScoreConfig):
-    """(ExampleScores, {method: ThresholdResult}) of the estimation models ``rows``."""
-    s = half_scores(run, rows, opt)
-    _, methods = scoring.select_all(s, run.keep[rows], np.asarray(run.margins_train[rows]),
-                                    run.canaries, opt)
-    return s, methods
-
-
-def influence_pairs(run: scoring.RunArrays, rows: np.ndarray, mem: np.ndarray,
-                    opt: ScoreConfig) -> tuple[np.ndarray, np.ndarray]:
-    """F&Z high-influence pairs (train int64[P], test int64[P]) on the main test set, from
-    the estimation models ``rows`` and their ``mem``."""
+def influenced_test_examples(run: scoring.RunArrays, rows: np.ndarray, removed: np.ndarray,
+                             opt: ScoreConfig) -> np.ndarray:
+    """bool[T] over the main test set: test examples j with a removed training example i whose
+    influence ``infl(i, j) >= score.influence_threshold`` (and the same label with
+    ``score.pair_same_class``), estimated from the models ``rows``. Only the removed
+    examples' columns are computed (O(R |removed| T))."""
     margins_test, labels_test = run.test_sets["test"]
-    summary = estimators.influence_summary(
-        run.keep[rows], np.asarray(margins_test[rows]), mem, run.labels_train, labels_test, k=0,
-        mem_threshold=opt.pair_mem_threshold, infl_threshold=opt.influence_threshold,
-        same_class=opt.pair_same_class, chunk_size=opt.influence_chunk_size,
-        max_pairs=opt.max_pairs, name="margins_test.npy")
-    return summary.pair_train, summary.pair_test
+    out = np.zeros(labels_test.shape[0], bool)
+    idx = np.flatnonzero(removed)
+    if idx.size == 0:
+        return out
+    correct = estimators.correct_matrix(np.asarray(margins_test[rows]), rows.size)
+    for sl, infl in estimators.iter_influence(run.keep[rows][:, idx], correct, chunk_size=opt.influence_chunk_size):
+        with np.errstate(invalid="ignore"):
+            hit = infl >= opt.influence_threshold  # [T, chunk]
+        if opt.pair_same_class:
+            hit &= labels_test[:, None] == run.labels_train[idx[sl]][None, :]
+        out |= hit.any(axis=1)
+    return out
 
 
 def ablation_rates(run: scoring.RunArrays) -> tuple[float, float]:
@@ -125,84 +146,99 @@ def ablation_rates(run: scoring.RunArrays) -> tuple[float, float]:
     return float(rates.min()), float(rates.max())
 
 
-def ablation_selections(run: scoring.RunArrays, sel_rows: np.ndarray, opt: ScoreConfig) -> dict:
-    """The 8 removal sets of the ablation's cells (selection_key -> ThresholdResult), from the
-    selection half of the estimation models, with the scoring stage's numbers."""
-    low, high = ablation_rates(run)
-    rows = np.zeros(run.keep.shape[0], bool)
-    rows[sel_rows] = True
-    options = protocols.SelectionOptions(fixed_threshold=opt.fixed_threshold, fdr_q=opt.fdr_q,
-                                         min_effect=opt.min_effect, null_fpr=opt.null_fpr)
-    return protocols.cell_selections(run.keep, run.margins_train, run.model_rates, low_rate=low,
-                                     high_rate=high, rows=rows, options=options,
-                                     placebo_seed=rng.stream_words(opt.placebo_seed, "placebo"))
+def _candidate(name, kind, sets, rate, info, what, infl_rows, run, opt, **extra) -> Candidate:
+    removed = np.stack(sets)
+    influenced = np.stack([
+        influenced_test_examples(run, _at_rate(run, rows, rate if rate is not None else float("nan")), r, opt)
+        for rows, r in zip(infl_rows, removed)])
+    return Candidate(name, kind, removed, rate, influenced, info, what, **extra)
 
 
-def read_scored(run_dir, methods: tuple[str, ...], num_examples: int):
-    """The scoring stage's own results: (mem float64[N], {method: (selected bool[N], info
-    dict)}, pair_train int64[P], pair_test int64[P]) from scores.csv, thresholds.json and
-    pairs.csv. mem is recomputed from the integer counts scores.csv records (its ``mem``
-    column is rounded to 6 digits, which could move an example across a sweep point)."""
-    d = Path(run_dir)
-    cols = rundir.read_csv_columns(d / rundir.SCORES)
-    if cols["index"].size != num_examples:
-        raise JmemError(f"{d / rundir.SCORES} has {cols['index'].size} rows; the run has "
-                        f"{num_examples} training examples")
-    counts = {f: cols[f].astype(np.int64) for f in ("n_in", "n_out", "correct_in", "correct_out")}
-    nan = np.full(num_examples, np.nan)
-    mem = estimators.scores_from_counts(estimators.Counts(
-        **counts, margin_in=nan, margin_out=nan, std_in=nan, std_out=nan)).mem
-    recorded = rundir.load_json(d / rundir.THRESHOLDS, expect=dict).get("methods", {})
-    chosen = {}
-    for m in methods:
-        if m not in recorded or f"selected_{m}" not in cols:
-            raise JmemError(f"retrain.methods names {m!r} but {rundir.THRESHOLDS} has no such "
-                            f"method; re-run `jmem score {d}`")
-        info = {k: v for k, v in recorded[m].items() if k != "canary_metrics"}
-        chosen[m] = (cols[f"selected_{m}"] == 1, info)
-    pairs = rundir.read_csv_columns(d / rundir.PAIRS)
-    on_test = pairs["test_set"] == "test" if pairs["train_index"].size else np.zeros(0, bool)
-    return (mem, chosen, pairs["train_index"][on_test].astype(np.int64),
-            pairs["test_index"][on_test].astype(np.int64))
-
-
-def select(run_dir, run: scoring.RunArrays, cfg: RetrainConfig, opt: ScoreConfig) -> Selections:
+def select(run: scoring.RunArrays, cfg: RetrainConfig, opt: ScoreConfig, user=None) -> Selections:
     """Every removal hypothesis of ``cfg`` on the scored run (no training, no files).
 
-    Raises JmemError for an unknown method or a bad user set.
+    run: the run's arrays with the diverged models already left out; user: bool[N] of
+    ``retrain.remove`` (loaded by the stage) or None. Raises JmemError for an unknown rule.
     """
-    methods = check_methods(cfg, run.canaries is not None and bool(run.canaries.any()))
-    n = run.labels_train.size
-    user = removal.load_removal(cfg.remove, n) if cfg.remove else None
-    sel_rows, infl_rows = split_rows(run.model_rates, run.keep.shape[0],
-                                     scoring.primary_rows(run, opt.rate), cfg.cross_fit)
-    cross = {"enabled": cfg.cross_fit, "selection_models": int(sel_rows.size),
-             "influence_models": int(infl_rows.size), "spearman_mem": None, "jaccard": {}}
-    if cfg.cross_fit:
-        s_sel, results = half_selection(run, sel_rows, opt)
-        chosen = {m: (np.asarray(results[m].selected, bool), results[m].to_dict()) for m in methods}
-        s_infl, other = half_selection(run, infl_rows, opt)
-        mem = s_sel.mem
-        pair_train, pair_test = influence_pairs(run, infl_rows, s_infl.mem, opt)
-        cross["spearman_mem"] = reliability.spearman(s_sel.mem, s_infl.mem)[0]
-        cross["jaccard"] = {m: reliability.jaccard(chosen[m][0], other[m].selected) for m in methods}
-    else:
-        mem, chosen, pair_train, pair_test = read_scored(run_dir, methods, n)
-
-    candidates = [Candidate(m, m, None, chosen[m][0], chosen[m][1], f"retrain.methods: {m}")
-                  for m in methods]
-    candidates += [Candidate(f"sweep:{tau:g}", None, tau, removal.at_least(mem, tau),
-                             {"threshold": tau, "score": "mem"}, f"retrain.sweep: mem >= {tau:g}")
-                   for tau in cfg.sweep]
+    has_canaries = run.canaries is not None and bool(run.canaries.any())
+    methods = check_methods(cfg, has_canaries)
+    sel_rows, infl_rows = pool_rows(run, cfg.pools)
+    groups = scoring.rate_groups(run)
+    main = scoring.main_rate(groups, opt)
+    eligible = scoring.eligible_examples(run)
+    options = scoring.selection_options(opt)
+    # Scores of every pool at every rate: each selection below reads one of them.
+    pool_scores = [{rate: scoring.rate_scores(run, _at_rate(run, rows, rate), opt) for rate in groups}
+                   for rows in sel_rows]
+    record = {"pools": cfg.pools, "models_per_pool": [int(r.size) for r in sel_rows],
+              "spearman_mem": {}}
+    if cfg.pools == 2:
+        for rate in groups:
+            record["spearman_mem"][f"{rate:g}"] = reliability.spearman(pool_scores[0][rate].mem,
+                                                                       pool_scores[1][rate].mem)[0]
+    candidates = []
+    for m in methods:
+        results = [scoring.select_all(ps[main], run.canaries if has_canaries else None, opt)[m] for ps in pool_scores]
+        candidates.append(_candidate(f"method:{m}", "method", [r.selected for r in results], main,
+                                     [r.to_dict() for r in results], f"retrain.methods: {m}", infl_rows, run, opt,
+                                     method=m))
+    for tau in cfg.sweep:
+        sets = [removal.at_least(ps[main].mem, tau) & eligible for ps in pool_scores]
+        candidates.append(_candidate(f"sweep:{tau:g}", "sweep", sets, main,
+                                     [{"threshold": tau, "score": "mem"}] * cfg.pools,
+                                     f"retrain.sweep: mem >= {tau:g}", infl_rows, run, opt, tau=tau))
     if user is not None:
-        candidates.append(Candidate("user", None, None, user, {"path": cfg.remove},
-                                    f"retrain.remove={cfg.remove!r}"))
-    rates = None
+        candidates.append(_candidate("user", "user", [user & eligible] * cfg.pools, main,
+                                     [{"path": cfg.remove, "canaries_dropped": int((user & ~eligible).sum())}] * cfg.pools,
+                                     f"retrain.remove={cfg.remove!r}", infl_rows, run, opt))
+    rates, k = None, None
     if cfg.ablation:
         rates = ablation_rates(run)
-        for key, res in ablation_selections(run, sel_rows, opt).items():
-            name = cell_group(key)
-            candidates.append(Candidate(name, None, None, np.asarray(res.selected, bool),
-                                        {**res.to_dict(), "cell": protocols.Protocol(*key, False).levels},
-                                        f"retrain.ablation: cell {name}"))
-    return Selections(candidates, mem, pair_train, pair_test, cross, rates)
+        low, high = rates
+        cells = [protocols.cell_selections(ps, low, high, options, eligible) for ps in pool_scores]
+        for key in cells[0]:
+            cell = protocols.Protocol(*key, False)
+            results = [c[key] for c in cells]
+            candidates.append(_candidate(
+                f"cell:{cell.name}", "cell", [r.selected for r in results], high if key[0] else low,
+                [{**r.to_dict(), "rule": options.describe(cell.rule)} for r in results],
+                f"retrain.ablation: cell {cell.name}", infl_rows, run, opt, key=key))
+        jmem = [protocols.apply_rule("fdr", ps[high], options, eligible) for ps in pool_scores]
+        candidates.append(_candidate("jmem", "jmem", [r.selected for r in jmem], high,
+                                     [r.to_dict() for r in jmem], "jmem's rule (Fisher + BH) at the high rate",
+                                     infl_rows, run, opt))
+        if cfg.size_matched:
+            fz_sizes = [int(c[protocols.FZ.selection_key].selected.sum()) for c in cells]
+            k = cfg.matched_k or int(round(float(np.mean(fz_sizes))))
+            candidates += _size_matched(run, pool_scores, rates, k, cfg, eligible, infl_rows, opt)
+    return Selections(candidates, sel_rows, k, rates, record,
+                      np.stack([ps[main].mem for ps in pool_scores]))
+
+
+def _size_matched(run, pool_scores, rates, k, cfg, eligible, infl_rows, opt) -> list[Candidate]:
+    """The size-matched cells (each (rate, definition)'s own top k) and the two protocols'
+    removal curves (top m*k for m in ``retrain.curve``)."""
+    out = []
+    if k == 0:
+        return out
+    low, high = rates
+    sets = [protocols.size_matched_selections(ps, low, high, k, eligible) for ps in pool_scores]
+    for key in sets[0]:
+        name = {(False, False): "fz", (True, True): "corrected"}.get(key, "+".join(
+            f for f, on in zip(("rate", "definition"), key) if on))
+        score = "fractional" if key[1] else "mem"
+        out.append(_candidate(f"matched:{name}", "matched", [s[key] for s in sets], high if key[0] else low,
+                              [{"k": k, "score": score, "rate": high if key[0] else low}] * len(sets),
+                              f"retrain.size_matched: top {k} by {score} at rate {high if key[0] else low:g}",
+                              infl_rows, run, opt, key=key))
+    for key, protocol in (((False, False), "fz"), ((True, True), "corrected")):
+        rate = high if key[0] else low
+        score = "fractional" if key[1] else "mem"
+        for m in cfg.curve:
+            size = max(1, int(round(m * k)))
+            chosen = [protocols.top_k(getattr(ps[rate], score), size, eligible) for ps in pool_scores]
+            out.append(_candidate(f"curve:{protocol}:{m:g}", "curve", chosen, rate,
+                                  [{"k": size, "multiple": m, "score": score, "rate": rate}] * len(chosen),
+                                  f"retrain.curve: top {size} by {score} at rate {rate:g}",
+                                  infl_rows, run, opt, key=key))
+    return out

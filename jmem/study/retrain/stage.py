@@ -1,14 +1,20 @@
 """``jmem retrain``: the stage that runs the removal experiment on a scored run directory.
 
-1. reads the scored run and selects the removal sets (:mod:`.selection`);
-2. builds the arms (:mod:`.design`);
+1. reads the scored run (diverged estimation models left out) and selects the removal sets
+   of every pool (:mod:`.selection`);
+2. builds the arms (:mod:`.design`): never a canary removed, never a canary drawn;
 3. trains every arm x seed as one row of a keep matrix with the wave runner
    (:mod:`jmem.study.waves`: waves, checkpoints, SIGTERM, resume, the lock) into
-   ``RUN_DIR/retrain/``;
-4. measures every model on every test set (:mod:`.measurement`) and compares the arms
-   (:mod:`.statistics`);
-5. writes ``retrain_models.csv``, ``verdict.txt`` (:mod:`.verdict`), ``ablation.json`` and
-   ``retrain.json`` (last: it marks a complete experiment; README, "Removal experiment").
+   ``RUN_DIR/retrain/``, on the dataset's **true labels** (the canaries' re-drawn labels were
+   the estimation run's instrument) with the coupled data order (``retrain.data_order``);
+4. measures every model on every test set (:mod:`.measurement`) and computes the headline
+   family, the factor effects and the exploratory comparisons (:mod:`.statistics`);
+5. writes ``retrain_models.csv``, ``verdict.txt`` (:mod:`.verdict`: gates, then words),
+   ``ablation.json`` and ``retrain.json`` (last: it marks a complete experiment).
+
+Provenance: ``retrain/keep.npy`` (bool[M, N], which examples each retrained model saw),
+``retrain/labels_train.npy`` (int32[N], the labels they saw: the dataset's own) and
+``retrain/model_ids.npy`` (int64[M]).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from jmem.config import Config, RetrainConfig, ScoreConfig
 from jmem.data.dataset import Dataset
 from jmem.errors import JmemError
 from jmem.jsonable import to_jsonable
-from jmem.scores import paired
+from jmem.data import removal
 from jmem.study import faults, integrity, rundir, scoring, training, waves
 from jmem.study.retrain import measurement, selection, statistics, verdict
 from jmem.study.retrain.design import MODEL_ID_OFFSET, Design, build_design
@@ -35,6 +41,7 @@ RETRAIN_DIR = "retrain"
 CONFIG = "config.json"            # the resolved retrain section (written last of the inputs)
 KEEP = "keep.npy"                 # bool[M, N], row = arm x seed
 MODEL_IDS = "model_ids.npy"       # int64[M]
+LABELS = "labels_train.npy"       # int32[N], the labels the retrained models saw (true ones)
 MODELS_CSV = "retrain_models.csv"
 VERDICT = "verdict.txt"
 
@@ -56,9 +63,13 @@ def load_scored_run(run_dir) -> tuple[Config, scoring.RunArrays, ScoreConfig]:
     return config, scoring.load_run(d), scoring.recorded_options(d)
 
 
-def retrain_dataset(run_dir, config: Config, run: scoring.RunArrays, dataset: Dataset | None) -> Dataset:
-    """The dataset the estimation models saw: labels from labels_train.npy (canaries
-    included) and the same extra test sets (test_clean attached as ``jmem train`` does)."""
+def retrain_dataset(run_dir, config: Config, run: scoring.RunArrays, dataset: Dataset | None) -> tuple[Dataset, np.ndarray]:
+    """(the dataset the retrained models see, clean bool[T]): the dataset's own labels, never
+    the canaries' re-drawn ones; the same extra test sets as the estimation run (test_clean
+    attached as ``jmem train`` does); ``clean`` marks the leakage-free examples of the main
+    test set (all True without a leakage-free test set)."""
+    from jmem.data import leakage as leak
+    from jmem.data.leakage.clean import clean_test_mask
     from jmem.study.leakage import attach_clean_test, leaked_in_run
 
     if dataset is None:
@@ -68,10 +79,19 @@ def retrain_dataset(run_dir, config: Config, run: scoring.RunArrays, dataset: Da
     # The leakage-free test set drops the test examples the training stage found leaked
     # (duplicates.csv): detecting them again would repeat its work (with leakage.features,
     # training a model).
-    dataset = attach_clean_test(config, dataset, lambda: leaked_in_run(run_dir, dataset.num_test))
+    known = (lambda: leaked_in_run(run_dir, dataset.num_test))
+    dataset = attach_clean_test(config, dataset, known)
+    clean = np.ones(dataset.num_test, bool)
+    if config.leakage.clean_test:
+        clean = clean_test_mask(dataset, None if dataset.name in leak.KNOWN_LIST_ROWS else known())
     if dataset.num_train != run.labels_train.size:
         raise JmemError(f"dataset {dataset.name!r} has {dataset.num_train} training examples; the "
                         f"run has {run.labels_train.size}")
+    canary = run.canaries if run.canaries is not None else np.zeros(dataset.num_train, bool)
+    changed = np.flatnonzero((dataset.y_train != run.labels_train) & ~canary)
+    if changed.size:
+        raise JmemError(f"dataset {dataset.name!r}: training label {int(changed[0])} differs from the "
+                        f"run's labels_train.npy (and it is no canary): the data changed since training")
     if not np.array_equal(dataset.y_test, run.test_sets["test"][1]):
         raise JmemError(f"dataset {dataset.name!r}: test labels differ from the run's labels_test.npy")
     if sorted(dataset.extra_tests) != sorted(k for k in run.test_sets if k != "test"):
@@ -81,14 +101,25 @@ def retrain_dataset(run_dir, config: Config, run: scoring.RunArrays, dataset: Da
         if not np.array_equal(labels, run.test_sets[name][1]):
             raise JmemError(f"dataset {dataset.name!r}: test set {name!r} differs from the run's "
                             f"{rundir.labels_extra_name(name)}")
-    return dataclasses.replace(dataset, y_train=np.asarray(run.labels_train, np.int32))
+    if "test_clean" in run.test_sets and int(clean.sum()) != run.test_sets["test_clean"][1].size:
+        raise JmemError(f"the leakage-free test set has {int(clean.sum())} examples now; the run's has "
+                        f"{run.test_sets['test_clean'][1].size}")
+    return dataclasses.replace(dataset, y_train=np.asarray(dataset.y_train, np.int32)), clean
 
 
-def _recorded(cfg: RetrainConfig, seed: int) -> dict:
-    return {"seed": seed, "retrain": config_lib.to_dict(cfg)}
+def _recorded(cfg: RetrainConfig, seed: int, scores: str = "") -> dict:
+    """What the experiment depends on besides its keep matrix: its settings, the seed and
+    the checksum of the scores it selected from (a re-scored run is a different experiment)."""
+    return {"seed": seed, "retrain": config_lib.to_dict(cfg), "scores_sha256": scores}
 
 
-def _check_retrain_dir(out: Path, cfg: RetrainConfig, seed: int, keep: np.ndarray) -> bool:
+def scores_fingerprint(run_dir) -> str:
+    """sha256 over scores.csv and thresholds.json: which scoring a retrain or report used."""
+    d = Path(run_dir)
+    return integrity.text_sha256(integrity.file_sha256(d / rundir.SCORES) + integrity.file_sha256(d / rundir.THRESHOLDS))
+
+
+def _check_retrain_dir(out: Path, cfg: RetrainConfig, seed: int, keep: np.ndarray, scores: str) -> bool:
     """Refuse a retrain/ holding another experiment; True if it holds this one."""
     if not out.exists():
         return False
@@ -97,9 +128,12 @@ def _check_retrain_dir(out: Path, cfg: RetrainConfig, seed: int, keep: np.ndarra
         if not all(p.name in partial or waves.is_tmp(p.name) for p in out.iterdir()):
             raise JmemError(f"{str(out)!r} is not empty and holds no {CONFIG}; delete it")
         return False
-    difference = config_lib.first_difference(rundir.load_json(out / CONFIG), _recorded(cfg, seed),
+    difference = config_lib.first_difference(rundir.load_json(out / CONFIG), _recorded(cfg, seed, scores),
                                              ignore=(), ignore_sections=())
     if difference:
+        if difference.startswith("scores_sha256"):
+            raise JmemError(f"{str(out)!r} was computed from other scores (the run was re-scored since); "
+                            f"delete it to retrain from the current ones")
         raise JmemError(f"{str(out)!r} holds a different removal experiment ({difference}); "
                         "delete it or use the same retrain settings")
     stored = rundir.load_array(out / KEEP)
@@ -128,23 +162,26 @@ def run_retrain(run_dir, overrides: list[str] = (), dataset: Dataset | None = No
     if parallel.process_count() > 1:
         raise JmemError("jmem retrain runs in one process (its waves fit one host); drop the "
                         "multi-process flags")
+    run = scoring.without_diverged(run)
     labels_test = run.test_sets["test"][1]
     num_classes = int(max(run.labels_train.max(), labels_test.max())) + 1
     # Bad input fails here, cheaply, before any file is written.
-    chosen = selection.select(run_dir, run, cfg, opt)
-    design = build_design(
-        chosen.candidates, run.labels_train, num_classes, mem=chosen.mem,
-        pair_train=chosen.pair_train, pair_test=chosen.pair_test, num_test=labels_test.shape[0],
-        seeds=cfg.seeds, seed=config.seed, lowest=cfg.lowest, ablation_rates=chosen.ablation_rates)
-    dataset = retrain_dataset(run_dir, config, run, dataset)
-    job = waves.Job(dataset, design.keep, config.model, config.train, config.seed, design.model_ids)
+    user = removal.load_removal(cfg.remove, run.labels_train.size) if cfg.remove else None
+    chosen = selection.select(run, cfg, opt, user)
+    dataset, clean = retrain_dataset(run_dir, config, run, dataset)
+    design = build_design(chosen.candidates, dataset.y_train, num_classes,
+                          eligible=scoring.eligible_examples(run), score=chosen.mem,
+                          seeds=cfg.seeds, seed=config.seed, lowest=cfg.lowest)
+    train_cfg = dataclasses.replace(config.train, data_order=cfg.data_order)
+    job = waves.Job(dataset, design.keep, config.model, train_cfg, config.seed, design.model_ids)
+    fingerprint = scores_fingerprint(run_dir)
     out = run_dir / RETRAIN_DIR
     devices = parallel.local_devices(execution.devices)
     with waves.StopRequest() as stop_request, contextlib.ExitStack() as lock:
-        resuming = _check_retrain_dir(out, cfg, config.seed, job.keep)
+        resuming = _check_retrain_dir(out, cfg, config.seed, job.keep, fingerprint)
         out.mkdir(parents=True, exist_ok=True)
         lock.enter_context(waves.workdir_lock(out))
-        resuming = _check_retrain_dir(out, cfg, config.seed, job.keep)
+        resuming = _check_retrain_dir(out, cfg, config.seed, job.keep, fingerprint)
         waves.remove_stale_tmp(out)
         if resuming and (out / rundir.RETRAIN).exists():
             waves.cleanup(out)
@@ -156,8 +193,9 @@ def run_retrain(run_dir, overrides: list[str] = (), dataset: Dataset | None = No
         if not resuming:
             rundir.save_array(out / KEEP, job.keep)
             rundir.save_array(out / MODEL_IDS, job.model_ids)
+            rundir.save_array(out / LABELS, np.asarray(dataset.y_train, np.int32))
             faults.point("inputs")
-            rundir.save_json(out / CONFIG, _recorded(cfg, config.seed))
+            rundir.save_json(out / CONFIG, _recorded(cfg, config.seed, fingerprint))
         done = waves.finished_models(out, job.num_models)
         if done.any():
             log(f"{out}: resuming, {int(done.sum())} of {done.size} models already trained")
@@ -166,100 +204,101 @@ def run_retrain(run_dir, overrides: list[str] = (), dataset: Dataset | None = No
         trained = waves.train_pending(job, out, wave_size, done, execution=execution,
                                       stop_request=stop_request, progress=progress, log=log)
         train_seconds = time.perf_counter() - t0
-        text = finish(out, design, chosen.cross_fit, job.keep, cfg, config.seed)
+        text = finish(out, design, chosen, job.keep, cfg, config, clean,
+                      rundir.load_json(run_dir / rundir.THRESHOLDS), int(run.canaries.sum()) if run.canaries is not None else 0)
     return {"retrain_dir": str(out), "models": job.num_models, "trained_now": trained,
             "train_seconds": round(train_seconds, 2),
             "models_per_second": round(trained / train_seconds, 2) if train_seconds > 0 and trained else None,
             "seconds": round(time.perf_counter() - began, 2), "verdict": text}
 
 
-def finish(out: Path, design: Design, cross_fit: dict, keep: np.ndarray, cfg: RetrainConfig,
-           seed: int) -> str:
-    """Margins arrays, then retrain_models.csv, verdict.txt and retrain.json (last: it marks
-    a complete experiment), then the waves and checkpoints go. Returns the verdict."""
+def finish(out: Path, design: Design, chosen: selection.Selections, keep: np.ndarray, cfg: RetrainConfig,
+           config: Config, clean: np.ndarray, thresholds: dict, canaries: int) -> str:
+    """Margins arrays, then retrain_models.csv, verdict.txt, ablation.json and retrain.json
+    (last: it marks a complete experiment), then the waves and checkpoints go. Returns the
+    verdict."""
     assembled = waves.assemble(out, keep.shape[0])
     margins_train = rundir.load_array(out / rundir.MARGINS_TRAIN, mmap=True)
-    outcomes = measurement.outcomes_from_arrays(assembled.arrays, margins_train, keep)
+    outcomes = measurement.outcomes_from_arrays(assembled.arrays, margins_train, keep, clean)
     num_examples = keep.shape[1]
-    comparisons = statistics.compare_arms(design, outcomes, seed, cfg.resamples)
+    seed = config.seed
+    comparisons = statistics.compare_all(design, outcomes, seed, cfg.resamples, cfg.alpha)
     accuracy = statistics.arm_accuracies(design, outcomes, seed, cfg.resamples)
     share = statistics.shares(design, outcomes, seed, cfg.resamples)
-    excluded = int(outcomes.diverged.sum())
-    ablation = statistics.ablation_record(design, outcomes, seed, cfg.resamples) if cfg.ablation else None
-    text = verdict.verdict_text(design, comparisons, share, num_examples, excluded, ablation)
-    if ablation is not None:
-        rundir.save_json(out / rundir.ABLATION, ablation)
+    head, gate_results, words = None, {}, {}
+    if cfg.ablation:
+        head = statistics.headline(design, outcomes, cfg.alpha, seed, cfg.resamples)
+        gate_results = verdict.gates(design, head, thresholds.get("by_rate") or {}, chosen.ablation_rates, cfg)
+        text, words = verdict.verdict_text(design, head, gate_results, chosen.ablation_rates,
+                                           config.data.name, num_examples, canaries)
+        rundir.save_json(out / rundir.ABLATION, to_jsonable({
+            "rates": chosen.ablation_rates, "matched_k": chosen.matched_k, "headline": head,
+            "gates": gate_results, "words": words}))
+    else:
+        text = ("Removal comparisons (selected vs class-matched random, pp, interval for new seeds, test "
+                "data" + (" and selections" if design.pools == 2 else "") + "):\n"
+                + verdict.methods_text(comparisons) + "\n")
     rundir.save_text(out / MODELS_CSV, models_csv(design, outcomes))
     rundir.save_text(out / VERDICT, text)
     rundir.save_json(out / rundir.RETRAIN,
-                     record(design, outcomes, comparisons, accuracy, share, cross_fit, cfg,
-                            num_examples, text))
+                     record(design, outcomes, comparisons, accuracy, share, chosen, cfg, num_examples,
+                            text, head, gate_results, words))
     faults.point("cleanup")
     waves.cleanup(out)
     return text
 
 
 def models_csv(design: Design, outcomes: Outcomes) -> str:
-    """One row per retrained model: arm, seed, model id, removed count, diverged, final loss,
-    training accuracy (kept examples), and the accuracy on every test set (influenced / rest:
-    the arm's group's; empty for ``full`` and empty T_h)."""
-    names = measurement.test_set_names(outcomes)
-    header = ["row", "arm", "kind", "seed", "model_id", "removed", "diverged", "final_loss",
+    """One row per retrained model: arm, pool, seed, model id, removed count, diverged, final
+    loss, training accuracy (kept examples), and the accuracy on the test set, the leakage-free
+    test set and every extra test set."""
+    names = [t for t in measurement.test_set_names(outcomes) if t not in ("influenced", "rest")]
+    header = ["row", "arm", "kind", "pool", "seed", "model_id", "removed", "diverged", "final_loss",
               "train_accuracy", *[f"{t}_accuracy" for t in names]]
     lines = [",".join(header)]
     ids = design.model_ids
     for arm in design.arms:
         for s, r in enumerate(design.rows(arm.name)):
-            cells = [str(r), arm.name, arm.kind, str(s), str(int(ids[r])), str(int(arm.removed[s].sum())),
-                     str(int(outcomes.diverged[r])), f"{float(outcomes.final_loss[r]):.6g}",
-                     f"{float(outcomes.train_accuracy[r]):.6g}"]
+            cells = [str(r), arm.name, arm.kind, str(arm.pool), str(s), str(int(ids[r])),
+                     str(int(arm.removed[s].sum())), str(int(outcomes.diverged[r])),
+                     f"{float(outcomes.final_loss[r]):.6g}", f"{float(outcomes.train_accuracy[r]):.6g}"]
             for t in names:
-                if t in ("influenced", "rest") and (arm.group is None):
-                    cells.append("")
-                    continue
-                cols = measurement.columns(design, outcomes, t, arm.group)[r]
-                cells.append(f"{float(cols.mean()):.6g}" if cols.size else "")
+                if t in ("test", "test_clean"):
+                    row = outcomes.correct["test"][r][measurement.subset_mask(design, outcomes, t, None, 0)]
+                else:
+                    row = outcomes.correct[t][r]
+                cells.append(f"{float(row.mean()):.6g}" if row.size else "")
             lines.append(",".join(cells))
     return "\n".join(lines) + "\n"
 
 
-def record(design: Design, outcomes: Outcomes, comparisons: list[dict], accuracy: dict,
-           share: dict, cross_fit: dict, cfg: RetrainConfig, num_examples: int, text: str) -> dict:
-    """The content of retrain.json (schema in the README)."""
+def record(design: Design, outcomes: Outcomes, comparisons: list[dict], accuracy: dict, share: dict,
+           chosen: selection.Selections, cfg: RetrainConfig, num_examples: int, text: str,
+           head: dict | None, gate_results: dict, words: dict) -> dict:
+    """The content of retrain.json (schema in docs/run-directory.md)."""
     arms = []
     for arm in design.arms:
         rows = design.rows(arm.name)
-        arms.append({"name": arm.name, "kind": arm.kind, "method": arm.method, "tau": arm.tau,
-                     "group": arm.group, "removed": arm.count,
-                     "removed_fraction": arm.count / num_examples,
+        arms.append({"name": arm.name, "kind": arm.kind, "group": arm.group, "pool": arm.pool,
+                     "removed": arm.count, "removed_fraction": arm.count / num_examples,
                      "rows": [int(rows[0]), int(rows[-1]) + 1],
                      "diverged": int(outcomes.diverged[rows].sum())})
-    train_accuracy = {}
-    for arm in design.arms:
-        rows = design.rows(arm.name)
-        healthy = ~outcomes.diverged[rows]
-        train_accuracy[arm.name] = (paired.PP * float(np.mean(outcomes.train_accuracy[rows][healthy]))
-                                    if healthy.any() else None)
     return to_jsonable({
-        "seeds": design.seeds,
-        "methods": list(cfg.method_list),
-        "sweep": list(cfg.sweep),
-        "remove": cfg.remove or None,
-        "num_examples": num_examples,
-        "model_id_offset": MODEL_ID_OFFSET,
-        "cross_fit": cross_fit,
-        "groups": {name: g.info for name, g in design.groups.items()},
+        "seeds": design.seeds, "pools": design.pools,
+        "methods": list(cfg.method_list), "sweep": list(cfg.sweep), "remove": cfg.remove or None,
+        "num_examples": num_examples, "model_id_offset": MODEL_ID_OFFSET,
+        "data_order": cfg.data_order, "labels": "the dataset's own (canaries never used)",
+        "selection": chosen.record, "matched_k": chosen.matched_k, "ablation_rates": chosen.ablation_rates,
+        "groups": {name: {**g.info, "kind": g.kind, "key": g.key} for name, g in design.groups.items()},
         "skipped": design.skipped,
         "arms": arms,
         "test_sets": measurement.test_set_names(outcomes),
-        "test_set_sizes": {k: int(v.shape[1]) for k, v in outcomes.correct.items()},
+        "test_set_sizes": {"test": int(outcomes.clean.size), "test_clean": int(outcomes.clean.sum()),
+                           **{k: int(v.shape[1]) for k, v in outcomes.correct.items()
+                              if k not in ("test", "test_clean")}},
         "accuracy": accuracy,
-        "train_accuracy": train_accuracy,
-        "comparisons": [{"name": e["name"], "a": e["a"], "b": e["b"], "test_set": e["test_set"],
-                         "group": e["group"], "method": e["method"], "tau": e["tau"],
-                         "direction": verdict.direction(e["comparison"]),
-                         "holm_family_size": e.get("family_size", 1),
-                         **e["comparison"].to_json()} for e in comparisons],
+        "headline": head, "gates": gate_results, "words": words,
+        "comparisons": comparisons,
         "share_of_change": share,
         "excluded_diverged": int(outcomes.diverged.sum()),
         "resamples": cfg.resamples,

@@ -1,27 +1,46 @@
-"""The statistics of the removal experiment (pure numpy): accuracies per arm, paired
-comparisons, Feldman & Zhang's share of change, the factorial ablation.
+"""The statistics of the removal experiment (pure numpy): comparisons with intervals that
+generalise, the factorial effects of the four corrections, the headline family, arm
+accuracies, F&Z's share of change, how well the arms pair.
 
-Arms are compared paired over seeds with :mod:`jmem.scores.paired`. Diverged models are left
-out of every statistic (a comparison uses the seeds where neither arm diverged). Every
-random draw comes from a numpy stream keyed by what it is for (:func:`stat_generator`), so a
-statistic never changes when another is added.
+Every comparison is ``selected minus baseline`` over pools x seeds x test examples
+(:func:`jmem.study.retrain.measurement.paired_differences`). Its **decisive interval** is the
+generalising one (:func:`jmem.scores.generalising.crossed_interval`: new seeds, new test
+examples and, with two pools, a new estimation run's selection); the **seed-only** interval
+(bootstrap over the seeds, test set and selection fixed) is kept as a labelled secondary
+figure. Differences are in percentage points.
+
+**Factor effects** (:func:`factor_effects`): for a factor, every pair of cells that differ in
+that factor alone gives a simple effect (its d arrays subtracted, so the design is kept); the
+main effect is their mean. Cells that select nothing are *not estimable* and leave the pairs
+that need them out (never entered as 0); a factor whose levels give identical removal sets
+and test sets in every estimable pair (leakage where no duplicate was found; the threshold
+under size matching) is *not estimable* and dropped.
+
+**The headline family** (:func:`headline`): the two protocols, each on the test set and the
+leakage-free test set, and the estimable main effects (as defined and size-matched),
+Holm-adjusted together at ``retrain.alpha``; their decision intervals are at the Bonferroni
+level ``1 - alpha / m`` and their minimum detectable effects at ``alpha / m``, so the words
+and the power figure rest on the same interval. Everything else is exploratory.
+
+Every random draw comes from a numpy stream keyed by what it is for (:func:`stat_generator`).
 """
 
 from __future__ import annotations
 
-import math
-import warnings
+import itertools
 import zlib
 
 import numpy as np
 
 from jmem import rng
-from jmem.errors import JmemError
-from jmem.jsonable import to_jsonable
-from jmem.scores import paired, protocols
-from jmem.study.retrain.design import (ABLATION_PREFIX, SALT_ABLATION, SALT_ACCURACY, SALT_COMPARISON,
-                                       Design, cell_group)
-from jmem.study.retrain.measurement import Outcomes, columns, test_set_names
+from jmem.scores import generalising, paired, protocols
+from jmem.study.retrain.design import SALT_ACCURACY, SALT_COMPARISON, Design, arm_name
+from jmem.study.retrain.measurement import (Outcomes, arms_of, healthy_seeds, paired_differences,
+                                            subset_mask, test_set_names)
+
+PP = 100.0
+FZ_KEY = protocols.FZ.selection_key
+CORRECTED_KEY = protocols.CORRECTED.selection_key
 
 
 def stat_generator(seed: int, salt: int, *names: str) -> np.random.Generator:
@@ -29,157 +48,252 @@ def stat_generator(seed: int, salt: int, *names: str) -> np.random.Generator:
     return rng.numpy_stream(seed, "retrain", salt, zlib.crc32("|".join(names).encode()))
 
 
-def _accuracy_entry(acc: np.ndarray, resamples: int, generator) -> dict:
-    if acc.size == 0:
-        return {"mean": None, "ci_low": None, "ci_high": None, "n_models": 0}
-    low, high = paired.bootstrap_mean_ci(paired.PP * acc, resamples=resamples, rng=generator)
-    return {"mean": paired.PP * float(acc.mean()), "ci_low": low, "ci_high": high,
-            "n_models": int(acc.size)}
+def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
+    if a.size < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
 
+
+def summarize(d: np.ndarray, acc_a: np.ndarray | None, acc_b: np.ndarray | None, *, level: float,
+              resamples: int, generator: np.random.Generator) -> dict:
+    """One comparison's record: estimate, the generalising interval at ``level`` with its
+    p-value, df and variance shares, the seed-only interval (95%, labelled), and how well the
+    arms paired (correlation of their per-seed accuracies, spreads)."""
+    ci = generalising.crossed_interval(d, level)
+    per_seed = d.mean(axis=2).ravel()  # the accuracy difference of each (pool, seed)
+    low, high = paired.bootstrap_mean_ci(PP * per_seed, resamples=resamples, rng=generator)
+    out = {**ci.to_json(PP), "p": generalising.p_value(ci),
+           "seed_only": {"ci_low": low, "ci_high": high, "level": 0.95,
+                         "note": "seeds resampled; test set and selection held fixed"},
+           "n_seeds": int(d.shape[1])}
+    if acc_a is not None:
+        a, b = acc_a.ravel(), acc_b.ravel()
+        out.update(mean_a_pp=PP * float(a.mean()), mean_b_pp=PP * float(b.mean()),
+                   pairing={"correlation": _corr(a, b), "sd_diff_pp": PP * float(np.std(a - b, ddof=1)),
+                            "sd_arm_pp": PP * float(np.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2))})
+    return out
+
+
+def with_mde(record: dict, d: np.ndarray, alpha: float) -> dict:
+    """``record`` with the minimum detectable effect (pp, 80% power) at two-sided ``alpha``."""
+    ci = generalising.crossed_interval(d, 1 - alpha)
+    return {**record, "mde_pp": PP * generalising.minimum_detectable_effect(ci.se, ci.df, alpha),
+            "mde_alpha": alpha}
+
+
+# ---------------------------------------------------------------------------------------------
+# Exploratory comparisons: every group
+# ---------------------------------------------------------------------------------------------
+
+def comparison_plan(design: Design) -> list[tuple[str, str, str]]:
+    """(group, a kind, b kind) of every comparison, a minus b."""
+    plan = []
+    for g in design.groups.values():
+        kinds = {a.kind for a in design.arms if a.group == g.name}
+        pairs = [("selected", "matched")]
+        if "random" in kinds:
+            pairs.append(("selected", "random"))
+        pairs.append(("selected", "full"))
+        if "lowest" in kinds:
+            pairs.append(("lowest", "matched"))
+        plan += [(g.name, a, b) for a, b in pairs]
+    return plan
+
+
+def compare_all(design: Design, outcomes: Outcomes, seed: int, resamples: int, alpha: float) -> list[dict]:
+    """Every planned comparison on every test set, at level 0.95 (exploratory)."""
+    entries = []
+    for group, a, b in comparison_plan(design):
+        for test_set in test_set_names(outcomes):
+            out = paired_differences(design, outcomes, group, a, b, test_set)
+            if out is None:
+                continue
+            d, acc_a, acc_b = out
+            rec = summarize(d, acc_a, acc_b, level=0.95, resamples=resamples,
+                            generator=stat_generator(seed, SALT_COMPARISON, group, a, b, test_set))
+            entries.append({"name": f"{group}: {a} vs {b}", "group": group, "a": a, "b": b,
+                            "test_set": test_set, **with_mde(rec, d, alpha)})
+    return entries
+
+
+# ---------------------------------------------------------------------------------------------
+# Factor effects
+# ---------------------------------------------------------------------------------------------
+
+def cell_groups(design: Design, kind: str) -> dict:
+    """{selection key: group name} of the groups of ``kind`` ("cell" or "matched")."""
+    return {g.key: g.name for g in design.groups.values() if g.kind == kind}
+
+
+def _cell_arrays(design: Design, outcomes: Outcomes, groups: dict, keys: list) -> tuple[dict, np.ndarray]:
+    """{key + (leakage,): d} of every estimable cell over common healthy seeds, and the seeds."""
+    names = [n for k in keys if k in groups for pair in arms_of(design, groups[k], "selected", "matched")
+             for n in pair]
+    seeds = healthy_seeds(design, outcomes, names)
+    cells = {}
+    for key in keys:
+        for leak in (False, True):
+            out = None
+            if key in groups and seeds.size >= 2:
+                out = paired_differences(design, outcomes, groups[key], "selected", "matched",
+                                         "test_clean" if leak else "test", seeds)
+            cells[key + (leak,)] = None if out is None else out[0]
+    return cells, seeds
+
+
+def factor_effects(design: Design, outcomes: Outcomes, kind: str, level: float = 0.95) -> list[dict]:
+    """The main effect of every factor, as defined (``kind="cell"``: rate, definition,
+    threshold, leakage) or size-matched (``kind="matched"``: rate, definition, leakage):
+    the mean simple effect (on minus off) over the pairs of estimable cells, each cell's
+    effect being ``selected minus matched random``. Each entry: {"factor", "estimand",
+    "status" ("estimable" or why not), "pairs", and the interval fields}."""
+    groups = cell_groups(design, kind)
+    factors = list(protocols.FACTORS) if kind == "cell" else ["rate", "definition", "leakage"]
+    width = len(factors) - 1  # the selection factors; leakage is the last key entry
+    keys = [tuple(k) for k in itertools.product((False, True), repeat=width)]
+    cells, _ = _cell_arrays(design, outcomes, groups, keys)
+    out = []
+    for f, factor in enumerate(factors):
+        entry = {"factor": factor, "estimand": "as defined" if kind == "cell" else "size-matched"}
+        pairs = []
+        for key in cells:
+            if key[f]:
+                off = key[:f] + (False,) + key[f + 1:]
+                if cells[key] is not None and cells[off] is not None:
+                    pairs.append((key, off))
+        if not pairs:
+            entry["status"] = "not estimable: every pair of cells it compares has an empty removal set"
+        elif all(_identical(design, groups, outcomes, on, off, f, len(factors)) for on, off in pairs):
+            entry["status"] = ("not estimable: no train-test duplicates were found, so both levels "
+                               "measure on the same test set" if factor == "leakage" else
+                               "not estimable: both levels select identical removal sets")
+        else:
+            d = np.mean([cells[on] - cells[off] for on, off in pairs], axis=0)
+            entry.update(status="estimable", pairs=len(pairs), _d=d,
+                         **{k: v for k, v in summarize(d, None, None, level=level, resamples=1000,
+                                                       generator=np.random.default_rng(0)).items()
+                            if k != "seed_only"})
+            entry["seed_only"] = _seed_only(d)
+        out.append(entry)
+    return out
+
+
+def _seed_only(d: np.ndarray) -> dict:
+    per_seed = PP * d.mean(axis=2).ravel()
+    low, high = paired.bootstrap_mean_ci(per_seed, resamples=2000, rng=np.random.default_rng(0))
+    return {"ci_low": low, "ci_high": high, "level": 0.95,
+            "note": "seeds resampled; test set and selection held fixed"}
+
+
+def _identical(design, groups, outcomes, on, off, f, num_factors) -> bool:
+    """True if cells ``on`` and ``off`` remove the same sets in every pool and measure on the
+    same test examples."""
+    if f == num_factors - 1:  # leakage: the same sets, a test set that differs only if duplicates exist
+        return bool(outcomes.clean.all())
+    return on[-1] == off[-1] and np.array_equal(design.groups[groups[on[:-1]]].removed,
+                                                design.groups[groups[off[:-1]]].removed)
+
+
+# ---------------------------------------------------------------------------------------------
+# The headline family
+# ---------------------------------------------------------------------------------------------
+
+def headline(design: Design, outcomes: Outcomes, alpha: float, seed: int, resamples: int) -> dict:
+    """The protocols' comparisons and the estimable main effects, Holm-adjusted together
+    (module docstring). Returns {"alpha", "m", "level", "protocols": [...], "effects": [...]};
+    each entry has ``p_holm``, the decision interval at ``level`` and ``mde_pp`` at alpha/m."""
+    protocol_entries = []
+    cells = cell_groups(design, "cell")
+    for key, label in ((FZ_KEY, "Feldman & Zhang"), (CORRECTED_KEY, "corrected")):
+        for test_set in ("test", "test_clean"):
+            entry = {"protocol": label, "group": cells.get(key), "test_set": test_set}
+            out = (paired_differences(design, outcomes, cells[key], "selected", "matched", test_set)
+                   if key in cells else None)
+            if out is None:
+                reason = design.skipped.get(f"cell:{protocols.Protocol(*key, False).name}", "no healthy seeds")
+                entry["status"] = f"not estimable: {reason}"
+            else:
+                entry.update(status="estimable", _d=out[0], _acc=(out[1], out[2]))
+            protocol_entries.append(entry)
+    effects = []
+    if cells:
+        effects += factor_effects(design, outcomes, "cell")
+    if cell_groups(design, "matched"):
+        effects += factor_effects(design, outcomes, "matched")
+    members = [e for e in protocol_entries + effects if e["status"] == "estimable"]
+    m = max(1, len(members))
+    level = 1 - alpha / m
+    for e in members:
+        acc = e.pop("_acc", (None, None))
+        d = e.pop("_d")
+        rec = summarize(d, *acc, level=level, resamples=resamples,
+                        generator=stat_generator(seed, SALT_COMPARISON, "headline", str(e.get("group")),
+                                                 e.get("test_set", ""), e.get("factor", "")))
+        e.update(with_mde(rec, d, alpha / m))
+    pvalues = [e["p"] for e in members]
+    for e, p_holm in zip(members, paired.holm(np.asarray(pvalues)) if members else []):
+        e["p_holm"] = float(p_holm)
+    for e in effects:
+        e.pop("_d", None)
+    return {"alpha": alpha, "m": len(members), "level": level,
+            "adjustment": f"Holm over the {len(members)} headline comparisons; intervals at the "
+                          f"Bonferroni level 1 - {alpha:g}/{m}",
+            "protocols": protocol_entries, "effects": effects}
+
+
+# ---------------------------------------------------------------------------------------------
+# Accuracies and shares
+# ---------------------------------------------------------------------------------------------
 
 def arm_accuracies(design: Design, outcomes: Outcomes, seed: int, resamples: int) -> dict:
-    """{arm: {test_set: {"mean", "ci_low", "ci_high" (pp, seed bootstrap), "n_models"}}}.
-
-    ``influenced`` / ``rest`` are the arm's own group's T_h and its complement; ``full``
-    has ``influenced:<group>`` / ``rest:<group>`` for every group instead.
-    """
-    names = test_set_names(outcomes)
+    """{arm: {test_set: {"mean", "ci_low", "ci_high" (pp, seed bootstrap), "n_models"}}} on the
+    main and leakage-free test sets and every extra one."""
+    names = [t for t in test_set_names(outcomes) if t not in ("influenced", "rest")]
     out = {}
     for arm in design.arms:
         rows = design.rows(arm.name)
         rows = rows[~outcomes.diverged[rows]]
         entry = {}
-        targets = ([(t, arm.group) for t in names] if arm.group else
-                   [(t, None) for t in names if t not in ("influenced", "rest")]
-                   + [(f"{t}:{g}", g) for g in design.groups for t in ("influenced", "rest")])
-        for label, group in targets:
-            base = label.split(":", 1)[0]
-            cols = columns(design, outcomes, base, group)[rows]
-            if cols.shape[1] == 0:
-                entry[label] = {"mean": None, "ci_low": None, "ci_high": None,
-                                "n_models": int(rows.size), "n_examples": 0}
+        for t in names:
+            if t in ("test", "test_clean"):
+                cols = outcomes.correct["test"][rows][:, subset_mask(design, outcomes, t, None, 0)]
+            else:
+                cols = outcomes.correct[t][rows]
+            if rows.size == 0 or cols.shape[1] == 0:
+                entry[t] = {"mean": None, "ci_low": None, "ci_high": None, "n_models": int(rows.size)}
                 continue
-            acc = cols.mean(axis=1)
-            entry[label] = {**_accuracy_entry(acc, resamples,
-                                              stat_generator(seed, SALT_ACCURACY, arm.name, label)),
-                            "n_examples": int(cols.shape[1])}
+            acc = PP * cols.mean(axis=1)
+            low, high = paired.bootstrap_mean_ci(acc, resamples=resamples,
+                                                 rng=stat_generator(seed, SALT_ACCURACY, arm.name, t))
+            entry[t] = {"mean": float(acc.mean()), "ci_low": low, "ci_high": high, "n_models": int(rows.size)}
         out[arm.name] = entry
     return out
 
 
-def comparison_plan(design: Design) -> list[tuple[str, str, str]]:
-    """(group, arm a, arm b) of every comparison, a minus b."""
-    plan = []
-    for g in design.groups.values():
-        arms = {a.kind: a.name for a in design.arms if a.group == g.name}
-        pairs = [("selected", "matched")]
-        if "random" in arms:
-            pairs += [("selected", "random")]
-        pairs += [("selected", "full"), ("matched", "full")]
-        if "random" in arms:
-            pairs += [("random", "full")]
-        if "lowest" in arms:
-            pairs += [("lowest", "matched")]
-        for ka, kb in pairs:
-            plan.append((g.name, arms[ka], "full" if kb == "full" else arms[kb]))
-    return plan
-
-
-def holm_family(entry: dict) -> tuple:
-    """The Holm family of a comparison: the same pair of arm kinds on the same test set
-    across the methods, or across the sweep points (any other group is its own family)."""
-    family = "sweep" if entry["tau"] is not None and entry["method"] is None else (
-        "method" if entry["method"] else entry["group"])
-    kinds = (entry["a"].rsplit(":", 1)[-1], entry["b"].rsplit(":", 1)[-1])
-    return family, kinds, entry["test_set"]
-
-
-def compare_arms(design: Design, outcomes: Outcomes, seed: int, resamples: int) -> list[dict]:
-    """Every planned comparison on every test set (paired over the seeds where neither arm
-    diverged), Holm-adjusted within families (:func:`holm_family`).
-
-    Returns entries {"name", "a", "b", "test_set", "group", "method", "tau", "comparison":
-    paired.Comparison, "family_size"}.
-    """
-    entries = []
-    for group, a, b in comparison_plan(design):
-        ra, rb = design.rows(a), design.rows(b)
-        ok = ~outcomes.diverged[ra] & ~outcomes.diverged[rb]
-        for test_set in test_set_names(outcomes):
-            ca = columns(design, outcomes, test_set, group)[ra[ok]]
-            cb = columns(design, outcomes, test_set, group)[rb[ok]]
-            if ca.shape[1] == 0 or ca.shape[0] < 2:
-                continue
-            with warnings.catch_warnings():  # Welch on near-constant arms: scipy's precision note
-                warnings.simplefilter("ignore", RuntimeWarning)
-                c = paired.compare(ca.mean(axis=1), cb.mean(axis=1), correct_a=ca, correct_b=cb,
-                                   resamples=resamples,
-                                   rng=stat_generator(seed, SALT_COMPARISON, a, b, test_set))
-            g = design.groups[group]
-            entries.append({"name": f"{a} vs {b}", "a": a, "b": b, "test_set": test_set,
-                            "group": group, "method": g.method, "tau": g.tau, "comparison": c})
-    families: dict = {}
-    for i, e in enumerate(entries):
-        families.setdefault(holm_family(e), []).append(i)
-    for members in families.values():
-        for i, c in zip(members, paired.adjust_holm([entries[i]["comparison"] for i in members])):
-            entries[i]["comparison"] = c
-            entries[i]["family_size"] = len(members)
-    return entries
-
-
 def shares(design: Design, outcomes: Outcomes, seed: int, resamples: int) -> dict:
     """F&Z's accounting per group: the share of (selected minus full) test-accuracy change
-    carried by the group's influenced test examples."""
+    carried by the group's influenced test examples (seeds of every pool together)."""
     out = {}
-    total = outcomes.correct["test"].shape[1]
+    test = outcomes.correct["test"]
+    total = test.shape[1]
     for g in design.groups.values():
-        size = int(g.influenced.sum())
-        entry = {"estimate": None, "low": None, "high": None, "influenced_size": size,
-                 "delta_influenced": None, "delta_all": None}
-        ra, rb = design.rows(f"{g.name}:selected"), design.rows("full")
-        ok = ~outcomes.diverged[ra] & ~outcomes.diverged[rb]
-        if size and ok.sum() >= 2:
-            test = outcomes.correct["test"]
-            sub = test[:, g.influenced]
-            r = paired.share_of_change(sub[ra[ok]].mean(1), sub[rb[ok]].mean(1),
-                                       test[ra[ok]].mean(1), test[rb[ok]].mean(1), size / total,
-                                       resamples=resamples,
-                                       rng=stat_generator(seed, SALT_COMPARISON, "share", g.name))
-            entry.update(estimate=r["estimate"], low=r["low"], high=r["high"],
-                         delta_influenced=r["delta_sub"], delta_all=r["delta_all"])
-        out[g.name] = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                       for k, v in entry.items()}
+        sub_a, sub_b, all_a, all_b, sizes = [], [], [], [], []
+        for p in range(design.pools):
+            ra, rb = design.rows(arm_name(g.name, "selected", p)), design.rows(arm_name(None, "full", p))
+            ok = ~outcomes.diverged[ra] & ~outcomes.diverged[rb]
+            mask = g.influenced[p]
+            sizes.append(int(mask.sum()))
+            if mask.any():
+                sub_a.append(test[ra[ok]][:, mask].mean(1))
+                sub_b.append(test[rb[ok]][:, mask].mean(1))
+                all_a.append(test[ra[ok]].mean(1))
+                all_b.append(test[rb[ok]].mean(1))
+        entry = {"estimate": None, "low": None, "high": None, "influenced_size": sizes}
+        if sub_a and sum(a.size for a in sub_a) >= 2:
+            r = paired.share_of_change(np.concatenate(sub_a), np.concatenate(sub_b), np.concatenate(all_a),
+                                       np.concatenate(all_b), float(np.mean(sizes)) / total,
+                                       resamples=resamples, rng=stat_generator(seed, SALT_COMPARISON, "share", g.name))
+            entry.update({k: (None if not np.isfinite(v) else float(v)) for k, v in
+                          (("estimate", r["estimate"]), ("low", r["low"]), ("high", r["high"]))})
+        out[g.name] = entry
     return out
-
-
-def ablation_record(design: Design, outcomes: Outcomes, seed: int, resamples: int) -> dict:
-    """The factorial ablation (``ablation.json``): every cell's paired removal effect, selected
-    minus class-matched random (pp), on the test set its leakage factor names, over the seeds
-    where no ablation model diverged; an empty removal set has effect 0 (nothing removed)."""
-    cell_arms = [a for a in design.arms if a.group and a.group.startswith(ABLATION_PREFIX)]
-    ok = np.ones(design.seeds, bool)
-    for arm in cell_arms:
-        ok &= ~outcomes.diverged[design.rows(arm.name)]
-    if ok.sum() < 2:
-        raise JmemError("the ablation has fewer than 2 seeds where no model diverged")
-    diffs = {}
-    for cell in protocols.all_protocols():
-        group = cell_group(cell.selection_key)
-        if group not in design.groups:  # selected nothing: removing nothing changes nothing
-            diffs[cell] = np.zeros(int(ok.sum()))
-            continue
-        correct = outcomes.correct["test_clean" if cell.leakage else "test"]
-        sel = correct[design.rows(f"{group}:selected")[ok]].mean(axis=1)
-        matched = correct[design.rows(f"{group}:matched")[ok]].mean(axis=1)
-        diffs[cell] = paired.paired_differences(sel, matched)
-    out = protocols.ablation_summary(diffs, resamples=resamples,
-                                     rng=stat_generator(seed, SALT_ABLATION, "ablation"))
-    for row in out["cells"]:
-        cell = protocols.Protocol.from_levels(row["levels"])
-        group = design.groups.get(cell_group(cell.selection_key))
-        row["removed"] = int(group.removed.sum()) if group is not None else 0
-        row["test_set"] = "test_clean" if cell.leakage else "test"
-    out["rates"] = list(design.ablation_rates)
-    out["excluded_seeds"] = int((~ok).sum())
-    return to_jsonable(out)
