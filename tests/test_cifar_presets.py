@@ -78,8 +78,8 @@ def test_small_variant_runs_end_to_end_on_mock_data(name, tmp_path, capsys):
     assert verdict.strip() and verdict.strip().splitlines()[0] in out
     if config.retrain.ablation:
         ablation = json.loads((workdir / "retrain" / rundir.ABLATION).read_text())
-        assert ablation["rates"] == [0.7, 0.95] and len(ablation["cells"]) == 16
-        assert "Ablation" in out
+        assert ablation["rates"] == [0.7, 0.95] and len(ablation["headline"]["protocols"]) == 4
+        assert "Gates:" in out
     else:
         assert not (workdir / "retrain" / rundir.ABLATION).exists()
 

@@ -209,12 +209,13 @@ def test_every_stage_takes_set_with_one_grammar(trained, tmp_path, capsys):
         assert message in capsys.readouterr().err
     assert run_cli("score", run, "--set", "score.fdr_q=0.2") == 0
     assert json.loads((run / rundir.THRESHOLDS).read_text())["options"]["fdr_q"] == 0.2
-    # the fixed method's selection does not depend on fdr_q: retrain/ still holds this experiment
+    # re-scored: the finished experiment came from other scores and is not reused silently
+    capsys.readouterr()
+    assert run_cli("retrain", run) == 2
+    assert "computed from other scores" in capsys.readouterr().err
+    shutil.rmtree(run / "retrain")
+    assert run_cli("retrain", run, "--no-progress", "--set", "retrain.resamples=200") == 0
     capsys.readouterr()
     assert run_cli("retrain", run) == 0 and "already complete" in capsys.readouterr().out
     assert run_cli("retrain", run, "--set", "retrain.seeds=4") == 2
     assert "holds a different removal experiment (retrain.seeds: 2 vs 4)" in capsys.readouterr().err
-    shutil.rmtree(run / "retrain")
-    assert run_cli("retrain", run, "--no-progress", "--set", "retrain.seeds=4",
-                   "--set", "retrain.resamples=200") == 0
-    assert "Removal experiment, 4 seeds per arm" in capsys.readouterr().out

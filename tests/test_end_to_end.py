@@ -20,7 +20,7 @@ def test_scores_recover_canaries_on_a_trained_digits_run(tmp_path, capsys):
     assert main(argv) == 0
     assert main(["score", str(workdir)]) == 0
     out = capsys.readouterr().out
-    assert "canary recovery" in out
+    assert "canary AUROC" in out and "never selected, never removed" in out
 
     thresholds = json.loads((workdir / rundir.THRESHOLDS).read_text())
     rows = list(csv.DictReader(open(workdir / rundir.SCORES)))

@@ -18,8 +18,8 @@ EXPERIMENTS = sorted((REPO / "experiments").glob("*.py"))
 
 # A two-rate digits study small enough for a test: 40 estimation models (20 per rate), 2
 # epochs, 2 retraining seeds per arm, the 8 ablation removal sets and one sweep point.
-TINY = ["--set", "train.num_models=40", "--set", "train.epochs=2", "--set", "retrain.seeds=2",
-        "--set", "retrain.resamples=200", "--set", "retrain.sweep=0.25"]
+TINY = ["--set", "train.num_models=70", "--set", "train.epochs=2", "--set", "retrain.seeds=2",
+        "--set", "retrain.resamples=200", "--set", "retrain.curve="]
 
 
 def variants_of(path: Path) -> list[str]:
@@ -77,14 +77,15 @@ def test_study_end_to_end_resumes_after_kills_between_and_inside_stages(tmp_path
         out, err = ref.communicate(timeout=600)
         assert ref.returncode == 0, err
     for text in (out, done.stdout):
-        assert "Feldman & Zhang's protocol" in text and "corrected protocol" in text
-        assert "Ablation (2 seeds, all 16 cells)" in text and "report: " in text
+        assert "Feldman & Zhang (rate 0.7" in text and "corrected (rate 0.95" in text
+        assert "Gates:" in text and "report: " in text
     assert _results(work) == _results(reference)
 
     ablation = json.loads((work / "retrain" / "ablation.json").read_text())
-    assert ablation["factors"] == list(protocols.FACTORS) and len(ablation["cells"]) == 16
-    assert [e["factor"] for e in ablation["main_effects"]] == list(protocols.FACTORS)
-    assert ablation["rates"] == [0.7, 0.95]
+    head = ablation["headline"]
+    assert [e["protocol"] for e in head["protocols"]] == ["Feldman & Zhang"] * 2 + ["corrected"] * 2
+    assert [e["factor"] for e in head["effects"]] == list(protocols.FACTORS) + ["rate", "definition", "leakage"]
+    assert ablation["rates"] == [0.7, 0.95] and set(ablation["words"]) == {"Feldman & Zhang", "corrected"}
     report = (work / "report.md").read_text()
     assert "## Ablation of the four corrections" in report
     for link in [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]:

@@ -61,47 +61,49 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+def _interval(estimate, low, high, **extra):
+    return {"status": "estimable", "estimate_pp": estimate, "ci_low": low, "ci_high": high, "p": 0.04,
+            "p_holm": 0.0123, "mde_pp": 0.8, "level": 0.99, "seed_only": {"ci_low": low / 3, "ci_high": high / 3},
+            **extra}
+
+
 def retrain_fixture():
-    arms = [{"name": "full", "kind": "full", "method": None, "tau": None, "removed": 0,
-             "removed_fraction": 0.0},
-            {"name": "fixed:selected", "kind": "selected", "method": "fixed", "tau": None,
-             "removed": 30, "removed_fraction": 0.03},
-            {"name": "fixed:matched", "kind": "matched", "method": "fixed", "tau": None,
-             "removed": 30, "removed_fraction": 0.03}]
-    accuracy = {"full": {"test": {"mean": 97.0, "ci_low": 96.6, "ci_high": 97.4, "n_models": 8},
-                         "test_clean": {"mean": 96.9, "ci_low": 96.5, "ci_high": 97.3, "n_models": 8}},
-                "fixed:selected": {"test": {"mean": 96.5, "ci_low": 96.0, "ci_high": 97.0, "n_models": 8}},
-                "fixed:matched": {"test": {"mean": 96.9, "ci_low": 96.5, "ci_high": 97.3, "n_models": 8}}}
-    for tau, frac, sel, mat in ((0.5, 0.02, 96.8, 96.95), (0.25, 0.05, 96.2, 96.8), (0.1, 0.1, 95.1, 96.5)):
-        for kind, mean in (("selected", sel), ("matched", mat)):
-            name = f"sweep:{tau}:{kind}"
-            arms.append({"name": name, "kind": kind, "method": "fixed", "tau": tau,
-                         "removed": int(frac * 1000), "removed_fraction": frac})
-            accuracy[name] = {t: {"mean": mean - d, "ci_low": mean - d - 0.4,
-                                  "ci_high": mean - d + 0.4, "n_models": 8}
-                              for t, d in (("test", 0.0), ("test_clean", 0.1))}
-    return {"seeds": 8, "methods": ["fixed"],
-            "cross_fit": {"enabled": True, "spearman_mem": 0.91, "jaccard": {"fixed": 0.8}},
-            "arms": arms, "test_sets": ["test", "test_clean"], "accuracy": accuracy,
-            "comparisons": [{"name": "fixed: selected vs matched", "a": "fixed:selected",
-                             "b": "fixed:matched", "test_set": "test", "method": "fixed",
-                             "tau": None, "mean_diff": -0.4, "ci_low": -0.9, "ci_high": 0.1,
-                             "p_perm": 0.08, "p_welch": 0.09, "p_holm": 0.16, "mde": 0.6}],
+    """A retrain.json in the current schema: two pools, the protocols' size-matched curves."""
+    arms, accuracy, groups = [], {}, {}
+    for p in (0, 1):
+        arms.append({"name": f"full:p{p}", "kind": "full", "group": None, "pool": p, "removed": 0})
+        accuracy[f"full:p{p}"] = {t: {"mean": 97.0, "ci_low": 96.6, "ci_high": 97.4, "n_models": 8}
+                                  for t in ("test", "test_clean")}
+    for protocol, drop in (("fz", 0.6), ("corrected", 0.2)):
+        for name, k in ((f"curve:{protocol}:0.5", 15), (f"matched:{protocol}", 30), (f"curve:{protocol}:2", 60)):
+            groups[name] = {"removed": [k, k], "kind": "curve", "jaccard_pools": 0.8}
+            for p in (0, 1):
+                for kind, mean in (("selected", 97.0 - drop * k / 30), ("matched", 97.0 - 0.1 * k / 30)):
+                    arm = f"{name}:{kind}:p{p}"
+                    arms.append({"name": arm, "kind": kind, "group": name, "pool": p, "removed": k})
+                    accuracy[arm] = {t: {"mean": mean, "ci_low": mean - 0.4, "ci_high": mean + 0.4, "n_models": 8}
+                                     for t in ("test", "test_clean")}
+    head = {"alpha": 0.05, "m": 6, "level": 1 - 0.05 / 6, "adjustment": "Holm over the 6 headline comparisons",
+            "protocols": [_interval(-0.4, -0.9, 0.1, protocol="Feldman & Zhang", test_set="test", group="cell:fz"),
+                          _interval(-0.5, -1.0, 0.0, protocol="Feldman & Zhang", test_set="test_clean", group="cell:fz"),
+                          {"protocol": "corrected", "test_set": "test", "status": "not estimable: selects no example in pool 0"},
+                          {"protocol": "corrected", "test_set": "test_clean", "status": "not estimable: selects no example in pool 0"}],
+            "effects": [_interval(e, e - 0.3, e + 0.3, factor=f, estimand=est)
+                        for f, e, est in (("rate", 0.5, "as defined"), ("definition", 0.2, "as defined"),
+                                          ("rate", 0.3, "size-matched"))]
+            + [{"factor": "leakage", "estimand": "size-matched",
+                "status": "not estimable: no train-test duplicates were found, so both levels measure on the same test set"}]}
+    gates = {"Feldman & Zhang": [{"gate": "convergence", "what": "fitted share at rate 0.7", "value": 0.99, "bar": 0.95,
+                                  "passed": True},
+                                 {"gate": "reliability", "what": "Jaccard of the two pools' removal sets", "value": 0.62,
+                                  "bar": 0.7, "passed": False}]}
+    comparisons = [{"name": "cell:fz: selected vs matched", "group": "cell:fz", "a": "selected", "b": "matched",
+                    "test_set": "test", "estimate_pp": -0.4, "ci_low": -0.8, "ci_high": 0.0, "mde_pp": 0.7}]
+    return {"seeds": 8, "pools": 2, "methods": [], "arms": arms, "groups": groups,
+            "test_sets": ["test", "test_clean"], "accuracy": accuracy, "headline": head, "gates": gates,
+            "comparisons": comparisons, "skipped": {"cell:rate+definition+threshold": "selects no example in pool 0"},
             "share_of_change": {}, "excluded_diverged": 1,
-            "verdict": "VERDICT-SENTINEL: no detectable cost of removing memorized examples."}
-
-
-def ablation_fixture():
-    factors = ["rate", "definition", "threshold", "leakage"]
-    cells = [{"name": f"cell{i}", "levels": {f: bool((i >> k) & 1) for k, f in enumerate(factors)},
-              "diff_pp": -1.0 + 0.2 * i / 15, "ci_low": -1.5, "ci_high": 0.0, "p_perm": 0.04}
-             for i in range(16)]
-    effects = [{"factors": [f], "factor": f, "estimate": e, "effect_pp": e, "ci_low": e - 0.3,
-                "ci_high": e + 0.3, "p_perm": 0.01, "p_holm": 0.0123}
-               for f, e in zip(factors, (0.5, 0.2, -0.1, 0.3))]
-    return {"factors": factors, "seeds": 6, "cells": cells, "main_effects": effects,
-            "interactions": [{"factors": ["rate", "definition"], "effect_pp": 0.05,
-                              "ci_low": None, "ci_high": 0.3, "p_holm": None}]}
+            "verdict": "VERDICT-SENTINEL: Feldman & Zhang: inconclusive: reliability."}
 
 
 def test_report_renders_on_a_trained_run(trained_run, tmp_path, capsys):
@@ -133,24 +135,21 @@ def test_sections_follow_retrain_and_ablation_files(trained_run, tmp_path):
     run = copy_run(trained_run, tmp_path / "run")
     (run / "retrain").mkdir()
     rundir.save_json(run / "retrain" / rundir.RETRAIN, retrain_fixture())
-    rundir.save_json(run / rundir.ABLATION, ablation_fixture())
     out = build_report(run, export_fz=False)
     assert out["verdict"].startswith("VERDICT-SENTINEL")
     text, links = linked_pngs(run)
     check_pngs(run, links)
-    # The verdict comes first, before the run summary.
-    assert text.index("VERDICT-SENTINEL") < text.index("## The run")
-    assert "-0.40 [-0.90, 0.10]" in text and "Cross-fitting was on" in text
+    # The short answer comes first, then the headline table and the gates, before the run summary.
+    assert text.index("VERDICT-SENTINEL") < text.index("| comparison |") < text.index("## The run")
+    assert "-0.40 [-0.90, 0.10]" in text and "0.0123" in text and "FAIL" in text
+    assert "not estimable: selects no example in pool 0" in text
     assert "1 diverged retrained model" in text
     assert "figures/removal_curve.png" in links and "figures/ablation_main_effects.png" in links
-    assert "## Ablation of the four corrections" in text and "rate x definition" in text
-    assert "| cell5 | on | off | on | off |" in text and "0.0123" in text
-    assert "6 retraining seeds per cell" in text
-    assert text.count("| on |") + text.count("| off |") > 0
+    assert "## Ablation of the four corrections" in text and "cell:fz" in text
+    assert "Not estimated: leakage (size-matched): not estimable: no train-test duplicates" in text
     assert out["fz_layout"] is None
     # Removed again: the sections go and their stale plots are deleted.
     shutil.rmtree(run / "retrain")
-    (run / rundir.ABLATION).unlink()
     build_report(run, export_fz=False)
     text, links = linked_pngs(run)
     assert "VERDICT-SENTINEL" not in text and "## Ablation" not in text
@@ -158,16 +157,17 @@ def test_sections_follow_retrain_and_ablation_files(trained_run, tmp_path):
     check_pngs(run, links)
 
 
-def test_removal_panels_from_sweep_arms():
+def test_removal_panels_are_the_protocols_size_matched_curves():
     panels = removal_panels(retrain_fixture())
     assert list(panels) == ["test", "test_clean"]
-    x, mean, low, high = panels["test"]["selected (highest memorization) removed"]
-    np.testing.assert_allclose(x, [0.0, 0.02, 0.05, 0.1])  # the full model at 0, then by fraction
-    np.testing.assert_allclose(mean, [97.0, 96.8, 96.2, 95.1])
+    x, mean, low, high = panels["test"]["Feldman & Zhang: its selection removed"]
+    np.testing.assert_allclose(x, [0, 15, 30, 60])  # nothing removed, then k/2, k, 2k
+    np.testing.assert_allclose(mean, [97.0, 96.7, 96.4, 95.8])
     assert np.all(low < mean) and np.all(mean < high)
-    no_sweep = retrain_fixture()
-    no_sweep["arms"] = [a for a in no_sweep["arms"] if not a["name"].startswith("sweep:")]
-    assert removal_panels(no_sweep) == {}
+    assert "corrected: matched random removed" in panels["test"]
+    none = retrain_fixture()
+    none["groups"] = {}
+    assert removal_panels(none) == {}
 
 
 def test_fz_export_round_trips(trained_run, tmp_path):
@@ -214,9 +214,10 @@ def test_export_follows_the_scored_rate_and_report_on_a_multi_rate_run(tmp_path)
     assert "figures/scores_vs_rate.png" in links
     assert "Images not shown: config.json names no dataset" in text
     rel = json.loads((tmp_path / rundir.RELIABILITY).read_text())
-    assert rel["num_models"] == 120
+    assert rel["num_models"] == 60  # the main rate's models
     assert out["fz_layout"].exists()
-    # Scored at one rate only: the export uses the same 60 models as scores.csv.
+    # The main columns are one rate's: the export uses the same 60 models as scores.csv.
+    assert json.loads((tmp_path / rundir.THRESHOLDS).read_text())["main_rate"] == 0.5
     score_run(tmp_path, ScoreConfig(rate=0.9))
     f = np.load(export_fz(tmp_path))
     mem_csv = np.array([float(r["mem"]) for r in read_csv(tmp_path / rundir.SCORES)])

@@ -30,8 +30,8 @@ from jmem.study.scoring import score_run
 from child_env import child_env
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA_KEYS = {"seeds", "methods", "cross_fit", "arms", "test_sets", "accuracy", "comparisons",
-               "share_of_change", "excluded_diverged", "verdict"}
+SCHEMA_KEYS = {"seeds", "pools", "methods", "arms", "test_sets", "accuracy", "comparisons",
+               "share_of_change", "excluded_diverged", "verdict", "selection", "labels", "data_order"}
 
 
 def _blobs(generator, n_per, centers, scale=1.0):
@@ -40,7 +40,7 @@ def _blobs(generator, n_per, centers, scale=1.0):
     return x.astype(np.float32), y
 
 
-def synthetic(directory: Path, clean_test: bool = False):
+def synthetic(directory: Path, clean_test: bool = False, canary_fraction: float = 0.0):
     """(Config, Dataset with extra test set "rare", flipped bool[N], rare bool[N])."""
     g = np.random.default_rng(0)
     centers = 2.0 * g.standard_normal((3, 8))
@@ -54,7 +54,8 @@ def synthetic(directory: Path, clean_test: bool = False):
     labels[flipped] = (labels[flipped] + 1 + g.integers(0, 2, flipped.sum())) % 3
     path = directory / "blobs.npz"
     np.savez(path, x_train=np.r_[x_train, x_rare_train], y_train=labels, x_test=x_test, y_test=y_test)
-    config = Config(data=DataConfig(name=str(path)), subsets=SubsetConfig(rates=(0.5,)),
+    config = Config(data=DataConfig(name=str(path)),
+                    subsets=SubsetConfig(rates=(0.5,), canary_fraction=canary_fraction),
                     model=ModelConfig(kind="mlp", width=32),
                     leakage=LeakageConfig(clean_test=clean_test),
                     train=TrainConfig(num_models=64, epochs=20, batch_size=32, learning_rate=3e-2))
@@ -83,103 +84,125 @@ def copy_run(scored, tmp_path) -> Path:
     return target
 
 
-def comparison(record, a, b, test_set):
+def comparison(record, group, a, b, test_set):
     return next(c for c in record["comparisons"]
-                if (c["a"], c["b"], c["test_set"]) == (a, b, test_set))
+                if (c["group"], c["a"], c["b"], c["test_set"]) == (group, a, b, test_set))
 
 
-def _retrain_user_set(scored, tmp_path, name):
-    """retrain.remove = the fixture's ``name``.npy set, default seeds; (record, verdict)."""
+def _run_stage(scored, tmp_path, *overrides, seeds=20):
     run = copy_run(scored, tmp_path)
-    path = str(Path(scored[0]).parent / f"{name}.npy")
-    summary = stage.run_retrain(run, ["retrain.methods=", f"retrain.remove={path}",
-                                      "retrain.resamples=2000"],
+    summary = stage.run_retrain(run, [f"retrain.seeds={seeds}", "retrain.resamples=1000", *overrides],
                                 dataset=scored[1], progress=False, log=lambda *a: None)
     out = run / "retrain"
     record = json.loads((out / "retrain.json").read_text())
-    assert SCHEMA_KEYS <= set(record) and record["seeds"] == 50
-    assert [a["name"] for a in record["arms"]] == ["full", "user:selected", "user:matched"]
-    rows = (out / "retrain_models.csv").read_text().splitlines()
-    assert len(rows) == 1 + 3 * 50 and rows[0].startswith("row,arm,kind,seed,model_id,removed")
+    assert SCHEMA_KEYS <= set(record) and record["seeds"] == seeds and record["pools"] == 2
     assert (out / "verdict.txt").read_text().strip() == record["verdict"] == summary["verdict"].strip()
     assert not (out / "waves").exists() and not (out / "checkpoints").exists()
-    return record, summary["verdict"]
+    return run, record
 
 
-def test_removing_label_flipped_examples_does_not_hurt(scored, tmp_path):
-    """The models memorize the flipped labels (high mem); removing them does not lower test
-    accuracy against removing as many class-matched random examples, and the verdict says so."""
-    record, verdict = _retrain_user_set(scored, tmp_path, "flipped")
+def _removed(run, record, arm):
+    rows = next(a["rows"] for a in record["arms"] if a["name"] == arm)
+    return ~np.load(run / "retrain" / "keep.npy")[rows[0]]
+
+
+def test_the_pipeline_selects_the_flipped_labels_and_removing_them_does_not_hurt(scored, tmp_path):
+    """F&Z's rule, from each pool's half of the estimation models, selects most of the flipped
+    labels (they are memorized); removing its selection does not lower test accuracy against
+    removing as many class-matched random examples."""
+    run, record = _run_stage(scored, tmp_path, "retrain.methods=fixed")
     flipped = scored[2]
-    mem = np.genfromtxt(scored[0] / "scores.csv", delimiter=",", names=True)["mem"]
-    assert mem[flipped].mean() > 0.5  # they are memorized
-    c = comparison(record, "user:selected", "user:matched", "test")
-    assert c["direction"] in ("none", "higher")
-    assert "Verdict: removing them does not lower test accuracy" in verdict
-    cross = record["cross_fit"]
-    assert cross["enabled"] and cross["selection_models"] == cross["influence_models"] == 32
-    assert 0 < cross["spearman_mem"] <= 1
-    assert record["share_of_change"]["user"]["influenced_size"] == \
-        record["groups"]["user"]["influenced_size"] > 0
+    for p in (0, 1):
+        removed = _removed(run, record, f"method:fixed:selected:p{p}")
+        assert removed[flipped].mean() > 0.7, p
+    c = comparison(record, "method:fixed", "selected", "matched", "test")
+    assert c["ci_high"] > 0 and c["estimate_pp"] > -1.0  # no cost
+    assert record["selection"]["models_per_pool"] == [32, 32]
+    assert 0 < record["selection"]["spearman_mem"]["0.5"] <= 1
+    names = [a["name"] for a in record["arms"]]
+    assert names[:2] == ["full:p0", "full:p1"] and "method:fixed:random:p1" in names
+    rows = (run / "retrain" / "retrain_models.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(names) * 20 and rows[0].startswith("row,arm,kind,pool,seed,model_id,removed")
 
 
-def test_removing_a_rare_subpopulation_is_detected(scored, tmp_path):
-    """Removing the rare cluster's 10 training examples lowers accuracy on its 40 test points
-    (the extra test set "rare"), detected against matched random removal."""
-    record, verdict = _retrain_user_set(scored, tmp_path, "rare")
-    c = comparison(record, "user:selected", "user:matched", "rare")
-    assert c["direction"] == "lower" and c["p_perm"] < 0.01 and c["ci_high"] < 0
-    assert record["accuracy"]["user:selected"]["rare"]["mean"] < \
-        record["accuracy"]["full"]["rare"]["mean"] - 20
-    assert "on the rare set by \u2212" in verdict
+def test_user_sets_flipped_labels_and_a_rare_subpopulation(scored, tmp_path):
+    """Removing the flipped labels does not hurt; removing the rare cluster's 10 training
+    examples lowers accuracy on its 40 test points (the extra test set "rare")."""
+    for name, hurts in (("flipped", False), ("rare", True)):
+        path = str(Path(scored[0]).parent / f"{name}.npy")
+        _, record = _run_stage(scored, tmp_path / name, "retrain.methods=", f"retrain.remove={path}")
+        if hurts:
+            c = comparison(record, "user", "selected", "matched", "rare")
+            assert c["ci_high"] < 0 and c["p"] < 0.01
+            assert record["accuracy"]["user:selected:p0"]["rare"]["mean"] < \
+                record["accuracy"]["full:p0"]["rare"]["mean"] - 20
+        else:
+            assert comparison(record, "user", "selected", "matched", "test")["ci_high"] > 0
 
 
 def test_pairing(scored, tmp_path):
-    """Arms with the same removal set train bitwise-identical models; the matched arm has
-    the selected arm's class counts; seed s has one model id in every arm; draws differ."""
-    run = copy_run(scored, tmp_path)
-    stage.run_retrain(run, ["retrain.methods=fixed", "retrain.sweep=0.25", "retrain.seeds=4",
-                            "retrain.resamples=200"],
-                      dataset=scored[1], progress=False, log=lambda *a: None)
+    """Arms with the same removal set train bitwise-identical models; the matched arm has the
+    selected arm's class counts; pool p seed s has one model id in every arm; with the coupled
+    order the arms at one seed are strongly correlated."""
+    run, record = _run_stage(scored, tmp_path, "retrain.methods=fixed", "retrain.sweep=0.25", seeds=4)
     out = run / "retrain"
-    record = json.loads((out / "retrain.json").read_text())
     rows = {a["name"]: slice(*a["rows"]) for a in record["arms"]}
     keep, ids = np.load(out / "keep.npy"), np.load(out / "model_ids.npy")
     margins = np.load(out / "margins_test.npy")
-    assert np.array_equal(keep[rows["fixed:selected"]], keep[rows["sweep:0.25:selected"]])
-    assert np.array_equal(margins[rows["fixed:selected"]], margins[rows["sweep:0.25:selected"]])
-    assert not np.array_equal(margins[rows["fixed:selected"]], margins[rows["full"]])
-    for name in rows:
-        assert np.array_equal(ids[rows[name]], design.MODEL_ID_OFFSET + np.arange(4))
-    labels = np.load(run / "labels_train.npy")
-    target = removal.class_counts(~keep[rows["fixed:selected"]][0], labels, 3)
-    matched = ~keep[rows["fixed:matched"]]
+    for p in (0, 1):
+        sel, sweep = rows[f"method:fixed:selected:p{p}"], rows[f"sweep:0.25:selected:p{p}"]
+        assert np.array_equal(keep[sel], keep[sweep]) and np.array_equal(margins[sel], margins[sweep])
+        assert not np.array_equal(margins[sel], margins[rows[f"full:p{p}"]])
+        for name in rows:
+            if name.endswith(f":p{p}") or name == f"full:p{p}":
+                assert np.array_equal(ids[rows[name]], design.MODEL_ID_OFFSET + p * 4 + np.arange(4))
+    labels = np.load(out / "labels_train.npy")
+    target = removal.class_counts(~keep[rows["method:fixed:selected:p0"]][0], labels, 3)
+    matched = ~keep[rows["method:fixed:matched:p0"]]
     for s in range(4):
         assert np.array_equal(removal.class_counts(matched[s], labels, 3), target)
-        assert (~keep[rows["fixed:random"]][s]).sum() == target.sum()
     assert len({m.tobytes() for m in matched}) == 4  # a fresh draw per seed
-    assert design.arm_generator(0, "fixed:matched", 0).random() != design.arm_generator(0, "fixed:matched", 1).random()
+    assert record["data_order"] == "coupled"
 
 
-def test_without_cross_fitting_the_scoring_stage_files_are_read_not_recomputed(scored):
-    """retrain.cross_fit=false reads scores.csv / thresholds.json / pairs.csv: the removal sets,
-    mem and pairs equal those recomputed from all the estimation models."""
+@pytest.fixture(scope="module")
+def with_canaries(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("canaries")
+    config, dataset, _, _ = synthetic(directory, canary_fraction=0.05)
+    dataset = dataset.__class__(**{**dataset.__dict__, "extra_tests": {}})
+    run = directory / "run"
+    training.run_training(config, run, dataset, progress=False, log=lambda *a: None)
+    score_run(run)
+    return run, dataset
+
+
+def test_canaries_are_an_instrument_never_a_removal(with_canaries, tmp_path):
+    """The removal sets are the rules' selections with the canaries' indices dropped; random
+    arms never draw a canary; the retrained models see the dataset's true labels."""
     from jmem.config import RetrainConfig
+    from jmem.study import scoring
 
-    run_dir = scored[0]
+    run_dir, dataset = with_canaries
+    canary = np.load(run_dir / "canaries.npy")
+    assert canary.sum() >= 5
     _, run, opt = stage.load_scored_run(run_dir)
-    cfg = RetrainConfig(methods="fixed,fdr,null,top_k", cross_fit=False, sweep=(0.25,))
-    read = selection.select(run_dir, run, cfg, opt)
-    rows = np.arange(run.keep.shape[0])
-    s, methods = selection.half_selection(run, rows, opt)
-    np.testing.assert_array_equal(read.mem, s.mem)
-    for candidate in read.candidates[:4]:
-        np.testing.assert_array_equal(candidate.removed, methods[candidate.name].selected)
-        assert candidate.info == methods[candidate.name].to_dict()
-    pair_train, pair_test = selection.influence_pairs(run, rows, s.mem, opt)
-    assert sorted(zip(read.pair_train, read.pair_test)) == sorted(zip(pair_train, pair_test))
-    assert read.cross_fit == {"enabled": False, "selection_models": 64, "influence_models": 64,
-                              "spearman_mem": None, "jaccard": {}}
+    chosen = selection.select(scoring.without_diverged(run), RetrainConfig(methods="fixed,calibrated"), opt)
+    sel_rows = chosen.pools
+    for c in chosen.candidates:
+        assert not c.removed[:, canary].any()
+        for p, rows in enumerate(sel_rows):
+            s = scoring.rate_scores(run, rows, opt)
+            rule = c.method
+            expected = (s.mem >= 0.25) if rule == "fixed" else None
+            if expected is not None:
+                np.testing.assert_array_equal(c.removed[p], expected & ~canary)
+    rerun, record = _run_stage((run_dir, dataset), tmp_path, "retrain.methods=fixed,calibrated", seeds=3)
+    keep = np.load(rerun / "retrain" / "keep.npy")
+    assert keep[:, canary].all()  # no arm, selected or random, ever removes a canary
+    seen = np.load(rerun / "retrain" / "labels_train.npy")
+    np.testing.assert_array_equal(seen, dataset.y_train)
+    assert (seen[canary] != np.load(run_dir / "labels_train.npy")[canary]).all()
+    assert record["labels"].startswith("the dataset's own")
 
 
 def _error(capsys, argv) -> str:
@@ -199,7 +222,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(scored, tmp_path, ca
     np.save(tmp_path / "all.npy", np.ones(labels.size, bool))
     np.save(tmp_path / "out.npy", np.array([0, labels.size]))
     cases = {
-        "retrain.methods=fixed,magic": "unknown method 'magic'",
+        "retrain.methods=fixed,magic": "unknown rule 'magic'",
         f"retrain.remove={tmp_path / 'class1.npy'}": "training examples of class 1",
         f"retrain.remove={tmp_path / 'all.npy'}": f"removes all {labels.size} training examples",
         f"retrain.remove={tmp_path / 'out.npy'}": f"index {labels.size} is outside",
@@ -260,7 +283,7 @@ def test_killed_retrain_resumes_bitwise_identical(tmp_path, capsys):
         assert "retrain.seeds: 3 vs 4" in line
         done = _retrain(work, *flags)
         assert done.returncode == 0, done.stderr
-        assert "Removal experiment, 3 seeds" in done.stdout
+        assert "Removal comparisons" in done.stdout
     finally:
         assert ref.wait(timeout=300) == 0, ref.stderr.read()
     a, b = _files(reference / "retrain"), _files(work / "retrain")
@@ -268,3 +291,7 @@ def test_killed_retrain_resumes_bitwise_identical(tmp_path, capsys):
     assert [k for k in a if a[k] != b[k]] == []
     assert main(["retrain", str(work), *SMALL, "--no-progress"]) == 0
     assert "already complete" in capsys.readouterr().out
+    # Re-scored with another setting: the finished experiment is not silently reused.
+    assert main(["score", str(work), "--set", "score.fixed_threshold=0.3"]) == 0
+    capsys.readouterr()
+    assert "computed from other scores" in _error(capsys, ["retrain", str(work), *SMALL, "--no-progress"])
