@@ -86,6 +86,11 @@ def test_study_end_to_end_resumes_after_kills_between_and_inside_stages(tmp_path
     assert [e["protocol"] for e in head["protocols"]] == ["Feldman & Zhang"] * 2 + ["corrected"] * 2
     assert [e["factor"] for e in head["effects"]] == list(protocols.FACTORS) + ["rate", "definition", "leakage"]
     assert ablation["rates"] == [0.7, 0.95] and set(ablation["words"]) == {"Feldman & Zhang", "corrected"}
+    # 2 epochs and 10 models at rate 0.7: the gates hold the words back and say which and why.
+    assert ablation["words"]["Feldman & Zhang"].startswith("inconclusive: convergence")
+    assert "train.epochs" in ablation["words"]["Feldman & Zhang"]
+    fz_gates = {g["gate"]: g["passed"] for g in ablation["gates"]["Feldman & Zhang"] if g["gate"] != "convergence"}
+    assert fz_gates == {"reliability": False, "power": False}
     report = (work / "report.md").read_text()
     assert "## Ablation of the four corrections" in report
     for link in [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]:

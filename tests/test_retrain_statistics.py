@@ -157,7 +157,7 @@ def test_gates_before_words():
     assert verdict.decide(fz, ok["Feldman & Zhang"]) == "costs accuracy"
     unconverged = verdict.gates(d, head, _gates(fitted=0.6), (0.7, 0.95), cfg)
     word = verdict.decide(fz, unconverged["Feldman & Zhang"])
-    assert word.startswith("inconclusive: convergence: fitted share at rate 0.7 0.600 < 0.95")
+    assert word.startswith("inconclusive: convergence: fitted share at rate 0.7 0.600, needs >= 0.95")
     assert "train.epochs" in word
     # No difference and too little power: inconclusive on power, not "no change".
     flat = statistics.headline(d, outcomes(d, gap(selected_wrong=0, noise=0.2)), 0.05, seed=0, resamples=200)

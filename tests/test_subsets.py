@@ -165,3 +165,20 @@ def test_balanced_error_with_several_rates_names_the_group():
     # 7 models: group 0 = models 0, 2, 4, 6 (0.5*4 = 2 fine), group 1 = models 1, 3, 5.
     with pytest.raises(JmemError, match=r"group 1 has 0.75\*3=2.25; nearest valid num_models: 8$"):
         make_keep(0, 7, 10, "balanced", [0.5, 0.75])
+
+
+def test_equal_heldout_gives_every_rate_the_same_held_out_count():
+    """Blocks sized by 1 / (1 - rate): at 0.7 and 0.95 the 0.95 block is six times larger and
+    every example is out of 48 models at each rate (balanced design)."""
+    keep, rates = make_keep(0, 1120, 200, "balanced", (0.7, 0.95), equal_heldout=True)
+    assert (rates[:160] == np.float32(0.7)).all() and (rates[160:] == np.float32(0.95)).all()
+    for rate in (0.7, 0.95):
+        out = (~keep[rates == np.float32(rate)]).sum(axis=0)
+        assert (out == 48).all(), rate
+    fixed, fixed_rates = make_keep(0, 70, 200, "fixed", (0.7, 0.95), equal_heldout=True)
+    assert np.bincount((fixed_rates > 0.8).astype(int)).tolist() == [10, 60]
+    with pytest.raises(JmemError, match="nearest valid num_models: 980 or 1050"):
+        make_keep(0, 1000, 200, "balanced", (0.7, 0.95), equal_heldout=True)
+    # off: the same number per rate, alternating (unchanged)
+    _, alt = make_keep(0, 4, 200, "fixed", (0.7, 0.95))
+    assert alt.tolist() == pytest.approx([0.7, 0.95, 0.7, 0.95])

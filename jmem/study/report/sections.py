@@ -196,15 +196,26 @@ def rate_section(view: RunView, fig_dir: Path) -> list:
     acc_out = np.stack([s[f"acc_out_rate_{t}"] for t in tags])
     figures.scores_vs_rate(rates, mem, acc_out, view.canary, fig_dir / "scores_vs_rate.png")
     curve = view.thresholds.get("rate_curve") or []
-    rows = [[f"{p['rate']:g}", p.get("num_models"), fmt(p.get("mean_mem")),
+    by_rate = view.thresholds.get("by_rate") or {}
+    under = [p for p in curve if (by_rate.get(f"rate_{p['rate']:g}", {}).get("heldout") or {}).get("under_powered")]
+    rows = [[f"{p['rate']:g}", p.get("num_models"), fmt(p.get("heldout_per_half"), ".1f"),
+             fmt(p.get("fitted_share")), fmt(p.get("mean_mem")),
              fmt(p.get("frac_mem_above_threshold")), fmt(p.get("mean_cscore")),
              fmt(p.get("canary_auroc_mem"))] for p in curve]
     lines += ["Memorization is estimated separately from the models of each rate (never "
-              "pooled). F&Z's estimator at low rates mixes memorization with plain "
-              "learnability; the critique's first correction is to measure it at a high rate.",
-              "", img(f"{rundir.REPORT_FIGURES}/scores_vs_rate.png", "scores vs rate"), ""]
-    lines += table(["rate", "models", "mean mem", "share mem ≥ threshold", "mean C-score",
-                     "canary AUROC (mem)"], rows)
+              "pooled: pooled over rates, the high-rate models would sit mostly in the \"in\" group "
+              "and inflate mem). F&Z's estimator at low rates mixes memorization with plain "
+              "learnability; the critique's first correction is to measure it at a high rate. "
+              "Each example's held-out models per cross-fitting half set the precision of its score "
+              "at that rate.", "", img(f"{rundir.REPORT_FIGURES}/scores_vs_rate.png", "scores vs rate"), ""]
+    lines += table(["rate", "models", "held-out models / example / half", "fitted share (non-canary)",
+                    "mean mem", "share mem ≥ threshold", "mean C-score", "canary AUROC (mem)"], rows)
+    if under:
+        listed = ", ".join(format(p["rate"], "g") for p in under)
+        lines += [f"**Under-powered:** rate(s) {listed} "
+                  f"have fewer than {view.thresholds.get('options', {}).get('min_heldout', 20)} held-out models per "
+                  "example per half; their scores are noisier, which pulls a selection toward the random "
+                  "control. Use subsets.equal_heldout=true and more models.", ""]
     return lines
 
 

@@ -83,6 +83,11 @@ def gates(design, head: dict, run_figures: dict, rates: tuple | None, cfg) -> di
     return out
 
 
+def _bar(gate: dict) -> str:
+    """The bar of a gate as a condition: ``>= 0.95`` (convergence, reliability), ``<= 2`` (power)."""
+    return f"{'<=' if gate['gate'] == 'power' else '>='} {gate['bar']:g}"
+
+
 def decide(entry: dict, gate_results: list[dict]) -> str:
     """The word for one protocol's comparison (module docstring)."""
     if entry["status"] != "estimable":
@@ -91,7 +96,7 @@ def decide(entry: dict, gate_results: list[dict]) -> str:
     if blocking:
         g = blocking[0]
         value = "n/a" if g["value"] is None else f"{g['value']:.3f}"
-        return f"inconclusive: {g['gate']}: {g['what']} {value} < {g['bar']:g} (fix: {FIX[g['gate']]})"
+        return f"inconclusive: {g['gate']}: {g['what']} {value}, needs {_bar(g)} (fix: {FIX[g['gate']]})"
     low, high = entry["ci_low"], entry["ci_high"]
     if high < 0:
         return "costs accuracy"
@@ -99,8 +104,8 @@ def decide(entry: dict, gate_results: list[dict]) -> str:
         return "raises accuracy"
     power = next((g for g in gate_results if g["gate"] == "power"), None)
     if power is not None and not power["passed"]:
-        return (f"inconclusive: power: minimum detectable effect {pp(power['value'])} pp > "
-                f"{power['bar']:g} pp (fix: {FIX['power']})")
+        return (f"inconclusive: power: minimum detectable effect {pp(power['value'])} pp, needs "
+                f"{_bar(power)} pp (fix: {FIX['power']})")
     return (f"no change detected (a cost beyond {pp(abs(low))} pp and a gain beyond {pp(high)} pp are "
             "ruled out)")
 
@@ -143,8 +148,7 @@ def verdict_text(design, head: dict, gate_results: dict, rates: tuple | None, da
         parts = []
         for label, results in gate_results.items():
             shown = ", ".join(f"{g['what'].split(' (')[0]} {'n/a' if g['value'] is None else format(g['value'], '.3g')}"
-                              f"{'' if g['passed'] else ' (below ' + format(g['bar'], 'g') + ')'}"
-                              for g in results)
+                              f"{'' if g['passed'] else ' (needs ' + _bar(g) + ')'}" for g in results)
             parts.append(f"{label}: {shown}")
         lines.append("Gates: " + "; ".join(parts) + ".")
     matched = [e for e in head["effects"] if e["estimand"] == "size-matched"]
