@@ -225,19 +225,19 @@ def test_row_writer_writes_what_np_save_writes(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.npy", "rows.npy"]
 
 
-@pytest.mark.slow
-def test_gpu_sh_dry_run_on_the_cpu(real_dir, tmp_path):
-    """benchmarks/gpu_fmnist.sh (gpu.sh calls it) at 4 models, 1 epoch, 600 images (~1-3 min)."""
+@pytest.mark.slow  # ~45 s; the real run is benchmarks/gpu_fmnist.sh on a lent device
+def test_gpu_fmnist_dry_run_on_the_cpu(real_dir, tmp_path):
+    """benchmarks/gpu_fmnist.sh with DRY_RUN=1: the whole study (variant small, 600 images)
+    through the same script, and the files that come back from the device."""
     import subprocess
     import sys
 
-    env = dict(os.environ, DRY_RUN="1", PYTHON=sys.executable, OUT_DIR=str(tmp_path), JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(EXPERIMENT.parent.parent))
+    env = dict(os.environ, DRY_RUN="1", PYTHON=sys.executable, OUT=str(tmp_path / "out"),
+               WORK=str(tmp_path / "work"), PYTHONPATH=str(EXPERIMENT.parent.parent))
     run = subprocess.run(["bash", str(EXPERIMENT.parent.parent / "benchmarks" / "gpu_fmnist.sh")], env=env,
                          capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "failed" not in run.stdout, run.stdout[-2000:]
-    assert (tmp_path / "gpu_fmnist_run" / rundir.SCORES).exists()
-    bench = json.loads((tmp_path / "gpu_fmnist_bench.json").read_text())
-    assert bench["R"] == 4 and bench["ratio_baseline_over_jmem_wall"] > 0
-    assert bench["jmem"]["test_accuracy_mean"] > 0.3 and bench["baseline_fz_loop"]["test_accuracy_mean"] > 0.3
+    assert run.returncode == 0, (run.stdout + run.stderr)[-2000:]
+    back = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert back == ["env.txt", "figures.tar", "log.txt", "models.csv", "report.md", "retrain.json",
+                    "thresholds.json", "verdict.txt"]
+    assert "jmem run exit 0" in (tmp_path / "out" / "log.txt").read_text()
