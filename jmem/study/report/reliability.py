@@ -30,7 +30,7 @@ def compute_reliability(view: RunView, *, half_width: float = 0.1) -> dict:
     """
     run = load_run(view.path)
     opt = recorded_options(view.path)
-    rows = export.scored_rows(view.path, run.keep.shape[0], run.model_rates)
+    rows = export.scored_rows(view.path, run.keep.shape[0], run.model_rates, run.diverged)
     keep = run.keep if rows is None else run.keep[rows]
     margins = run.margins_train if rows is None else run.margins_train[rows]
     kw = dict(confidence=opt.confidence, fractional_floor=opt.fractional_floor,
@@ -39,8 +39,8 @@ def compute_reliability(view: RunView, *, half_width: float = 0.1) -> dict:
     if keep.shape[0] < 4:
         return None
     order, halves = None, None
-    if run.model_rates is not None and rows is None:
-        rates = run.model_rates
+    if run.model_rates is not None:  # the scored models' rates (diverged ones left out)
+        rates = run.model_rates if rows is None else run.model_rates[rows]
         if np.unique(np.round(rates, 6)).size > 1:
             order = reliability.interleaved_order(rates)
             halves = reliability.alternating_halves(keep.shape[0], rates)

@@ -34,6 +34,7 @@ class RunView:
     duplicates: set | None          # {(test_index, train_index)}
     retrain: dict | None
     ablation: dict | None
+    images: tuple | None = None     # (dataset or None, why not): jmem.study.inputs.report_dataset
 
     @property
     def canary(self):

@@ -25,7 +25,7 @@ from jmem.config import RetrainConfig, ScoreConfig
 from jmem.data import removal
 from jmem.errors import JmemError
 from jmem.scores import estimators, protocols, reliability
-from jmem.study import rundir, scoring
+from jmem.study import diverged, rundir, scoring
 from jmem.study.retrain.design import Candidate, cell_group
 
 KNOWN_METHODS = ("fixed", "fdr", "null", "top_k", "canary")
@@ -174,8 +174,8 @@ def select(run_dir, run: scoring.RunArrays, cfg: RetrainConfig, opt: ScoreConfig
     methods = check_methods(cfg, run.canaries is not None and bool(run.canaries.any()))
     n = run.labels_train.size
     user = removal.load_removal(cfg.remove, n) if cfg.remove else None
-    sel_rows, infl_rows = split_rows(run.model_rates, run.keep.shape[0],
-                                     scoring.primary_rows(run, opt.rate), cfg.cross_fit)
+    scored = diverged.without(scoring.primary_rows(run, opt.rate), run.diverged, run.keep.shape[0])
+    sel_rows, infl_rows = split_rows(run.model_rates, run.keep.shape[0], scored, cfg.cross_fit)
     cross = {"enabled": cfg.cross_fit, "selection_models": int(sel_rows.size),
              "influence_models": int(infl_rows.size), "spearman_mem": None, "jaccard": {}}
     if cfg.cross_fit:

@@ -26,7 +26,7 @@ from jmem.data.dataset import Dataset
 from jmem.errors import JmemError
 from jmem.jsonable import to_jsonable
 from jmem.scores import paired
-from jmem.study import faults, integrity, rundir, scoring, training, waves
+from jmem.study import faults, inputs, integrity, rundir, scoring, training, waves
 from jmem.study.retrain import measurement, selection, statistics, verdict
 from jmem.study.retrain.design import MODEL_ID_OFFSET, Design, build_design
 from jmem.study.retrain.measurement import Outcomes
@@ -52,8 +52,11 @@ def load_scored_run(run_dir) -> tuple[Config, scoring.RunArrays, ScoreConfig]:
     if not (d / rundir.THRESHOLDS).exists():
         raise JmemError(f"run directory {str(d)!r} is not scored (no {rundir.THRESHOLDS}); "
                         f"run `jmem score {d}` first")
+    inputs.verify_scores(d)  # damaged, interrupted or stale scores: refuse, naming them
     config = config_lib.from_dict(rundir.load_json(d / rundir.CONFIG))
-    return config, scoring.load_run(d), scoring.recorded_options(d)
+    run = scoring.load_run(d)
+    inputs.check_diverged(d, run.diverged)
+    return config, run, scoring.recorded_options(d)
 
 
 def retrain_dataset(run_dir, config: Config, run: scoring.RunArrays, dataset: Dataset | None) -> Dataset:
@@ -62,9 +65,8 @@ def retrain_dataset(run_dir, config: Config, run: scoring.RunArrays, dataset: Da
     from jmem.study.leakage import attach_clean_test, leaked_in_run
 
     if dataset is None:
-        from jmem.data.loaders import load_dataset
-
-        dataset = load_dataset(config.data.name, data_dir=config.data.data_dir or None)
+        dataset = inputs.load_dataset(config)
+    inputs.verify_dataset(run_dir, config, dataset)  # the data the run was trained on, or refuse
     # The leakage-free test set drops the test examples the training stage found leaked
     # (duplicates.csv): detecting them again would repeat its work (with leakage.features,
     # training a model).
@@ -93,7 +95,7 @@ def _check_retrain_dir(out: Path, cfg: RetrainConfig, seed: int, keep: np.ndarra
     if not out.exists():
         return False
     if not (out / CONFIG).exists():
-        partial = {KEEP, MODEL_IDS, waves.LOCK}
+        partial = {KEEP, MODEL_IDS, waves.LOCK, rundir.MANIFEST}
         if not all(p.name in partial or waves.is_tmp(p.name) for p in out.iterdir()):
             raise JmemError(f"{str(out)!r} is not empty and holds no {CONFIG}; delete it")
         return False
@@ -102,6 +104,7 @@ def _check_retrain_dir(out: Path, cfg: RetrainConfig, seed: int, keep: np.ndarra
     if difference:
         raise JmemError(f"{str(out)!r} holds a different removal experiment ({difference}); "
                         "delete it or use the same retrain settings")
+    inputs.check_retrain_dir(out, cfg.remove)  # other scores, removal file or damaged files
     stored = rundir.load_array(out / KEEP)
     if stored.shape != keep.shape or not np.array_equal(stored, keep):
         raise JmemError(f"{str(out)!r} was started from other selections (the run was re-scored "
@@ -157,8 +160,10 @@ def run_retrain(run_dir, overrides: list[str] = (), dataset: Dataset | None = No
             rundir.save_array(out / KEEP, job.keep)
             rundir.save_array(out / MODEL_IDS, job.model_ids)
             faults.point("inputs")
-            rundir.save_json(out / CONFIG, _recorded(cfg, config.seed))
-        done = waves.finished_models(out, job.num_models)
+            config_text = rundir.json_text(_recorded(cfg, config.seed))
+            inputs.record_retrain_inputs(out, cfg.remove, [KEEP, MODEL_IDS], config_text)
+            rundir.save_text(out / CONFIG, config_text)
+        done = waves.resume_state(out, job)  # damaged or unlisted wave files are trained again
         if done.any():
             log(f"{out}: resuming, {int(done.sum())} of {done.size} models already trained")
         wave_size = waves.auto_wave_size(job, len(devices), 1)
@@ -191,9 +196,11 @@ def finish(out: Path, design: Design, cross_fit: dict, keep: np.ndarray, cfg: Re
         rundir.save_json(out / rundir.ABLATION, ablation)
     rundir.save_text(out / MODELS_CSV, models_csv(design, outcomes))
     rundir.save_text(out / VERDICT, text)
-    rundir.save_json(out / rundir.RETRAIN,
-                     record(design, outcomes, comparisons, accuracy, share, cross_fit, cfg,
-                            num_examples, text))
+    summary = rundir.json_text(record(design, outcomes, comparisons, accuracy, share, cross_fit,
+                                      cfg, num_examples, text))
+    written = [*assembled.files, MODELS_CSV, VERDICT] + [rundir.ABLATION] * (ablation is not None)
+    inputs.record_retrain_outputs(out, written, {rundir.RETRAIN: summary})
+    rundir.save_text(out / rundir.RETRAIN, summary)
     faults.point("cleanup")
     waves.cleanup(out)
     return text
