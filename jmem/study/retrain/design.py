@@ -148,7 +148,8 @@ def arm_masks(kind: str, arm_name: str, removed: np.ndarray, labels: np.ndarray,
         return np.stack([removal.matched_random(labels, counts, arm_generator(seed, arm_name, s))
                          for s in range(seeds)])
     if kind == "random":
-        return np.stack([removal.uniform_random(n, int(removed.sum()), arm_generator(seed, arm_name, s))
+        return np.stack([removal.uniform_random(n, int(removed.sum()), arm_generator(seed, arm_name, s),
+                                                labels=labels)  # never empties a class
                          for s in range(seeds)])
     if kind == "lowest":
         return np.broadcast_to(removal.lowest(mem, int(removed.sum())), (seeds, n)).copy()
@@ -188,11 +189,17 @@ def build_design(candidates: list[Candidate], labels: np.ndarray, num_classes: i
         kinds = COMPARED if c.method is None else WITH_BASELINES + (("lowest",) if lowest else ())
         for kind in kinds:
             arm_name = f"{c.name}:{kind}"
-            masks = arm_masks(kind, arm_name, c.removed, labels, counts, mem, seeds, seed)
+            try:
+                masks = arm_masks(kind, arm_name, c.removed, labels, counts, mem, seeds, seed)
+            except removal.Undrawable as err:  # a uniform baseline that would empty a class
+                if kind != "random":  # the matched arm is every group's comparison: no group without it
+                    raise
+                skipped[arm_name] = str(err)
+                continue
             for s in (range(seeds) if kind in ("matched", "random") else range(1)):
                 removal.check_removal(masks[s], labels, num_classes, f"arm {arm_name} (seed {s})")
             arms.append(Arm(arm_name, kind, c.name, c.method, c.tau, masks))
     if len(arms) == 1:
-        raise JmemError("nothing to retrain: every removal set is empty ("
+        raise removal.NothingToRemove("nothing to retrain: every removal set is empty ("
                         + ", ".join(f"{k} {v}" for k, v in skipped.items()) + ")")
     return Design(seeds, groups, arms, skipped, ablation_rates)
