@@ -209,7 +209,11 @@ def test_every_stage_takes_set_with_one_grammar(trained, tmp_path, capsys):
         assert message in capsys.readouterr().err
     assert run_cli("score", run, "--set", "score.fdr_q=0.2") == 0
     assert json.loads((run / rundir.THRESHOLDS).read_text())["options"]["fdr_q"] == 0.2
-    # the fixed method's selection does not depend on fdr_q: retrain/ still holds this experiment
+    # retrain/ was computed from scores with fdr_q=0.05: never reused with other scores
+    capsys.readouterr()
+    assert run_cli("retrain", run) == 2
+    assert "computed from other inputs (score.fdr_q: 0.05 vs 0.2)" in capsys.readouterr().err
+    assert run_cli("score", run, "--set", "score.fdr_q=0.05") == 0  # the same scores again
     capsys.readouterr()
     assert run_cli("retrain", run) == 0 and "already complete" in capsys.readouterr().out
     assert run_cli("retrain", run, "--set", "retrain.seeds=4") == 2
