@@ -4,8 +4,12 @@ Every subcommand turns bad input into one line on stderr (``jmem: error: ...``) 
 status 2; nothing is written before the input has been validated. A failed file operation
 (read-only or full disk, a file where a directory should be) is such an error too. An
 unexpected internal error prints one line and exit status 1 (``JMEM_DEBUG=1`` shows the
-traceback). Warnings are one line, ``jmem: warning: ...``. ``jmem train`` / ``jmem
-run`` stopped by SIGTERM checkpoint and exit with status 143 (re-run to resume).
+traceback). Warnings are one line, ``jmem: warning: ...``. A command stopped by SIGTERM or
+SIGINT (Ctrl-C) stops at its next safe point, checkpointed, and exits with status 143 or
+130 (re-run to resume). The environment is checked before anything is written: ``$XLA_FLAGS``
+(before JAX starts: XLA aborts on a bad flag), ``$JMEM_CPU_DEVICES``, ``$JAX_PLATFORMS`` (a
+backend this machine lacks), ``--devices``. Every table of faults and the one line each
+gives: ``docs/faults.md``.
 
 On a machine without an accelerator the CPU cores become JAX devices: before anything
 imports JAX, :func:`main` asks XLA for one host-platform device per core (``--devices N`` or
@@ -16,17 +20,22 @@ and training shards each wave's models over them. Importing this module imports 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import traceback
 from pathlib import Path
 
-from jmem.engine.host_devices import (CPU_DEVICES_ENV, HOST_DEVICE_FLAG, configure_host_devices,
+from jmem.engine.host_devices import (CPU_DEVICES_ENV, HOST_DEVICE_FLAG, MAX_HOST_DEVICES,
+                                      check_xla_flags, configure_host_devices, cpu_devices_env,
                                       default_cpu_devices, env_int)
 from jmem.errors import JmemError, one_line, os_error, warn
 
 DEBUG_ENV = "JMEM_DEBUG"
+NO_JAX_COMMANDS = ("config", "data")  # commands that never start a JAX backend
+# Commands that may join a multi-process job: JAX's backend starts after jax.distributed.
+DISTRIBUTED_COMMANDS = ("train", "run")
 
 
 def _add_config_args(parser: argparse.ArgumentParser, optional: bool = False) -> None:
@@ -180,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_report(args) -> int:
-    from jmem.study.report.stage import build_report
+    from jmem.study.report.stage import build_report  # holds the run directory's lock
 
     out = build_report(args.run_dir, export_fz=not args.no_export, half_width=args.half_width)
     if out["verdict"]:
@@ -209,11 +218,40 @@ def check_devices(requested: int | None) -> None:
     if requested < 0:
         raise JmemError(f"--devices={requested} must be >= 1")
     cores = default_cpu_devices()
-    on_purpose = (env_int(CPU_DEVICES_ENV) or 0) >= requested or HOST_DEVICE_FLAG in _USER_XLA_FLAGS
+    on_purpose = (cpu_devices_env() or 0) >= requested or HOST_DEVICE_FLAG in _USER_XLA_FLAGS
     if jax.default_backend() == "cpu" and requested > cores and not on_purpose:
+        purpose = (f" (${CPU_DEVICES_ENV}={requested} creates more host devices on purpose)"
+                   if requested <= MAX_HOST_DEVICES else "")
         raise JmemError(f"--devices={requested} but this machine has {cores} CPU core(s) and no "
-                        f"accelerator; use --devices {cores} or fewer (${CPU_DEVICES_ENV}="
-                        f"{requested} creates more host devices on purpose)")
+                        f"accelerator; use --devices {cores} or fewer{purpose}")
+    here = jax.local_devices()
+    if requested > len(here):
+        raise JmemError(f"--devices={requested} but this process has {len(here)} "
+                        f"{here[0].platform} device(s); use --devices {len(here)} or fewer")
+
+
+def check_backend() -> None:
+    """Start JAX's backend now: a ``$JAX_PLATFORMS`` this machine cannot provide (``gpu``
+    without a GPU) is one line naming it, not a traceback in the middle of a stage."""
+    import jax
+
+    try:
+        jax.devices()
+    except RuntimeError as err:
+        reason = one_line(err).split(". (")[0][:300]
+        raise JmemError(f"JAX_PLATFORMS={os.environ.get('JAX_PLATFORMS', '')!r}: JAX cannot start "
+                        f"that backend here ({reason}); unset JAX_PLATFORMS to use the devices "
+                        "this machine has, or set JAX_PLATFORMS=cpu") from None
+
+
+def check_environment(argv: list[str]) -> None:
+    """Before JAX starts (nothing is written yet): ``$JMEM_CPU_DEVICES`` and ``$XLA_FLAGS``,
+    which XLA would abort the process on (checked in a child process, only when set)."""
+    cpu_devices_env()
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if "jax" in sys.modules or command in NO_JAX_COMMANDS or command is None:
+        return  # JAX has started already (tests), or will not
+    check_xla_flags(_USER_XLA_FLAGS)
 
 
 _USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")  # before configure_host_devices adds to it
@@ -235,10 +273,9 @@ def load_config(args):
 
 
 def _load_dataset(config):
-    from jmem.data.loaders import load_dataset
+    from jmem.study.inputs import load_dataset
 
-    return load_dataset(config.data.name, data_dir=config.data.data_dir or None,
-                        idx_dir=config.data.idx_dir or None)
+    return load_dataset(config)
 
 
 def _prepare_training(args):
@@ -251,6 +288,7 @@ def _prepare_training(args):
         args.workdir = Path("runs") / Path(config.data.name).stem
     execution = execution_from_args(args)
     initialize_distributed(args)
+    check_backend()
     check_devices(args.devices)
     dataset = _load_dataset(config)
     num_test = (dataset.num_test * (2 if config.leakage.clean_test else 1)  # + test_clean
@@ -287,10 +325,10 @@ def report_diverged(summary: dict) -> None:
         return
     shown = ", ".join(map(str, ids[:20])) + (", ..." if len(ids) > 20 else "")
     if len(ids) == models:
-        raise JmemError(f"all {models} models diverged (non-finite training loss); nothing "
-                        "can be scored: lower train.learning_rate or set train.grad_clip")
-    warn(f"{len(ids)} of {models} models diverged (non-finite training loss): ids {shown}; "
-         "scoring leaves them out")
+        raise JmemError(f"all {models} models diverged (non-finite training loss or margins); "
+                        "nothing can be scored: lower train.learning_rate or set train.grad_clip")
+    warn(f"{len(ids)} of {models} models diverged (non-finite training loss or margins): ids "
+         f"{shown}; every later stage leaves them out")
 
 
 def cmd_run(args) -> int:
@@ -309,10 +347,12 @@ def cmd_run(args) -> int:
 
 def cmd_retrain(args) -> int:
     execution = execution_from_args(args)
+    check_devices(args.devices)
     from jmem.study.retrain.stage import run_retrain
 
-    summary = run_retrain(args.run_dir, args.overrides, execution=execution,
-                          progress=not args.no_progress)
+    with _run_lock(args.run_dir):  # no re-scoring under the experiment's feet
+        summary = run_retrain(args.run_dir, args.overrides, execution=execution,
+                              progress=not args.no_progress)
     print(summary.pop("verdict").rstrip() + "\n")
     print(json.dumps(summary, indent=2))
     return 0
@@ -329,6 +369,13 @@ def run_config(run_dir: Path):
     return config_lib.from_dict(rundir.load_json(path, expect=dict))
 
 
+def _run_lock(run_dir: Path):
+    """The run directory's lock (none for a directory that does not exist: the stage says so)."""
+    from jmem.study.workdir import workdir_lock
+
+    return workdir_lock(run_dir) if Path(run_dir).is_dir() else contextlib.nullcontext()
+
+
 def cmd_score(args) -> int:
     from jmem import config as config_lib
     from jmem.study.scoring import format_summary, score_run
@@ -338,7 +385,8 @@ def cmd_score(args) -> int:
     if args.run_dir.is_dir() and not os.access(args.run_dir, os.W_OK):
         raise JmemError(f"run directory {str(args.run_dir)!r} is not writable; scoring writes "
                         "scores.csv, thresholds.json and pairs.csv into it")
-    summary = score_run(args.run_dir, config.score)
+    with _run_lock(args.run_dir):
+        summary = score_run(args.run_dir, config.score)
     print(format_summary(summary))
     return 0
 
@@ -347,14 +395,16 @@ def cmd_leakage(args) -> int:
     from jmem import config as config_lib
     from jmem.data.leakage import format_leakage_summary
     from jmem.data.loaders import load_dataset
-    from jmem.study import integrity, rundir
+    from jmem.study import inputs, integrity, rundir
     from jmem.study.leakage import detect_leakage, write_duplicates_csv
 
-    target = Path(args.target)
+    target, run_dir, changed = Path(args.target), None, None
     if (target / rundir.CONFIG).exists():  # a run directory: its dataset, its settings
         manifest = integrity.load_manifest(target)
         if manifest is not None:
             integrity.check_files(target, manifest, "inputs", names=[rundir.CONFIG])
+        inputs.require_run_dir(target)
+        run_dir = target
         recorded = run_config(target)
         config = config_lib.apply_overrides(recorded, args.overrides)
         changed = config_lib.first_difference(config_lib.to_dict(recorded), config_lib.to_dict(config),
@@ -372,8 +422,16 @@ def cmd_leakage(args) -> int:
                         f"{str(Path(out) / rundir.DUPLICATES)!r}")
     dataset = load_dataset(config.data.name, data_dir=(args.data_dir or config.data.data_dir) or None,
                            idx_dir=(args.idx_dir or config.data.idx_dir) or None)
-    result = detect_leakage(config, dataset)
-    write_duplicates_csv(out, result)
+    if run_dir is not None and not changed:  # the run's own data: the one it was trained on?
+        inputs.verify_dataset(run_dir, config, dataset)
+    into_run = run_dir is not None and Path(out).resolve() == (run_dir / rundir.DUPLICATES).resolve()
+    with _run_lock(run_dir) if into_run else contextlib.nullcontext():
+        result = detect_leakage(config, dataset)
+        if into_run:  # what the run trained with: rewritten only with the same pairs
+            from jmem.study.leakage import check_run_duplicates
+
+            check_run_duplicates(run_dir, result)
+        write_duplicates_csv(out, result)
     from jmem.study.figures_leakage import save_leakage_figures
 
     figures = save_leakage_figures(Path(out).parent, result, dataset)
@@ -412,6 +470,7 @@ def cmd_data(args) -> int:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        check_environment(argv)  # before JAX starts: XLA aborts the process on a bad flag
         configure_host_devices(argv)  # first: before anything (a subcommand too) imports JAX
         # Re-runs, resumes and later stages skip recompiling: JAX's persistent compilation
         # cache, for every program (JAX's default keeps only those that took >= 1 s to
@@ -421,6 +480,8 @@ def main(argv=None) -> int:
         os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
         parser = build_parser()
         args = parser.parse_args(argv)
+        if args.command not in NO_JAX_COMMANDS + DISTRIBUTED_COMMANDS:
+            check_backend()
         return args.handler(args)
     except JmemError as err:
         print(f"jmem: error: {one_line(err)}", file=sys.stderr)
@@ -433,12 +494,12 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - the last resort: one line, not a traceback
-        from jmem.study.waves import EXIT_PREEMPTED, Preempted
+        from jmem.study.workdir import Preempted
 
         if isinstance(err, Preempted):
-            print(f"jmem: stopped by SIGTERM ({err}); re-run the same command to resume",
+            print(f"jmem: stopped by {err.signal_name} ({err}); re-run the same command to resume",
                   file=sys.stderr)
-            return EXIT_PREEMPTED
+            return err.exit_code
         if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             traceback.print_exc()
         print(f"jmem: internal error: {type(err).__name__}: {one_line(err)[:500]} "

@@ -192,6 +192,15 @@ def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
+# JAX's PRNGKey(seed) keeps 32 bits: 2**32 would silently be seed 0, -1 seed 2**32 - 1.
+MAX_SEED = 2**32 - 1
+SEED_RULE = f"must be an integer in [0, {MAX_SEED}] (seeds are unsigned 32-bit)"
+
+
+def _is_seed(v) -> bool:
+    return _is_int(v) and 0 <= v <= MAX_SEED
+
+
 @dataclasses.dataclass(frozen=True)
 class RetrainConfig:
     """The removal experiment, ``jmem retrain`` (see ``jmem.study.retrain``).
@@ -305,6 +314,10 @@ class Config:
     leakage: LeakageConfig = dataclasses.field(default_factory=LeakageConfig)
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
     retrain: RetrainConfig = dataclasses.field(default_factory=RetrainConfig)
+
+    def __post_init__(self):
+        if not _is_seed(self.seed):
+            raise JmemError(f"seed={self.seed!r} {SEED_RULE}")
 
 
 # Sections that configure a later stage, not training: ``jmem train`` records them but a run

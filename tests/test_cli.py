@@ -209,12 +209,11 @@ def test_every_stage_takes_set_with_one_grammar(trained, tmp_path, capsys):
         assert message in capsys.readouterr().err
     assert run_cli("score", run, "--set", "score.fdr_q=0.2") == 0
     assert json.loads((run / rundir.THRESHOLDS).read_text())["options"]["fdr_q"] == 0.2
-    # re-scored: the finished experiment came from other scores and is not reused silently
+    # retrain/ was computed from scores with fdr_q=0.05: never reused with other scores
     capsys.readouterr()
     assert run_cli("retrain", run) == 2
-    assert "computed from other scores" in capsys.readouterr().err
-    shutil.rmtree(run / "retrain")
-    assert run_cli("retrain", run, "--no-progress", "--set", "retrain.resamples=200") == 0
+    assert "computed from other inputs (score.fdr_q: 0.05 vs 0.2)" in capsys.readouterr().err
+    assert run_cli("score", run, "--set", "score.fdr_q=0.05") == 0  # the same scores again
     capsys.readouterr()
     assert run_cli("retrain", run) == 0 and "already complete" in capsys.readouterr().out
     assert run_cli("retrain", run, "--set", "retrain.seeds=4") == 2

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from jmem.cli import main
-from jmem.study import rundir, training, waves
+from jmem.study import rundir, training, waves, workdir
 from jmem.study.faults import KILL_ENV
 from child_env import child_env
 
@@ -162,12 +162,24 @@ def test_partial_inputs_do_not_block_a_rerun(tmp_path):
 
 
 def test_workdir_lock_is_exclusive_and_names_the_holder(tmp_path):
-    with waves.workdir_lock(tmp_path):
-        with pytest.raises(Exception, match=rf"in use by another jmem process \(pid {os.getpid()}@"):
+    """Another process is refused (naming the holder); this process may take it again
+    (`jmem run` holds it across its stages); released on exit."""
+    holder = _hold_lock(tmp_path)
+    try:
+        with pytest.raises(Exception, match=rf"in use by another jmem process \(pid {holder.pid}@"):
             with waves.workdir_lock(tmp_path):
                 pass
-    with waves.workdir_lock(tmp_path):  # released on exit
-        pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with waves.workdir_lock(tmp_path):
+        with waves.workdir_lock(tmp_path):  # re-entrant
+            pass
+        assert os.path.realpath(tmp_path / waves.LOCK) in workdir._HELD
+    assert not workdir._HELD
+    again = _hold_lock(tmp_path)  # released: another process takes it
+    again.kill()
+    again.wait()
 
 
 def test_segments_and_checkpoint_schedule():

@@ -294,4 +294,5 @@ def test_killed_retrain_resumes_bitwise_identical(tmp_path, capsys):
     # Re-scored with another setting: the finished experiment is not silently reused.
     assert main(["score", str(work), "--set", "score.fixed_threshold=0.3"]) == 0
     capsys.readouterr()
-    assert "computed from other scores" in _error(capsys, ["retrain", str(work), *SMALL, "--no-progress"])
+    assert "computed from other inputs (score.fixed_threshold: 0.25 vs 0.3)" in _error(
+        capsys, ["retrain", str(work), *SMALL, "--no-progress"])

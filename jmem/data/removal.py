@@ -9,15 +9,18 @@ Every function returns ``bool[N]`` (True = removed). Shapes: ``labels: int[N]`` 
 - :func:`matched_random`: exactly the given number per class, uniformly without replacement
   within each class (the baseline that answers "you removed a sub-population").
 - :func:`uniform_random`: the same total, uniformly over all examples (Feldman & Zhang's
-  baseline).
+  baseline); given the labels, never every example of a class.
 - :func:`lowest`: the ``size`` lowest-scoring examples (ties: lower index first).
 - :func:`at_least`: examples with ``score >= tau`` (a point of the removal curve).
-- :func:`load_removal`: a user's ``.npy`` of indices or a bool mask.
+- :func:`load_removal`: a user's ``.npy`` of indices or a bool mask (an integer 0/1 array
+  of length N, which could be either, is refused).
 - :func:`check_removal`: refuse a set that would leave a class (or the whole set) empty.
 
 Random arms draw from all examples of a class, the selected ones included: the null
 hypothesis is "the selected set acts like any other set of the same class sizes", and a
-random set of that kind may overlap it.
+random set of that kind may overlap it. ``exclude`` (bool[N]) keeps examples out of every
+random draw (e.g. canaries). A random baseline never removes every example of a class: where
+no draw can avoid that, :class:`Undrawable` is raised (the design skips that arm with a note).
 """
 
 from __future__ import annotations
@@ -27,6 +30,18 @@ from pathlib import Path
 import numpy as np
 
 from jmem.errors import JmemError
+
+# Draws of a uniform baseline that empty a class are redrawn (exactly uniform over the draws
+# that do not); after this many in a row the draw keeps one example of every class instead.
+_REDRAWS = 64
+
+
+class Undrawable(JmemError):
+    """No random removal set of the asked sizes leaves every class an example."""
+
+
+class NothingToRemove(JmemError):
+    """Every removal set of an experiment is empty: there is nothing to retrain."""
 
 
 def _labels(labels) -> np.ndarray:
@@ -44,43 +59,80 @@ def class_counts(removed: np.ndarray, labels, num_classes: int) -> np.ndarray:
     return np.bincount(labels[np.asarray(removed, bool)], minlength=num_classes).astype(np.int64)
 
 
-def _eligible_mask(eligible, n: int) -> np.ndarray:
-    if eligible is None:
+def _eligible(n: int, exclude) -> np.ndarray:
+    """bool[n]: the examples a random draw may remove (all but ``exclude``)."""
+    if exclude is None:
         return np.ones(n, bool)
-    eligible = np.asarray(eligible, bool)
-    if eligible.shape != (n,):
-        raise JmemError(f"eligible has shape {eligible.shape}; expected bool[{n}]")
-    return eligible
+    exclude = np.asarray(exclude, bool)
+    if exclude.shape != (n,):
+        raise JmemError(f"exclude has shape {exclude.shape}; need bool[{n}]")
+    return ~exclude
 
 
-def matched_random(labels, counts, generator: np.random.Generator, eligible=None) -> np.ndarray:
+def matched_random(labels, counts, generator: np.random.Generator, *, exclude=None) -> np.ndarray:
     """bool[N] with exactly ``counts[c]`` examples of class c, uniform within each class.
 
     Args:
-      labels: int[N]; counts: int[C] with ``counts[c] <= #{labels == c}`` (eligible ones).
+      labels: int[N]; counts: int[C] with ``counts[c]`` below the class's size (and at most
+        its eligible examples).
       generator: the arm-and-seed's stream; classes are drawn in increasing order.
-      eligible: bool[N] or None: draw only among these (never a canary).
+      exclude: bool[N], examples never drawn (None = none).
+    Raises :class:`Undrawable` when a class has too few eligible examples, or the draw would
+    remove every example of a class.
     """
     labels = _labels(labels)
-    ok = _eligible_mask(eligible, labels.size)
     counts = np.asarray(counts, np.int64)
+    eligible = _eligible(labels.size, exclude)
     removed = np.zeros(labels.size, bool)
     for c in np.flatnonzero(counts):
-        members = np.flatnonzero((labels == c) & ok)
-        if counts[c] > members.size:
-            raise JmemError(f"class {int(c)} has {members.size} examples; cannot remove {int(counts[c])}")
+        members = np.flatnonzero((labels == c) & eligible)
+        size = int((labels == c).sum())
+        if counts[c] > members.size or counts[c] >= size:
+            eligible_note = f" ({members.size} eligible)" if exclude is not None else ""
+            raise Undrawable(f"class {int(c)} has {size} examples{eligible_note}; cannot remove "
+                             f"{int(counts[c])} and leave one")
         removed[generator.choice(members, size=int(counts[c]), replace=False)] = True
     return removed
 
 
-def uniform_random(num_examples: int, size: int, generator: np.random.Generator, eligible=None) -> np.ndarray:
-    """bool[num_examples] with ``size`` examples drawn uniformly without replacement (among
-    the ``eligible`` ones: bool[N] or None for all)."""
-    pool = np.flatnonzero(_eligible_mask(eligible, num_examples))
+def uniform_random(num_examples: int, size: int, generator: np.random.Generator, *,
+                   labels=None, exclude=None) -> np.ndarray:
+    """bool[num_examples] with ``size`` examples drawn uniformly without replacement.
+
+    labels: int[N]; given, the draw never removes every example of a class: a draw that
+      would is redrawn (so the set is uniform over the draws that leave every class an
+      example), and after ``_REDRAWS`` such draws one example of each class is set aside
+      first. Raises :class:`Undrawable` if no draw can leave every class an example.
+    exclude: bool[N], examples never drawn (None = none).
+    """
+    eligible = _eligible(num_examples, exclude)
+    pool = np.flatnonzero(eligible)
     if not 0 <= size <= pool.size:
-        raise JmemError(f"cannot remove {size} of {pool.size} examples")
-    removed = np.zeros(num_examples, bool)
-    removed[generator.choice(pool, size=int(size), replace=False)] = True
+        raise JmemError(f"cannot remove {size} of {pool.size} eligible examples ({num_examples} in all)")
+    if labels is None:
+        return _mask(num_examples, generator.choice(pool, size=int(size), replace=False))
+    labels = _labels(labels)
+    if labels.size != num_examples:
+        raise JmemError(f"labels has {labels.size} entries for {num_examples} examples")
+    classes = np.unique(labels)
+    for _ in range(_REDRAWS):
+        removed = _mask(num_examples, generator.choice(pool, size=int(size), replace=False))
+        if np.isin(classes, labels[~removed]).all():
+            return removed
+    # Rare: size is close to the eligible count. Keep one eligible example of each class that
+    # has no ineligible one, drawn at random, and draw the set from the rest.
+    keepers = [generator.choice(np.flatnonzero(eligible & (labels == c))) for c in classes
+               if eligible[labels == c].all()]
+    rest = np.setdiff1d(pool, keepers)
+    if size > rest.size:
+        raise Undrawable(f"a random set of {size} of the {pool.size} eligible examples would "
+                         f"remove every example of some class ({classes.size} classes)")
+    return _mask(num_examples, generator.choice(rest, size=int(size), replace=False))
+
+
+def _mask(n: int, index) -> np.ndarray:
+    removed = np.zeros(n, bool)
+    removed[np.asarray(index, np.int64)] = True
     return removed
 
 
@@ -121,6 +173,11 @@ def load_removal(path: str, num_examples: int, field: str = "retrain.remove") ->
     if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
         raise JmemError(f"{field}={path!r} has dtype {arr.dtype} and shape {arr.shape}; need "
                         f"int indices or bool[{num_examples}]")
+    if arr.size == num_examples and np.isin(arr, (0, 1)).all():
+        # Read as indices it removes examples 0 and 1; it is almost surely a mask.
+        raise JmemError(f"{field}={path!r} holds {num_examples} integers ({arr.dtype}), all 0 or 1: "
+                        "a mask or the indices 0 and 1? Save a mask as bool "
+                        "(np.save(path, mask.astype(bool))) or indices as np.flatnonzero(mask)")
     bad = arr[(arr < 0) | (arr >= num_examples)]
     if bad.size:
         raise JmemError(f"{field}={path!r}: index {int(bad[0])} is outside [0, {num_examples})")

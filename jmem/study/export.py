@@ -15,8 +15,8 @@ these arrays, which :func:`export_fz` writes from a run directory (``RUN_DIR/fz_
 
 so code written for their files runs on jmem's output unchanged. Influence is only stored
 within a class, as in their files. The models are the same as ``scores.csv``'s main columns
-(those of one rate: ``score.rate``, else the run's lowest), so ``tr_mem`` equals
-``scores.csv``'s ``mem``. Undefined entries (an example no model
+(those of one rate: ``score.rate``, else the run's lowest, less the diverged ones:
+:mod:`jmem.study.diverged`), so ``tr_mem`` equals ``scores.csv``'s ``mem``. Undefined entries (an example no model
 included or excluded) are NaN. Nothing of size ``R x N x T`` is formed: each class's matrix
 is one chunked pass of matrix products, written to the archive before the next is computed.
 """
@@ -30,21 +30,24 @@ import numpy as np
 from jmem.errors import JmemError
 from jmem.scores import estimators
 from jmem.study import rundir
+from jmem.study.diverged import without as without_diverged
 from jmem.study.scoring import load_run, recorded_options
 
 
-def scored_rows(run_dir, num_models: int, model_rates) -> np.ndarray | None:
+def scored_rows(run_dir, num_models: int, model_rates, diverged=None) -> np.ndarray | None:
     """Rows of the models behind ``scores.csv``'s main columns: those of its main rate
-    (``thresholds.json``'s ``main_rate``: ``score.rate``, else the run's lowest); None = all
-    models (a run without rates)."""
+    (``thresholds.json``'s ``main_rate``: ``score.rate``, else the run's lowest; all models in a
+    run without rates), less the ``diverged`` ones (bool[R], ``RunArrays.diverged``), as the
+    scoring stage did."""
     path = Path(run_dir) / rundir.THRESHOLDS
     rate = rundir.load_json(path, expect=dict).get("main_rate") if path.exists() else None
     if rate is None:
         rate = recorded_options(run_dir).rate
-    if rate is None or model_rates is None:
-        return None
-    return np.flatnonzero(np.round(model_rates, estimators.RATE_DECIMALS)
-                          == round(rate, estimators.RATE_DECIMALS))
+    rows = None
+    if rate is not None and model_rates is not None:
+        rows = np.flatnonzero(np.round(model_rates, estimators.RATE_DECIMALS)
+                              == round(rate, estimators.RATE_DECIMALS))
+    return without_diverged(rows, diverged, num_models)
 
 
 def fz_arrays(keep, margins_train, margins_test, labels_train, labels_test, *,
@@ -85,7 +88,7 @@ def export_fz(run_dir, out=None, *, test_set: str = "test",
     run = load_run(d)
     if test_set not in run.test_sets:
         raise JmemError(f"test set {test_set!r} is not in the run; it has {', '.join(run.test_sets)}")
-    rows = scored_rows(d, run.keep.shape[0], run.model_rates)
+    rows = scored_rows(d, run.keep.shape[0], run.model_rates, run.diverged)
     take = (lambda a: a) if rows is None else (lambda a: a[rows])
     margins_test, labels_test = run.test_sets[test_set]
     out = Path(out) if out is not None else d / rundir.FZ_EXPORT

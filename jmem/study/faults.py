@@ -1,7 +1,7 @@
 """Fault injection for the kill-and-resume tests: a no-op unless ``JMEM_TEST_KILL_AT`` is set.
 
-``JMEM_TEST_KILL_AT=<point>[:<n>[:TERM]]`` makes this process send itself SIGKILL (or SIGTERM)
-the n-th time (default: the first) it reaches :func:`point` ``<point>``. The stages call
+``JMEM_TEST_KILL_AT=<point>[:<n>[:TERM|INT]]`` makes this process send itself SIGKILL (or
+SIGTERM, SIGINT) the n-th time (default: the first) it reaches :func:`point` ``<point>``. The stages call
 :func:`point` at the moments a kill is most likely to leave something half done:
 
 =====================  ======================================================================
@@ -13,6 +13,7 @@ the n-th time (default: the first) it reaches :func:`point` ``<point>``. The sta
 ``assembly``           the final arrays half written
 ``cleanup``            the completion marker written, ``waves/`` not yet removed
 ``stage``              ``jmem run``: after the score and after the retrain stage
+``report``             ``jmem report``: every plot drawn into the new folder, not yet swapped in
 =====================  ======================================================================
 
 Production code never waits for anything on the hook's account: where a point names a state
@@ -46,4 +47,5 @@ def point(name: str, settle: Callable[[], object] | None = None) -> None:
     if _counts[name] == int(count or 1):
         if settle is not None:
             settle()
-        os.kill(os.getpid(), signal.SIGTERM if sig == "TERM" else signal.SIGKILL)
+        signals = {"TERM": signal.SIGTERM, "INT": signal.SIGINT}
+        os.kill(os.getpid(), signals.get(sig, signal.SIGKILL))

@@ -8,11 +8,13 @@ returns it. Axis labels name the quantity and its unit; titles say what to look 
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from jmem.study import rundir
 
 DPI = 110
 CANARY_COLOR = "#d62728"
@@ -32,11 +34,12 @@ def _figure(width: float = 6.4, height: float = 4.2, **subplots):
 
 
 def _save(fig: Figure, path) -> Path:
+    """Render ``fig`` as PNG and write it atomically (a temporary name of its own: two
+    processes never share one)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=DPI)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    rundir.save_bytes(path, buffer.getvalue())
     return path
 
 

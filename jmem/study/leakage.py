@@ -86,8 +86,8 @@ def leaked_in_run(run_dir, num_test: int) -> np.ndarray:
     return leaked
 
 
-def write_duplicates_csv(path, result: LeakageResult) -> None:
-    """Atomically write ``duplicates.csv`` (:data:`rundir.DUPLICATES`): columns
+def duplicates_csv_text(result: LeakageResult) -> str:
+    """The text of ``duplicates.csv`` (:data:`rundir.DUPLICATES`): columns
     ``test_index,train_index,distance,detector``, one row per leaked test example and
     detector, indices are positions in the dataset's test/train arrays."""
     out = io.StringIO()
@@ -95,7 +95,26 @@ def write_duplicates_csv(path, result: LeakageResult) -> None:
     writer.writerow(DUPLICATES_COLUMNS)
     for row in result.pairs:
         writer.writerow([int(row["test_index"]), int(row["train_index"]), f"{float(row['distance']):.6g}", str(row["detector"])])
-    rundir.save_text(Path(path), out.getvalue())
+    return out.getvalue()
+
+
+def write_duplicates_csv(path, result: LeakageResult) -> None:
+    """Atomically write ``duplicates.csv`` (:func:`duplicates_csv_text`)."""
+    rundir.save_text(Path(path), duplicates_csv_text(result))
+
+
+def check_run_duplicates(run_dir, result: LeakageResult) -> None:
+    """JmemError if ``result`` would change the ``duplicates.csv`` a run's manifest records:
+    its training chose the leakage-free test set by that file, so it is never rewritten with
+    other pairs."""
+    from jmem.study import integrity
+
+    manifest = integrity.load_manifest(run_dir)
+    recorded = (manifest or {}).get("inputs", {}).get(rundir.DUPLICATES)
+    if recorded is not None and integrity.text_sha256(duplicates_csv_text(result)) != recorded:
+        raise JmemError(f"the detection gives other pairs than the {rundir.DUPLICATES} run "
+                        f"directory {str(run_dir)!r} was trained with (recorded in "
+                        f"{rundir.MANIFEST}); give --out to write them elsewhere")
 
 
 def read_duplicates_csv(path) -> np.ndarray:

@@ -1,20 +1,27 @@
 """``jmem run``: the whole study, data -> masks -> train -> score -> retrain -> report.
 
-Every stage writes into the run directory and is skipped when its outputs are complete, so
-an interrupted study (SIGTERM, SIGKILL, a crash) continues where it stopped when the same
-command runs again:
+Every stage writes into the run directory and is skipped when its outputs are complete and
+were computed from the inputs they would be computed from now (:mod:`jmem.study.inputs`), so
+an interrupted study (SIGTERM, SIGINT, SIGKILL, a crash) continues where it stopped when the
+same command runs again:
 
 ========== =================================================== ==============================
 stage      does                                                complete when
 ========== =================================================== ==============================
 train      leakage check, canaries, keep-masks, the estimation ``models.csv`` (training's own
            models (:mod:`jmem.study.training`)                  waves and checkpoints resume)
-score      scores, thresholds, pairs (:mod:`jmem.study.scoring`) ``pairs.csv`` (written last),
-                                                               with the config's ``score``
+score      scores, thresholds, pairs (:mod:`jmem.study.scoring`) its record in the manifest
+                                                               matches the config's ``score``,
+                                                               the training and its files
 retrain    the removal experiment and the ablation              ``retrain/retrain.json``
            (:mod:`jmem.study.retrain`)                          (resumes its own waves)
 report     ``report.md`` and its plots (:mod:`jmem.study.report`) re-rendered every time (seconds)
 ========== =================================================== ==============================
+
+SIGTERM and SIGINT stop the study at the next safe point (between training segments and
+waves, between stages) with :class:`jmem.study.waves.Preempted` (exit 143 / 130); the run
+directory's lock is held from the end of training to the end of the report. A selection that
+selects nothing skips the removal experiment with a note; the report is written anyway.
 """
 
 from __future__ import annotations
@@ -24,25 +31,10 @@ from pathlib import Path
 
 from jmem.config import Config
 from jmem.data.dataset import Dataset
-from jmem.study import faults, rundir, training, waves
+from jmem.errors import warn
+from jmem.study import faults, inputs, training, waves
 
 STAGES = ("train", "score", "retrain", "report")
-
-
-def is_scored(workdir: Path) -> bool:
-    """The scoring stage wrote all three files (pairs.csv is its last)."""
-    return all((Path(workdir) / name).exists() for name in (rundir.SCORES, rundir.THRESHOLDS, rundir.PAIRS))
-
-
-def scoring_changed(workdir: Path, config: Config) -> str | None:
-    """The first ``score`` field whose value differs from the options thresholds.json records
-    (``score.fdr_q: 0.1 vs 0.05``), or None."""
-    from jmem import config as config_lib
-    from jmem.study import scoring
-
-    recorded = config_lib.to_dict(scoring.recorded_options(workdir))
-    return config_lib.first_difference({"score": recorded}, {"score": config_lib.to_dict(config.score)},
-                                       ignore=(), ignore_sections=())
 
 
 def training_line(summary: dict) -> str:
@@ -55,45 +47,71 @@ def training_line(summary: dict) -> str:
             f"{summary.get('diverged', 0)} diverged")
 
 
+def score_stage(workdir: Path, config: Config, log) -> None:
+    """Score unless the run's scores were computed from this training with these options
+    and are intact; say why when scoring again."""
+    from jmem.study import scoring
+
+    problem = inputs.scores_problem(workdir, config.score)
+    if problem is None:
+        log(f"{workdir}: already scored")
+        return
+    if not problem.startswith("not scored"):
+        log(f"{workdir}: {problem}; scoring again")
+    log(scoring.format_summary(scoring.score_run(workdir, config.score)))
+
+
+def retrain_stage(workdir: Path, config: Config, dataset: Dataset, execution, progress: bool,
+                  log) -> dict | None:
+    """The removal experiment; None (with a one-line note) when every selection is empty."""
+    from jmem.data.removal import NothingToRemove
+    from jmem.study.retrain.stage import run_retrain
+
+    try:
+        return run_retrain(workdir, dataset=dataset, execution=execution, progress=progress,
+                           log=log, retrain_config=config.retrain)
+    except NothingToRemove as err:
+        warn(f"no removal experiment: {err}")
+        return None
+
+
 def run_study(config: Config, workdir: Path, dataset: Dataset, *, execution: waves.Execution = waves.Execution(),
               progress: bool = True, log=print) -> dict:
     """Run every stage of the study of ``config`` into ``workdir`` (resuming what is done).
 
-    Returns {"train": summary, "retrain": summary, "report": paths, "verdict": str,
+    Returns {"train": summary, "retrain": summary or None, "report": paths, "verdict": str,
     "seconds": {stage: float}}. Only process 0 of a multi-process job goes past training.
+    Raises :class:`jmem.study.waves.Preempted` at the next safe point after SIGTERM / SIGINT.
     """
     from jmem.engine import parallel
-    from jmem.study import scoring
     from jmem.study.report.stage import build_report
-    from jmem.study.retrain.stage import run_retrain
 
     workdir = Path(workdir)
     seconds, out = {}, {}
-    t0 = time.perf_counter()
-    out["train"] = training.run_training(config, workdir, dataset, progress=progress, log=log,
-                                         execution=execution)
-    seconds["train"] = time.perf_counter() - t0
-    if parallel.process_index() != 0:
-        return {**out, "seconds": seconds}
-    log(training_line(out["train"]))
-    t0 = time.perf_counter()
-    changed = scoring_changed(workdir, config) if is_scored(workdir) else None
-    if is_scored(workdir) and changed is None:
-        log(f"{workdir}: already scored")
-    else:
-        if is_scored(workdir):
-            log(f"{workdir}: scored with other options ({changed}); scoring again")
-        log(scoring.format_summary(scoring.score_run(workdir, config.score)))
-    faults.point("stage")
-    seconds["score"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out["retrain"] = run_retrain(workdir, dataset=dataset, execution=execution, progress=progress,
-                                 log=log, retrain_config=config.retrain)
-    faults.point("stage")
-    seconds["retrain"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out["report"] = build_report(workdir)
-    seconds["report"] = time.perf_counter() - t0
-    out["verdict"] = out["retrain"]["verdict"]
+    with waves.StopRequest() as stop:
+        t0 = time.perf_counter()
+        out["train"] = training.run_training(config, workdir, dataset, progress=progress, log=log,
+                                             execution=execution)
+        seconds["train"] = time.perf_counter() - t0
+        if parallel.process_index() != 0:
+            return {**out, "seconds": seconds}
+        log(training_line(out["train"]))
+        stop.check("after the training stage")
+        with waves.workdir_lock(workdir):
+            t0 = time.perf_counter()
+            score_stage(workdir, config, log)
+            faults.point("stage")
+            stop.check("after the score stage")
+            seconds["score"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            out["retrain"] = retrain_stage(workdir, config, dataset, execution, progress, log)
+            faults.point("stage")
+            stop.check("after the removal experiment")
+            seconds["retrain"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            out["report"] = build_report(workdir)
+            seconds["report"] = time.perf_counter() - t0
+    out["verdict"] = (out["retrain"]["verdict"] if out["retrain"] is not None else
+                      "No removal experiment: every selection is empty (see the warning above).")
     out["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     return out

@@ -61,7 +61,7 @@ from jmem.config import ScoreConfig
 from jmem.errors import JmemError
 from jmem.jsonable import to_jsonable
 from jmem.scores import estimators, protocols, thresholds
-from jmem.study import integrity, rundir
+from jmem.study import diverged, integrity, rundir
 
 CANARY_SCORES = ("mem", "fractional", "lira", "neg_log10_p", "one_minus_cscore")
 
@@ -75,8 +75,8 @@ class RunArrays:
     """The arrays :func:`score_run` needs, shape-checked (arrays may be memory maps).
 
     test_sets: name -> (margins float[R, T_k], labels int[T_k]); "test" first.
-    diverged: bool[R] from models.csv (None without one): models whose training loss became
-      non-finite; they are left out of every statistic.
+    diverged: bool[R], the models that diverged (:mod:`jmem.study.diverged`: non-finite
+      training loss or margins); they are left out of every statistic.
     """
 
     keep: np.ndarray
@@ -130,7 +130,8 @@ def load_run(run_dir) -> RunArrays:
                             f"expected bool[{num_examples}]")
         canary = c
     return RunArrays(keep, margins, labels, test_sets, rates, canary,
-                     rundir.read_diverged(d / rundir.MODEL_METRICS, num_models))
+                     diverged.run_diverged(d / rundir.MODEL_METRICS, num_models,
+                                           [margins, *(m for m, _ in test_sets.values())]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,10 +393,12 @@ def score_run(run_dir, options: ScoreConfig | None = None) -> dict:
         "influence": main_record["influence"],
         "options": dataclasses.asdict(opt),
     })
+    integrity.forget_scores(d)  # until the record below, the files are not a finished scoring
     rundir.save_text(d / rundir.SCORES, rundir.csv_text(columns))
     rundir.save_json(d / rundir.THRESHOLDS, record)
     pairs = {k: np.concatenate(v) if v else np.empty(0) for k, v in pair_cols.items()}
     rundir.save_text(d / rundir.PAIRS, rundir.csv_text(pairs))
+    integrity.record_scores(d, opt, diverged_ids)
     return {**record, "files": {"scores": str(d / rundir.SCORES), "thresholds": str(d / rundir.THRESHOLDS),
                                 "pairs": str(d / rundir.PAIRS)}}
 

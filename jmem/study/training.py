@@ -50,19 +50,41 @@ class RunInputs:
         return waves.Job(self.dataset, self.keep, config.model, config.train, config.seed)
 
 
+def canary_labels(config: Config, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(labels int[N], canaries bool[N]): the training labels the models see, with the
+    canaries of ``config`` re-drawn (a function of the seed and the dataset's labels only)."""
+    from jmem.data.canaries import make_canaries
+
+    return make_canaries(config.seed, dataset.y_train, dataset.num_classes,
+                         config.subsets.canary_fraction)
+
+
 def prepare_inputs(config: Config, dataset: Dataset) -> RunInputs:
     """Canaries and keep-masks for ``config`` on ``dataset`` (no training, no files)."""
-    from jmem.data.canaries import make_canaries
     from jmem.data.subsets import make_keep
 
-    labels, canaries = make_canaries(config.seed, dataset.y_train, dataset.num_classes,
-                                     config.subsets.canary_fraction)
+    labels, canaries = canary_labels(config, dataset)
     keep, model_rates = make_keep(config.seed, config.train.num_models, dataset.num_train,
                                   config.subsets.design, config.subsets.rates,
                                   config.subsets.equal_heldout)
+    check_keep(keep, model_rates, config)
     dataset = dataclasses.replace(dataset, y_train=np.asarray(labels, np.int32))
     return RunInputs(dataset, keep, np.asarray(model_rates, np.float32),
                      np.asarray(labels, np.int32), np.asarray(canaries, bool))
+
+
+def check_keep(keep: np.ndarray, model_rates: np.ndarray, config: Config) -> None:
+    """Refuse a design in which some model would train on no example (keep: bool[R, N],
+    model_rates: float[R]), before anything is written: naming the fields that cause it."""
+    sizes = np.asarray(keep).sum(axis=1)
+    empty = np.flatnonzero(sizes == 0)
+    if empty.size:
+        r = int(empty[0])
+        raise JmemError(f"subsets.rates={list(config.subsets.rates)} with subsets.design="
+                        f"{config.subsets.design!r}, train.num_models={config.train.num_models} and "
+                        f"N={keep.shape[1]}: {empty.size} model(s) would train on no example "
+                        f"(model {r}, rate {float(model_rates[r]):g}); raise the rate or the number "
+                        "of models")
 
 
 def check_workdir(workdir: Path, config: Config) -> bool:
@@ -115,6 +137,8 @@ def write_inputs(workdir: Path, config: Config, inputs: RunInputs) -> None:
         rundir.save_array(workdir / rundir.labels_extra_name(name), y)
     names = [rundir.KEEP, rundir.MODEL_RATES, rundir.LABELS_TRAIN, rundir.LABELS_TEST]
     names += [rundir.CANARIES] * bool(inputs.canaries.any())
+    # duplicates.csv (written just before) decides the leakage-free test set of every later stage
+    names += [rundir.DUPLICATES] * (workdir / rundir.DUPLICATES).exists()
     names += [rundir.labels_extra_name(name) for name in data.extra_tests]
     config_text = rundir.json_text(config_lib.to_dict(config))
     integrity.record_inputs(workdir, data, names, config_text)
@@ -188,13 +212,13 @@ def _start(config, workdir: Path, dataset, execution: waves.Execution, lock: con
         devices = parallel.local_devices(execution.devices)
         if me == 0:
             check_workdir(workdir, config)  # refuse before writing anything, even a lock
-            workdir.mkdir(parents=True, exist_ok=True)
-            lock.enter_context(waves.workdir_lock(workdir))
         from jmem.study.leakage import measure_leakage
 
         dataset, leaks = measure_leakage(config, dataset)
-        inputs = prepare_inputs(config, dataset)
+        inputs = prepare_inputs(config, dataset)  # a bad design is refused here, still unwritten
         if me == 0:
+            workdir.mkdir(parents=True, exist_ok=True)
+            lock.enter_context(waves.workdir_lock(workdir))
             status, wave_size, done = _prepare_workdir(workdir, config, inputs, leaks, len(devices),
                                                        num_processes, log)
     except Exception as err:  # noqa: BLE001 - re-raised below, after telling the others

@@ -9,29 +9,25 @@ training settings) and hand it to this module, which owns how the rows are train
   wave starts (:func:`train_pending`);
 * within a wave, training runs in short segments (a few seconds each); the in-flight state
   is checkpointed with orbax every ``checkpoint_every_epochs`` epochs and/or every
-  ``checkpoint_every_seconds`` (``jmem.engine.checkpoint``), and when SIGTERM arrives
-  (:class:`StopRequest`, then :class:`Preempted`);
-* a re-run skips finished waves (:func:`finished_models`) and resumes the others from their
-  latest usable checkpoint; :func:`assemble` writes the final arrays once every row is done,
-  and :func:`cleanup` removes the waves and checkpoints after the stage's completion marker.
+  ``checkpoint_every_seconds`` (``jmem.engine.checkpoint``), and when SIGTERM or SIGINT
+  arrives (:class:`StopRequest`, then :class:`Preempted`);
+* every wave file holds its rows (``rows``: int64[W]) and is listed in the workdir's
+  ``manifest.json`` as it is written; a re-run reads only listed (or fully verified) wave
+  files (:func:`resume_state`), skips their models and resumes the others from their latest
+  usable checkpoint; :func:`assemble` writes the final arrays once every row is done, and
+  :func:`cleanup` removes the waves and checkpoints after the stage's completion marker.
 
 Segments, checkpoints, kills and resumes never change a result: every segment runs the same
 compiled program (epoch bounds are traced), and the saved state is the complete state.
 
 One process at a time writes a run directory (:func:`workdir_lock`, ``fcntl.flock`` on
-``<workdir>/.lock``). In a multi-process job every process trains its round-robin share of
+``<workdir>/.lock``; this and :class:`StopRequest` live in :mod:`jmem.study.workdir`). In a multi-process job every process trains its round-robin share of
 the waves on its own devices (:func:`train_pending`); the stage decides who assembles.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
-import os
-import signal
-import socket
-import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -41,11 +37,9 @@ import numpy as np
 from jmem.data.dataset import Dataset
 from jmem.engine.hparams import ModelConfig, TrainConfig
 from jmem.errors import JmemError, warn
-from jmem.study import faults, rundir
-
-WAVES_DIR = "waves"
-LOCK = ".lock"
-EXIT_PREEMPTED = 143  # 128 + SIGTERM: "stopped, not finished" for schedulers that requeue
+from jmem.study import diverged, faults, integrity, rundir
+from jmem.study.workdir import (EXIT_INTERRUPTED, EXIT_PREEMPTED, LOCK, WAVES_DIR,  # noqa: F401
+                                Preempted, StopRequest, is_tmp, remove_stale_tmp, workdir_lock)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,15 +59,17 @@ class Execution:
     segment_seconds: float = 2.0
 
     def __post_init__(self):
-        for name in ("devices", "checkpoint_every_seconds", "checkpoint_every_epochs"):
-            if getattr(self, name) < 0:
-                raise JmemError(f"--{name.replace('_', '-')}={getattr(self, name)} must be >= 0")
-        if not self.segment_seconds > 0:
+        for name in ("devices", "checkpoint_every_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise JmemError(f"--{name.replace('_', '-')}={value} must be >= 0 (an integer)")
+        # nan passes "< 0" and would silently mean "never": refuse every non-finite value
+        seconds = self.checkpoint_every_seconds
+        if not (isinstance(seconds, (int, float)) and np.isfinite(seconds) and seconds >= 0):
+            raise JmemError(f"--checkpoint-every-seconds={seconds} must be a finite number >= 0 "
+                            "(0 = off)")
+        if not (np.isfinite(self.segment_seconds) and self.segment_seconds > 0):
             raise JmemError(f"segment_seconds={self.segment_seconds} must be > 0")
-
-
-class Preempted(Exception):
-    """Training stopped on SIGTERM after checkpointing; re-running the command resumes."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,77 +111,6 @@ class Job:
 # ----------------------------------------------------------------------------- the workdir
 
 
-def is_tmp(name: str) -> bool:
-    """Temporary files of atomic writes (``.<name>.<random>.tmp``), left by a killed process."""
-    return name.startswith(".") and name.endswith(".tmp")
-
-
-def remove_stale_tmp(workdir: Path) -> None:
-    """Delete temporary files a killed process left behind (call while holding the lock)."""
-    for directory in (Path(workdir), Path(workdir) / WAVES_DIR):
-        if directory.is_dir():
-            for path in directory.iterdir():
-                if is_tmp(path.name) and path.is_file():
-                    path.unlink()
-
-
-@contextlib.contextmanager
-def workdir_lock(workdir: Path):
-    """Hold an exclusive ``flock`` on ``<workdir>/.lock`` for the duration of the block.
-
-    The lock dies with its process (SIGKILL included), so a stale lock cannot block a resume.
-    The file stays (deleting it would let two processes lock two different files); it
-    records the holder as ``pid@host`` for the error message. Network filesystems that do
-    not implement ``flock`` (e.g. gcsfuse) give no protection: keep to one launch per workdir.
-    """
-    path = Path(workdir) / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise JmemError(f"--workdir {str(workdir)!r} is in use by another jmem process "
-                        f"(pid {holder}); wait for it to finish or stop it") from None
-    except OSError as err:  # a filesystem without locks: run, but say so
-        warn(f"cannot lock {path} ({err.strerror}); make sure no other jmem process "
-             "writes this workdir")
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}@{socket.gethostname()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-class StopRequest:
-    """Set by SIGTERM (a preemption notice); training checks it between segments.
-
-    Installed only in the main thread (Python's rule for signal handlers); the previous
-    handler is restored on exit.
-    """
-
-    def __init__(self):
-        self.signum = None
-        self._previous = None
-
-    def _handle(self, signum, frame):
-        self.signum = signum
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-        return False
-
 
 # ----------------------------------------------------------------------------- waves
 
@@ -194,13 +119,29 @@ def wave_path(workdir: Path, start: int, stop: int) -> Path:
     return Path(workdir) / WAVES_DIR / f"models_{start:07d}_{stop:07d}.npz"
 
 
+def wave_range(path: Path) -> tuple[int, int]:
+    """(start, stop) of a wave file's rows, from its name ``models_<start>_<stop>.npz``."""
+    start, stop = (int(p) for p in Path(path).stem.split("_")[1:3])
+    return start, stop
+
+
 def finished_models(workdir: Path, num_models: int) -> np.ndarray:
-    """bool[M]: rows whose outputs are already in a wave file."""
+    """bool[M]: rows whose outputs are already in a wave file (read-only; see
+    :func:`resume_state` for the verified answer a resume uses)."""
     done = np.zeros(num_models, bool)
     for path in sorted((Path(workdir) / WAVES_DIR).glob("models_*.npz")):
-        start, stop = (int(p) for p in path.stem.split("_")[1:3])
+        start, stop = wave_range(path)
         done[start:stop] = True
     return done
+
+
+def resume_state(workdir: Path, job: Job, warn=warn) -> np.ndarray:
+    """bool[M]: the rows a resume may skip, after :func:`jmem.study.integrity.verify_waves`
+    removed every wave file that is damaged, not listed in the manifest and not verifiable,
+    or a copy of other rows (one-line warning each; their models are trained again).
+    Call while holding the workdir lock."""
+    integrity.verify_waves(workdir, lambda a, b: wave_shapes(job, a, b), warn)
+    return finished_models(workdir, job.num_models)
 
 
 def pending_waves(done: np.ndarray, wave_size: int) -> list[tuple[int, int]]:
@@ -234,7 +175,7 @@ def wave_shapes(job: Job, start: int, stop: int) -> dict:
     """The arrays and shapes of the wave file of rows ``start..stop-1``."""
     data, w = job.dataset, stop - start
     shapes = {"margins_train": (w, data.num_train), "margins_test": (w, data.num_test),
-              "diverged": (w,), "final_loss": (w,)}
+              "diverged": (w,), "final_loss": (w,), "rows": (w,)}
     shapes.update({f"margins_{k}": (w, y.shape[0]) for k, (_, y) in data.extra_tests.items()})
     return shapes
 
@@ -297,8 +238,10 @@ def train_wave(job: Job, start: int, stop: int, workdir: Path | None = None,
     # Each set's model chunks are spread over the wave's devices.
     out = {f"margins_{name}": predict_margins(job.model, params, model_state, x, y, devices=wave.devices)
            for name, (x, y) in sets.items()}
-    out["diverged"] = np.asarray(result.diverged, bool)
     out["final_loss"] = np.asarray(result.final_loss, np.float32)
+    # The one definition (jmem.study.diverged): a NaN margin marks the model as well
+    out["diverged"] = np.asarray(result.diverged, bool) | diverged.diverged_models(
+        out["final_loss"], [v for k, v in out.items() if k.startswith("margins_")])
     return out
 
 
@@ -335,7 +278,7 @@ def train_segments(wave, state, epoch: int, saver: "LazyCheckpoints", execution:
             last_save = time.monotonic()
         if stop_request.requested:
             saver.wait()
-            raise Preempted(f"{label}: checkpointed at epoch {epoch} of {wave.epochs}")
+            stop_request.check(f"{label}: checkpointed at epoch {epoch} of {wave.epochs}")
     return state
 
 
@@ -376,7 +319,10 @@ class LazyCheckpoints:
 
 
 def save_wave(workdir: Path, start: int, stop: int, arrays: dict) -> None:
-    rundir.save_arrays(wave_path(workdir, start, stop), arrays)
+    """Write a wave file; ``rows`` (int64[W]) records which rows it holds, so a copy under
+    another name is recognised (:func:`jmem.study.integrity.verify_waves`)."""
+    rows = np.arange(start, stop, dtype=np.int64)
+    rundir.save_arrays(wave_path(workdir, start, stop), {**arrays, "rows": rows})
 
 
 def train_pending(job: Job, workdir: Path, wave_size: int, done: np.ndarray, *,
@@ -386,13 +332,17 @@ def train_pending(job: Job, workdir: Path, wave_size: int, done: np.ndarray, *,
     """Train this process's round-robin share of the waves of the rows not ``done`` (bool[M])
     into ``workdir/waves/``; returns how many rows it trained.
 
-    on_wave_written: called by process 0 with each wave file it wrote (the run's manifest).
-    Raises :class:`Preempted` on ``stop_request`` (SIGTERM) once the state is checkpointed.
+    on_wave_written: called by process 0 with each wave file it wrote; default: list it in
+    the workdir's manifest (:func:`jmem.study.integrity.record_wave`).
+    Raises :class:`Preempted` on ``stop_request`` (SIGTERM, SIGINT) once the state is
+    checkpointed.
     """
     from jmem.engine import checkpoint
     from jmem.engine import parallel
 
     stop_request = stop_request or StopRequest()
+    if on_wave_written is None:
+        on_wave_written = lambda path: integrity.record_wave(workdir, path)  # noqa: E731
     num_processes, me = parallel.process_count(), parallel.process_index()
     devices = parallel.local_devices(execution.devices)
     waves = pending_waves(done, wave_size)
@@ -405,8 +355,7 @@ def train_pending(job: Job, workdir: Path, wave_size: int, done: np.ndarray, *,
             + (f" x {num_processes} processes" if num_processes > 1 else ""))
     bar = _progress_bar(sum(b - a for a, b in mine), progress and me == 0)
     for first, stop in mine:
-        if stop_request.requested:
-            raise Preempted(f"{prefix}stopped before models {first}-{stop - 1}")
+        stop_request.check(f"{prefix}stopped before models {first}-{stop - 1}")
         arrays = train_wave(job, first, stop, workdir=workdir, execution=execution,
                             stop_request=stop_request, log=lambda m: log(prefix + m))
         save_wave(workdir, first, stop, arrays)
@@ -450,12 +399,12 @@ def assemble(workdir: Path, num_models: int) -> Assembled:
     """
     workdir = Path(workdir)
     waves = sorted((workdir / WAVES_DIR).glob("models_*.npz"))
+    check_coverage([wave_range(p) for p in waves], num_models, workdir / WAVES_DIR)
     # Margins stream wave by wave into their final files (float32[R, N] at R=2,000, N=60,000
     # is 480 MB: holding every wave and their concatenation would double that). Everything
     # else, test margins included (R x T, for the stages' accuracies), is concatenated.
     parts: dict[str, list] = {}
     writers: dict[str, rundir.NpyRowWriter] = {}
-    held = 0
     try:
         for path in waves:
             try:
@@ -464,20 +413,19 @@ def assemble(workdir: Path, num_models: int) -> Assembled:
                 raise JmemError(f"{path} is damaged ({type(err).__name__}); re-run the same "
                                 "command to train its models again") from err
             with wave:
-                n = wave["diverged"].shape[0]
-                held += n
+                start, stop = wave_range(path)
+                if "rows" in wave.files and not np.array_equal(wave["rows"], np.arange(start, stop)):
+                    raise JmemError(f"{path} holds other models than its name says; delete it "
+                                    "and re-run the same command to train its models again")
                 for key in wave.files:
                     value = wave[key]
-                    if key != "margins_train":
+                    if key not in ("margins_train", "rows"):
                         parts.setdefault(key, []).append(value)
-                    if key.startswith("margins_") and held <= num_models:
+                    if key.startswith("margins_"):
                         if key not in writers:
                             writers[key] = rundir.NpyRowWriter(workdir / f"{key}.npy",
                                                                (num_models,) + value.shape[1:], np.float32)
                         writers[key].write_rows(value)
-        if held != num_models:
-            raise JmemError(f"{workdir / WAVES_DIR}: wave files hold {held} "
-                            f"models, not {num_models}; delete the workdir and re-run")
         for key in writers:  # in the wave files' order
             writers[key].commit()
             faults.point("assembly")
@@ -485,6 +433,22 @@ def assemble(workdir: Path, num_models: int) -> Assembled:
         for writer in writers.values():
             writer.discard()
     return Assembled([f"{k}.npy" for k in writers], {k: np.concatenate(v) for k, v in parts.items()})
+
+
+def check_coverage(ranges: list[tuple[int, int]], num_models: int, where: Path) -> None:
+    """JmemError unless the wave ranges ``[(start, stop)]`` (sorted) tile ``0..num_models-1``
+    exactly once: a gap or an overlap means the waves are not one run's."""
+    expected = 0
+    for start, stop in ranges:
+        if start != expected or stop <= start:
+            problem = "overlap" if start < expected else "leave a gap"
+            raise JmemError(f"{where}: wave files {problem} at model {min(start, expected)} "
+                            f"(models {start}-{stop - 1} follow model {expected - 1}); delete "
+                            f"{str(where)!r} and re-run the same command to train them again")
+        expected = stop
+    if expected != num_models:
+        raise JmemError(f"{where}: wave files hold {expected} models, not {num_models}; delete "
+                        f"{str(where)!r} and re-run the same command to train them again")
 
 
 def cleanup(workdir: Path) -> None:

@@ -19,6 +19,8 @@ NUM_TOP_PAIRS = 9
 
 def _load_images(view: RunView):
     """The dataset's training and test inputs, or (None, reason) when they cannot be loaded."""
+    if view.images is not None:  # loaded and verified by the report stage
+        return view.images
     from jmem.data.loaders import load_dataset
 
     data = (view.config or {}).get("data", {})
@@ -45,7 +47,7 @@ def best_partners(view: RunView, train_idx) -> list:
     if not train_idx.size:
         return []
     run = load_run(view.path)
-    rows = export.scored_rows(view.path, run.keep.shape[0], run.model_rates)
+    rows = export.scored_rows(view.path, run.keep.shape[0], run.model_rates, run.diverged)
     take = (lambda a: a) if rows is None else (lambda a: a[rows])
     margins_test, labels_test = run.test_sets["test"]
     correct = estimators.correct_matrix(take(margins_test), take(run.keep).shape[0])

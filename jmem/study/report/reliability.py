@@ -31,7 +31,7 @@ def compute_reliability(view: RunView, *, half_width: float = 0.1) -> dict:
     """
     run = load_run(view.path)
     opt = recorded_options(view.path)
-    rows = export.scored_rows(view.path, run.keep.shape[0], run.model_rates)
+    rows = export.scored_rows(view.path, run.keep.shape[0], run.model_rates, run.diverged)
     keep = run.keep if rows is None else run.keep[rows]
     margins = run.margins_train if rows is None else run.margins_train[rows]
     kw = dict(confidence=opt.confidence, fractional_floor=opt.fractional_floor,

@@ -24,10 +24,6 @@ def verdict_section(view: RunView) -> list:
             "does not yet say whether removing the memorized examples costs test accuracy. "
             "Run it with", "", f"    jmem retrain {view.path}", "",
             "and then `jmem report` again.", ""]
-    if view.stale_retrain:
-        lines += ["**Warning: the removal experiment below was computed from other scores than the "
-                  f"ones in this run directory now (it was re-scored since). Re-run `jmem retrain "
-                  f"{view.path}` (after deleting `retrain/`) before reading it.**", ""]
     lines += ["```", str(rt.get("verdict", "(retrain.json has no verdict)")), "```", ""]
     head = rt.get("headline")
     if head:

@@ -34,7 +34,7 @@ class RunView:
     duplicates: set | None          # {(test_index, train_index)}
     retrain: dict | None
     ablation: dict | None
-    stale_retrain: bool = False  # retrain/ was computed from other scores than those on disk
+    images: tuple | None = None     # (dataset or None, why not): jmem.study.inputs.report_dataset
 
     @property
     def canary(self):
@@ -60,13 +60,7 @@ def read_run(run_dir) -> RunView:
         cols = rundir.read_csv_columns(d / rundir.DUPLICATES)
         dups = {(int(t), int(r)) for t, r in zip(cols.get("test_index", []), cols.get("train_index", []))}
     rp, ap = retrain_path(d), retrain_path(d, rundir.ABLATION)
-    stale = False
-    if rp is not None and (rp.parent / "config.json").exists() and rp.parent != d:
-        from jmem.study.retrain.stage import scores_fingerprint
-
-        recorded = rundir.load_json(rp.parent / "config.json").get("scores_sha256")
-        stale = recorded is not None and recorded != scores_fingerprint(d)
-    return RunView(path=d, config=opt(rundir.CONFIG, rundir.load_json), stale_retrain=stale,
+    return RunView(path=d, config=opt(rundir.CONFIG, rundir.load_json),
                    scores=rundir.read_csv_columns(d / rundir.SCORES),
                    thresholds=rundir.load_json(d / rundir.THRESHOLDS),
                    models=opt(rundir.MODEL_METRICS, rundir.read_csv_columns),

@@ -131,10 +131,11 @@ def arm_masks(kind: str, name: str, removed: np.ndarray, labels: np.ndarray, eli
     if kind == "selected":
         return np.broadcast_to(removed, (seeds, n)).copy()
     if kind == "matched":
-        return np.stack([removal.matched_random(labels, counts, arm_generator(seed, name, s), eligible=eligible)
+        return np.stack([removal.matched_random(labels, counts, arm_generator(seed, name, s), exclude=~eligible)
                          for s in range(seeds)])
     if kind == "random":
-        return np.stack([removal.uniform_random(n, int(removed.sum()), arm_generator(seed, name, s), eligible=eligible)
+        return np.stack([removal.uniform_random(n, int(removed.sum()), arm_generator(seed, name, s),
+                                                labels=labels, exclude=~eligible)  # never empties a class
                          for s in range(seeds)])
     if kind == "lowest":
         return np.broadcast_to(removal.lowest(np.where(eligible, score, np.nan), int(removed.sum())),
@@ -180,11 +181,18 @@ def build_design(candidates: list, labels: np.ndarray, num_classes: int, *, elig
         for p in range(pools):
             for kind in kinds:
                 name = arm_name(c.name, kind, p)
-                masks = arm_masks(kind, name, c.removed[p], labels, eligible, class_counts[p], score[p], seeds, seed)
+                try:
+                    masks = arm_masks(kind, name, c.removed[p], labels, eligible, class_counts[p], score[p],
+                                      seeds, seed)
+                except removal.Undrawable as err:  # a uniform baseline that would empty a class
+                    if kind != "random":  # the matched arm is every group's comparison: no group without it
+                        raise
+                    skipped[name] = str(err)
+                    continue
                 for s in (range(seeds) if kind in ("matched", "random") else range(1)):
                     removal.check_removal(masks[s], labels, num_classes, f"arm {name} (seed {s})")
                 arms.append(Arm(name, kind, c.name, p, masks))
     if len(arms) == pools:
-        raise JmemError("nothing to retrain: every removal set is empty ("
+        raise removal.NothingToRemove("nothing to retrain: every removal set is empty ("
                         + ", ".join(f"{k} {v}" for k, v in skipped.items()) + ")")
     return Design(pools, seeds, groups, arms, skipped)

@@ -32,7 +32,7 @@ from jmem.data.dataset import Dataset
 from jmem.errors import JmemError
 from jmem.jsonable import to_jsonable
 from jmem.data import removal
-from jmem.study import faults, integrity, rundir, scoring, training, waves
+from jmem.study import faults, inputs, integrity, rundir, scoring, training, waves
 from jmem.study.retrain import measurement, selection, statistics, verdict
 from jmem.study.retrain.design import MODEL_ID_OFFSET, Design, build_design
 from jmem.study.retrain.measurement import Outcomes
@@ -59,8 +59,11 @@ def load_scored_run(run_dir) -> tuple[Config, scoring.RunArrays, ScoreConfig]:
     if not (d / rundir.THRESHOLDS).exists():
         raise JmemError(f"run directory {str(d)!r} is not scored (no {rundir.THRESHOLDS}); "
                         f"run `jmem score {d}` first")
+    inputs.verify_scores(d)  # damaged, interrupted or stale scores: refuse, naming them
     config = config_lib.from_dict(rundir.load_json(d / rundir.CONFIG))
-    return config, scoring.load_run(d), scoring.recorded_options(d)
+    run = scoring.load_run(d)
+    inputs.check_diverged(d, run.diverged)
+    return config, run, scoring.recorded_options(d)
 
 
 def retrain_dataset(run_dir, config: Config, run: scoring.RunArrays, dataset: Dataset | None) -> tuple[Dataset, np.ndarray]:
@@ -73,9 +76,8 @@ def retrain_dataset(run_dir, config: Config, run: scoring.RunArrays, dataset: Da
     from jmem.study.leakage import attach_clean_test, leaked_in_run
 
     if dataset is None:
-        from jmem.data.loaders import load_dataset
-
-        dataset = load_dataset(config.data.name, data_dir=config.data.data_dir or None)
+        dataset = inputs.load_dataset(config)
+    inputs.verify_dataset(run_dir, config, dataset)  # the data the run was trained on, or refuse
     # The leakage-free test set drops the test examples the training stage found leaked
     # (duplicates.csv): detecting them again would repeat its work (with leakage.features,
     # training a model).
@@ -107,35 +109,25 @@ def retrain_dataset(run_dir, config: Config, run: scoring.RunArrays, dataset: Da
     return dataclasses.replace(dataset, y_train=np.asarray(dataset.y_train, np.int32)), clean
 
 
-def _recorded(cfg: RetrainConfig, seed: int, scores: str = "") -> dict:
-    """What the experiment depends on besides its keep matrix: its settings, the seed and
-    the checksum of the scores it selected from (a re-scored run is a different experiment)."""
-    return {"seed": seed, "retrain": config_lib.to_dict(cfg), "scores_sha256": scores}
+def _recorded(cfg: RetrainConfig, seed: int) -> dict:
+    return {"seed": seed, "retrain": config_lib.to_dict(cfg)}
 
 
-def scores_fingerprint(run_dir) -> str:
-    """sha256 over scores.csv and thresholds.json: which scoring a retrain or report used."""
-    d = Path(run_dir)
-    return integrity.text_sha256(integrity.file_sha256(d / rundir.SCORES) + integrity.file_sha256(d / rundir.THRESHOLDS))
-
-
-def _check_retrain_dir(out: Path, cfg: RetrainConfig, seed: int, keep: np.ndarray, scores: str) -> bool:
+def _check_retrain_dir(out: Path, cfg: RetrainConfig, seed: int, keep: np.ndarray) -> bool:
     """Refuse a retrain/ holding another experiment; True if it holds this one."""
     if not out.exists():
         return False
     if not (out / CONFIG).exists():
-        partial = {KEEP, MODEL_IDS, waves.LOCK}
+        partial = {KEEP, MODEL_IDS, LABELS, waves.LOCK, rundir.MANIFEST}
         if not all(p.name in partial or waves.is_tmp(p.name) for p in out.iterdir()):
             raise JmemError(f"{str(out)!r} is not empty and holds no {CONFIG}; delete it")
         return False
-    difference = config_lib.first_difference(rundir.load_json(out / CONFIG), _recorded(cfg, seed, scores),
+    difference = config_lib.first_difference(rundir.load_json(out / CONFIG), _recorded(cfg, seed),
                                              ignore=(), ignore_sections=())
     if difference:
-        if difference.startswith("scores_sha256"):
-            raise JmemError(f"{str(out)!r} was computed from other scores (the run was re-scored since); "
-                            f"delete it to retrain from the current ones")
         raise JmemError(f"{str(out)!r} holds a different removal experiment ({difference}); "
                         "delete it or use the same retrain settings")
+    inputs.check_retrain_dir(out, cfg.remove)  # other scores, removal file or damaged files
     stored = rundir.load_array(out / KEEP)
     if stored.shape != keep.shape or not np.array_equal(stored, keep):
         raise JmemError(f"{str(out)!r} was started from other selections (the run was re-scored "
@@ -174,14 +166,13 @@ def run_retrain(run_dir, overrides: list[str] = (), dataset: Dataset | None = No
                           seeds=cfg.seeds, seed=config.seed, lowest=cfg.lowest)
     train_cfg = dataclasses.replace(config.train, data_order=cfg.data_order)
     job = waves.Job(dataset, design.keep, config.model, train_cfg, config.seed, design.model_ids)
-    fingerprint = scores_fingerprint(run_dir)
     out = run_dir / RETRAIN_DIR
     devices = parallel.local_devices(execution.devices)
     with waves.StopRequest() as stop_request, contextlib.ExitStack() as lock:
-        resuming = _check_retrain_dir(out, cfg, config.seed, job.keep, fingerprint)
+        resuming = _check_retrain_dir(out, cfg, config.seed, job.keep)
         out.mkdir(parents=True, exist_ok=True)
         lock.enter_context(waves.workdir_lock(out))
-        resuming = _check_retrain_dir(out, cfg, config.seed, job.keep, fingerprint)
+        resuming = _check_retrain_dir(out, cfg, config.seed, job.keep)
         waves.remove_stale_tmp(out)
         if resuming and (out / rundir.RETRAIN).exists():
             waves.cleanup(out)
@@ -195,8 +186,10 @@ def run_retrain(run_dir, overrides: list[str] = (), dataset: Dataset | None = No
             rundir.save_array(out / MODEL_IDS, job.model_ids)
             rundir.save_array(out / LABELS, np.asarray(dataset.y_train, np.int32))
             faults.point("inputs")
-            rundir.save_json(out / CONFIG, _recorded(cfg, config.seed, fingerprint))
-        done = waves.finished_models(out, job.num_models)
+            config_text = rundir.json_text(_recorded(cfg, config.seed))
+            inputs.record_retrain_inputs(out, cfg.remove, [KEEP, MODEL_IDS, LABELS], config_text)
+            rundir.save_text(out / CONFIG, config_text)
+        done = waves.resume_state(out, job)  # damaged or unlisted wave files are trained again
         if done.any():
             log(f"{out}: resuming, {int(done.sum())} of {done.size} models already trained")
         wave_size = waves.auto_wave_size(job, len(devices), 1)
@@ -240,9 +233,11 @@ def finish(out: Path, design: Design, chosen: selection.Selections, keep: np.nda
                 + verdict.methods_text(comparisons) + "\n")
     rundir.save_text(out / MODELS_CSV, models_csv(design, outcomes))
     rundir.save_text(out / VERDICT, text)
-    rundir.save_json(out / rundir.RETRAIN,
-                     record(design, outcomes, comparisons, accuracy, share, chosen, cfg, num_examples,
-                            text, head, gate_results, words))
+    summary = rundir.json_text(record(design, outcomes, comparisons, accuracy, share, chosen, cfg, num_examples,
+                                      text, head, gate_results, words))
+    written = [*assembled.files, MODELS_CSV, VERDICT] + [rundir.ABLATION] * (head is not None)
+    inputs.record_retrain_outputs(out, written, {rundir.RETRAIN: summary})
+    rundir.save_text(out / rundir.RETRAIN, summary)
     faults.point("cleanup")
     waves.cleanup(out)
     return text
