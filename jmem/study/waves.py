@@ -236,6 +236,8 @@ def wave_shapes(job: Job, start: int, stop: int) -> dict:
     shapes = {"margins_train": (w, data.num_train), "margins_test": (w, data.num_test),
               "diverged": (w,), "final_loss": (w,)}
     shapes.update({f"margins_{k}": (w, y.shape[0]) for k, (_, y) in data.extra_tests.items()})
+    if job.train.record_proxies:
+        shapes.update(cum_loss=(w, data.num_train), learned_epoch=(w, data.num_train))
     return shapes
 
 
@@ -265,7 +267,8 @@ def train_wave(job: Job, start: int, stop: int, workdir: Path | None = None,
     (then :class:`Preempted` is raised once the checkpoint is on disk).
 
     Returns arrays keyed by name: margins_train float32[W, N], margins_test float32[W, T],
-    margins_<extra> float32[W, T_k], diverged bool[W], final_loss float32[W].
+    margins_<extra> float32[W, T_k], diverged bool[W], final_loss float32[W], and with
+    ``train.record_proxies`` cum_loss float32[W, N] and learned_epoch int32[W, N].
     """
     from jmem.engine import checkpoint
     from jmem.engine import parallel
@@ -299,6 +302,9 @@ def train_wave(job: Job, start: int, stop: int, workdir: Path | None = None,
            for name, (x, y) in sets.items()}
     out["diverged"] = np.asarray(result.diverged, bool)
     out["final_loss"] = np.asarray(result.final_loss, np.float32)
+    if result.cum_loss is not None:  # train.record_proxies: the cheap proxies, [W, N] each
+        out["cum_loss"] = np.asarray(result.cum_loss, np.float32)
+        out["learned_epoch"] = np.asarray(result.learned_epoch, np.int32)
     return out
 
 
