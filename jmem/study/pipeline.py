@@ -13,6 +13,8 @@ score      scores, thresholds, pairs (:mod:`jmem.study.scoring`) ``pairs.csv`` (
                                                                with the config's ``score``
 retrain    the removal experiment and the ablation              ``retrain/retrain.json``
            (:mod:`jmem.study.retrain`)                          (resumes its own waves)
+loo        with ``loo.enabled``: leave-one-out ground truth     ``loo/loo.json``
+           (:mod:`jmem.study.loo`)                              (resumes its own waves)
 report     ``report.md`` and its plots (:mod:`jmem.study.report`) re-rendered every time (seconds)
 ========== =================================================== ==============================
 """
@@ -26,7 +28,7 @@ from jmem.config import Config
 from jmem.data.dataset import Dataset
 from jmem.study import faults, rundir, training, waves
 
-STAGES = ("train", "score", "retrain", "report")
+STAGES = ("train", "score", "retrain", "loo", "report")
 
 
 def is_scored(workdir: Path) -> bool:
@@ -91,6 +93,15 @@ def run_study(config: Config, workdir: Path, dataset: Dataset, *, execution: wav
                                  log=log, retrain_config=config.retrain)
     faults.point("stage")
     seconds["retrain"] = time.perf_counter() - t0
+    if config.loo.enabled:
+        from jmem.study.loo import run_loo
+
+        t0 = time.perf_counter()
+        out["loo"] = run_loo(workdir, dataset=dataset, execution=execution, progress=progress,
+                             log=log, loo_config=config.loo)
+        log(out["loo"]["text"])
+        faults.point("stage")
+        seconds["loo"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     out["report"] = build_report(workdir)
     seconds["report"] = time.perf_counter() - t0

@@ -45,6 +45,7 @@ RELIABILITY = "reliability.json"     # split-half, stability and models-needed n
 MANIFEST = "manifest.json"           # what the run depends on: dataset fingerprint, checksums
 CUM_LOSS = "cum_loss.npy"            # float32[R, N], train.record_proxies: summed training loss (CSL)
 LEARNED_EPOCH = "learned_epoch.npy"  # int32[R, N], train.record_proxies: epoch from which it stays learned
+LOO = "loo.json"                     # the leave-one-out validation (``jmem loo``), in loo/
 
 
 def margins_extra_name(test_name: str) -> str:

@@ -38,6 +38,7 @@ from typing import Callable
 
 import numpy as np
 
+from jmem import config as config_lib
 from jmem.data.dataset import Dataset
 from jmem.engine.hparams import ModelConfig, TrainConfig
 from jmem.errors import JmemError, warn
@@ -127,6 +128,30 @@ def remove_stale_tmp(workdir: Path) -> None:
             for path in directory.iterdir():
                 if is_tmp(path.name) and path.is_file():
                     path.unlink()
+
+
+def check_stage_dir(out: Path, recorded: dict, keep: np.ndarray, inputs: set, what: str,
+                    config_name: str = rundir.CONFIG) -> bool:
+    """Refuse a stage directory (``retrain/``, ``loo/``) holding another experiment; True if
+    it holds this one. ``recorded``: what ``config_name`` must hold; ``keep``: bool[M, N], the
+    rows ``keep.npy`` must hold; ``inputs``: the file names a kill before ``config_name``
+    (written last of the inputs) may leave; ``what``: the experiment's name for errors."""
+    if not out.exists():
+        return False
+    if not (out / config_name).exists():
+        if not all(p.name in inputs | {LOCK} or is_tmp(p.name) for p in out.iterdir()):
+            raise JmemError(f"{str(out)!r} is not empty and holds no {config_name}; delete it")
+        return False
+    difference = config_lib.first_difference(rundir.load_json(out / config_name), recorded,
+                                             ignore=(), ignore_sections=())
+    if difference:
+        raise JmemError(f"{str(out)!r} holds another {what} ({difference}); delete it or use "
+                        "the same settings")
+    stored = rundir.load_array(out / rundir.KEEP)
+    if stored.shape != keep.shape or not np.array_equal(stored, keep):
+        raise JmemError(f"{str(out)!r} was started from other inputs (the run was re-scored "
+                        "since); delete it to run again")
+    return True
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ from jmem.errors import JmemError
 from jmem.study import export, rundir
 from jmem.study.report import sections
 from jmem.study.report.examples import examples_section
+from jmem.study.report.loo import loo_section
 from jmem.study.report.reliability import compute_reliability, reliability_section
 from jmem.study.report.view import read_run
 
@@ -40,6 +41,7 @@ def build_report(run_dir, *, export_fz: bool = True, half_width: float = 0.1) ->
     lines += sections.scatter_section(view, fig_dir)
     lines += sections.rate_section(view, fig_dir)
     lines += sections.canary_section(view, fig_dir)
+    lines += loo_section(d, fig_dir)  # "How good are these scores?" leads with leave-one-out
     lines += reliability_section(view, rel, fig_dir)
     lines += sections.removal_section(view, fig_dir)
     lines += sections.ablation_section(view, fig_dir)
