@@ -43,6 +43,9 @@ VARIANTS = {
            "retrain.methods=fixed", "retrain.sweep=", "retrain.seeds=50"],
     "corrected": ["subsets.rates=0.95", "train.num_models=400", "retrain.ablation=false",
                   "retrain.methods=fdr", "retrain.sweep=", "retrain.seeds=50"],
+    # the default study plus leave-one-out validation (K = 100, S = 50: 5,050 more models,
+    # ~8 min on the 2-core CPU) with the proxies recorded: jmem run experiments/digits.py:loo --workdir runs/digits_loo
+    "loo": ["loo.enabled=true", "train.record_proxies=true"],
     "sweep": ["subsets.rates=0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95", "train.num_models=400",
               "subsets.design=fixed", "retrain.ablation=false", "retrain.methods=fixed"],
 }
