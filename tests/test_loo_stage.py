@@ -220,7 +220,8 @@ def test_killed_loo_resumes_bitwise_identical(tmp_path, capsys):
     """A tiny scored run (8 models, waves of 8): its 28-model LOO stage is killed mid-wave
     (after a checkpoint), mid-assembly and before the cleanup, then finished: every file of
     loo/ equals an uninterrupted stage's, loo.json included. Other settings are refused; a
-    finished stage re-analyses without training when only analysis settings change."""
+    finished stage re-analyses without training when only analysis settings change or
+    loo.json is gone."""
     config, dataset, _, _ = synthetic(tmp_path)
     config = dataclasses.replace(config, train=dataclasses.replace(
         config.train, num_models=8, epochs=4, wave_size=8, record_proxies=False))
@@ -255,6 +256,10 @@ def test_killed_loo_resumes_bitwise_identical(tmp_path, capsys):
     assert main(["loo", str(work), *SMALL, "--set", "loo.min_effect=0.5", "--no-progress"]) == 0
     assert '"trained_now": 0' in capsys.readouterr().out
     assert json.loads((work / loo.LOO_DIR / rundir.LOO).read_text())["settings"]["min_effect"] == 0.5
+    (work / loo.LOO_DIR / rundir.LOO).unlink()  # re-analysed from the margins, as at first
+    assert main(["loo", str(work), *SMALL, "--no-progress"]) == 0
+    assert '"trained_now": 0' in capsys.readouterr().out
+    assert (work / loo.LOO_DIR / rundir.LOO).read_bytes() == a[rundir.LOO]
 
 
 def test_report_leads_with_loo_and_run_runs_the_stage(scored, tmp_path):

@@ -61,6 +61,12 @@ class LooSample:
     def to_json(self) -> dict:
         return {"size": int(self.index.size), "strata": self.strata}
 
+    def subset(self, mask) -> "LooSample":
+        """The sampled examples where ``mask: bool[K]`` holds (e.g. one stratum), with their
+        weights: figures on it describe that part of the dataset."""
+        mask = np.asarray(mask, bool)
+        return LooSample(self.index[mask], self.stratum[mask], self.weight[mask], self.strata)
+
 
 def strata_of(mem_by_rate: dict, selected_any, never_wrong, eligible) -> tuple[np.ndarray, list[str]]:
     """int64[N] stratum of each eligible example (-1: not eligible) and the strata's names.

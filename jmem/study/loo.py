@@ -10,7 +10,7 @@
 3. measures LOO memorization and influence with intervals and validates every estimator,
    rule and proxy against them (:mod:`jmem.study.loo_validation`);
 4. writes ``examples.csv``, ``influence.csv`` and ``loo.json`` (last: it marks a complete
-   stage).
+   stage; delete it to re-analyse the stored margins without training).
 
 Files of ``RUN_DIR/loo/``: ``config.json`` (the settings that define the models),
 ``keep.npy`` bool[M, N] (M = S * (K + 1), row ``s * (K + 1) + j``: j = 0 the full set,
@@ -123,7 +123,9 @@ def run_loo(run_dir, overrides: list[str] = (), dataset: Dataset | None = None,
         lock.enter_context(waves.workdir_lock(out))  # then again: another process may have written
         resuming = waves.check_stage_dir(out, recorded, job.keep, inputs, "leave-one-out experiment")
         waves.remove_stale_tmp(out)
-        complete = resuming and (out / rundir.LOO).exists()
+        # models.csv is written once the margins are assembled: the models are done. loo.json
+        # (last) marks the analysis done; deleting it re-analyses without training.
+        trained_all = resuming and (out / MODELS_CSV).exists()
         if not resuming:
             rundir.save_array(out / KEEP, job.keep)
             rundir.save_array(out / MODEL_IDS, job.model_ids)
@@ -131,7 +133,7 @@ def run_loo(run_dir, overrides: list[str] = (), dataset: Dataset | None = None,
             rundir.save_array(out / LABELS, dataset.y_train)
             faults.point("inputs")
             rundir.save_json(out / CONFIG, recorded)
-        if not complete:
+        if not trained_all:
             done = waves.finished_models(out, job.num_models)
             if done.any():
                 log(f"{out}: resuming, {int(done.sum())} of {done.size} models already trained")
@@ -142,7 +144,7 @@ def run_loo(run_dir, overrides: list[str] = (), dataset: Dataset | None = None,
                                           progress=progress, log=log)
             train_seconds = time.perf_counter() - t0
             assemble(out, design)
-        rec = rundir.load_json(out / rundir.LOO) if complete else None
+        rec = rundir.load_json(out / rundir.LOO) if trained_all and (out / rundir.LOO).exists() else None
         if rec is not None and rec.get("settings") == validation.settings_of(cfg):
             log(f"{out}: leave-one-out validation already complete")
         else:
@@ -156,7 +158,8 @@ def run_loo(run_dir, overrides: list[str] = (), dataset: Dataset | None = None,
 
 
 def assemble(out: Path, design: LooDesign) -> None:
-    """The wave files into margins_train.npy / margins_test.npy and models.csv."""
+    """The wave files into margins_train.npy / margins_test.npy, then models.csv (last: the
+    models are complete)."""
     assembled = waves.assemble(out, design.keep.shape[0])
     rows = np.arange(design.keep.shape[0])
     rundir.save_text(out / MODELS_CSV, rundir.csv_text({

@@ -53,7 +53,7 @@ class RunEstimates:
     eligible: bool[N] (not a canary); never_wrong: bool[N] (every model right at every rate);
     selections: {rule name: bool[N]} (eligible examples only);
     proxies: {rate: {"csl": float64[N], "learned_epoch": float64[N]}}, or None with the reason
-    in ``proxies_missing``.
+    in ``proxies_missing``; options: the scoring stage's recorded options (the scores' floor).
     """
 
     by_rate: dict
@@ -63,6 +63,7 @@ class RunEstimates:
     selections: dict
     proxies: dict | None
     proxies_missing: str | None
+    options: ScoreConfig = ScoreConfig()
 
 
 def rate_models(run: scoring.RunArrays, config: Config) -> list[RateModels]:
@@ -165,7 +166,7 @@ def run_estimates(run_dir, run: scoring.RunArrays, config: Config) -> RunEstimat
     by_rate = {m.rate: rate_scores(run, m, opt)[1] for m in models}
     proxies, missing = load_proxies(run_dir, run, models)
     return RunEstimates(by_rate, models, eligible_examples(run), never_wrong(by_rate),
-                        protocol_selections_for_loo(run_dir, run, config), proxies, missing)
+                        protocol_selections_for_loo(run_dir, run, config), proxies, missing, opt)
 
 
 def estimator_arrays(s: estimators.ExampleScores) -> dict:

@@ -23,13 +23,11 @@ import numpy as np
 from jmem.config import LooConfig
 from jmem.errors import JmemError
 from jmem.jsonable import to_jsonable
+from jmem.scores import estimators
 from jmem.scores import loo as loo_stats
 from jmem.study import rundir
 from jmem.study.loo_design import LOO_MODEL_ID_OFFSET, LooDesign, estimator_arrays
 
-# Estimators on the scale of LOO mem (a difference of accuracies): bias and RMSE mean
-# something for them; the others (a -log10 p, a z-statistic) are compared by rank only.
-MEM_SCALE = ("mem", "fractional", "one_minus_cscore")
 PROXIES = ("csl", "learned_epoch")
 
 
@@ -115,24 +113,51 @@ def _rate_key(rate: float) -> str:
     return f"{rate:g}"
 
 
-def _rank_only(result: dict) -> dict:
-    """A comparison whose bias and RMSE are meaningless (another scale): those set to None."""
-    return {**result, **{k: None for k in ("bias", "rmse")}, "bias_ci": [None, None], "rmse_ci": [None, None]}
+def _rank_of(result: dict) -> dict:
+    """The rank figures of a :func:`jmem.scores.loo.compare_estimator` result (for scores on
+    another scale than the truth, where bias and RMSE mean nothing)."""
+    return {k: result[k] for k in ("spearman", "spearman_ci", "n", "n_nan")}
+
+
+def loo_values(truth: Truth, fractional_floor: float) -> dict:
+    """Each definition's own leave-one-out value, float64[K], for the estimators that have one
+    (the others, a -log10 p and a z-statistic, are compared by rank only): mem, the
+    fractional difference (same floor as the run's) and 1 - held-out accuracy, each from the
+    accuracies with and without the example."""
+    return {"mem": truth.mem,
+            "fractional": estimators.fractional_score(truth.acc_with, truth.acc_without, fractional_floor),
+            "one_minus_cscore": 1 - truth.acc_without}
 
 
 def validate_estimators(design: LooDesign, truth: Truth, cfg: LooConfig, seed: int) -> dict:
-    """{rate: {estimator: compare_estimator + scale + precision_at_k}} of every estimator of
-    :func:`jmem.study.loo_design.estimator_arrays` at every rate of the run, on the sample."""
+    """{rate: {estimator: figures}} of every estimator of
+    :func:`jmem.study.loo_design.estimator_arrays` at every rate of the run, on the sample:
+    ``bias`` and ``rmse`` against the same definition's leave-one-out value
+    (:func:`loo_values`; None for rank-only scores), also ``on_selected`` (the examples some
+    rule selects); ``spearman`` against LOO mem (the common target of every ranking); and
+    ``precision_at_k`` against LOO-memorized."""
     out = {}
-    idx = design.sample.index
+    sample, idx = design.sample, design.sample.index
+    selected = sample.stratum == 0  # the examples some rule selects: where a bias would bite
+    own = loo_values(truth, design.estimates.options.fractional_floor)
+    kw = dict(level=cfg.confidence, resamples=cfg.resamples, seed=seed)
     for rate, scores in design.estimates.by_rate.items():
         per = {}
         for name, values in estimator_arrays(scores).items():
-            res = loo_stats.compare_estimator(values[idx], truth.mem, design.sample, level=cfg.confidence,
-                                              resamples=cfg.resamples, seed=seed)
-            res = res if name in MEM_SCALE else _rank_only(res)
-            per[name] = {"scale": "mem" if name in MEM_SCALE else "rank", **res,
-                         "precision_at_k": loo_stats.precision_at_k(values[idx], truth.memorized,
+            est = values[idx]
+            ranked = _rank_of(loo_stats.compare_estimator(est, truth.mem, sample, **kw))
+            scaled = {"bias": None, "bias_ci": [None, None], "rmse": None, "rmse_ci": [None, None]}
+            on_selected = None
+            if name in own:
+                scaled = loo_stats.compare_estimator(est, own[name], sample, **kw)
+                if selected.any():
+                    on_selected = loo_stats.compare_estimator(est[selected], own[name][selected],
+                                                              sample.subset(selected), **kw)
+            per[name] = {"compared_with": f"loo_{name}" if name in own else None,
+                         "bias": scaled["bias"], "bias_ci": scaled["bias_ci"],
+                         "rmse": scaled["rmse"], "rmse_ci": scaled["rmse_ci"], **ranked,
+                         "on_selected": on_selected,
+                         "precision_at_k": loo_stats.precision_at_k(est, truth.memorized,
                                                                     confidence=cfg.confidence)}
         out[_rate_key(rate)] = per
     return out
@@ -180,9 +205,9 @@ def validate_proxies(design: LooDesign, truth: Truth, cfg: LooConfig, seed: int)
         per = {}
         for name in PROXIES:
             values = arrays[name]
-            vs_loo = _rank_only(loo_stats.compare_estimator(values[idx], truth.mem, design.sample,
-                                                            level=cfg.confidence, resamples=cfg.resamples,
-                                                            seed=seed))
+            vs_loo = _rank_of(loo_stats.compare_estimator(values[idx], truth.mem, design.sample,
+                                                          level=cfg.confidence, resamples=cfg.resamples,
+                                                          seed=seed))
             per[name] = {"vs_loo": vs_loo,
                          "vs_mem": loo_stats.spearman_interval(values[est.eligible], mem[est.eligible],
                                                                cfg.confidence),
@@ -210,8 +235,11 @@ def record(design: LooDesign, outcomes: Outcomes, truth: Truth, cfg: LooConfig, 
     * ``sample``: its size and strata (name, population, sampled; weights N_h / n_h);
     * ``loo_mem``: the dataset's mean LOO mem and share LOO-memorized (weighted, intervals),
       and how many sampled examples are LOO-memorized;
-    * ``estimators``: per rate, per estimator: ``bias``, ``rmse`` (None for rank-only
-      scales), ``spearman``, each with ``_ci``, ``n``, ``n_nan``, ``scale``, ``precision_at_k``;
+    * ``estimators``: per rate, per estimator (see :func:`validate_estimators`): ``bias``,
+      ``rmse`` against ``compared_with`` (the same definition's LOO value; None for rank-only
+      scores), ``spearman`` against LOO mem, each with ``_ci``; ``n``, ``n_nan``;
+      ``on_selected`` (bias and RMSE over the examples some rule selects, or None);
+      ``precision_at_k``;
     * ``selections``: per rule: ``precision``, ``recall`` (with ``_ci``; None where
       undefined), ``selected_in_sample``, ``memorized_in_sample``, ``selected_in_run``;
     * ``influence``: the run's influence at ``rate`` against LOO influence on each sampled
@@ -247,7 +275,8 @@ def examples_csv(design: LooDesign, truth: Truth, labels: np.ndarray) -> str:
     columns = {"index": idx, "label": np.asarray(labels)[idx].astype(np.int64),
                "stratum": names[sample.stratum], "weight": sample.weight,
                "loo_mem": truth.mem, "loo_mem_low": truth.mem_low, "loo_mem_high": truth.mem_high,
-               "loo_memorized": truth.memorized, "acc_with": truth.acc_with, "acc_without": truth.acc_without}
+               "loo_memorized": truth.memorized, "acc_with": truth.acc_with, "acc_without": truth.acc_without,
+               "loo_fractional": loo_values(truth, est.options.fractional_floor)["fractional"]}
     for rate, scores in est.by_rate.items():
         for name, values in estimator_arrays(scores).items():
             columns[f"{name}_rate_{_rate_key(rate)}"] = values[idx]
@@ -292,7 +321,9 @@ def format_summary(rec: dict) -> str:
     for rate, per in rec["estimators"].items():
         for name in ("mem", "fractional"):
             e = per[name]
-            lines.append(f"  rate {rate} {name:<10} bias {_ci(e, 'bias')}  Spearman {_ci(e, 'spearman')}")
+            sel = e["on_selected"] or {}
+            lines.append(f"  rate {rate} {name:<10} bias {_ci(e, 'bias')} (selected: {_ci(sel, 'bias')})  "
+                         f"Spearman {_ci(e, 'spearman')}")
     lines.append("selection rules vs LOO-memorized: precision, recall")
     for name, s in rec["selections"].items():
         lines.append(f"  {name:<28} {_ci(s, 'precision')}  {_ci(s, 'recall')}  "

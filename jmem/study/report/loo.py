@@ -95,8 +95,10 @@ def _estimator_rows(records: dict) -> list:
     for rate, per in records.items():
         for name, e in per.items():
             pk = e["precision_at_k"]
+            sel = e.get("on_selected")
             rows.append([rate, ESTIMATOR_NAMES.get(name, name),
                          ci(e["bias"], *e["bias_ci"], ".3f") if e["bias"] is not None else "(other scale)",
+                         ci(sel["bias"], *sel["bias_ci"], ".3f") if sel else "–",
                          ci(e["rmse"], *e["rmse_ci"], ".3f") if e["rmse"] is not None else "–",
                          ci(e["spearman"], *e["spearman_ci"]),
                          f"{pk['hits']}/{pk['k']}" if pk["k"] else "n/a"])
@@ -149,11 +151,13 @@ def loo_section(run_dir, fig_dir: Path, level: int = 2) -> list:
              f"({lm['memorized_in_sample']} of the {rec['examples']} sampled examples).", ""]
     lines += table(["stratum", "examples", "sampled"],
                    [[s["name"], s["population"], s["sampled"]] for s in rec["sample"]["strata"] if s["population"]])
-    lines += ["Each estimator of the run, one rate at a time, against LOO mem: bias (mean estimate − LOO "
-              "over the dataset; only for scores on mem's scale), RMSE, Spearman (on the sample), and "
-              "precision@k (of the k sampled examples it ranks highest, k = the LOO-memorized ones, how "
-              "many are):", ""]
-    lines += table(["rate", "estimator", "bias", "RMSE", "Spearman", "precision@k"], _estimator_rows(rec["estimators"]))
+    lines += ["Each estimator of the run, one rate at a time, against leave-one-out: bias (mean "
+              "estimate − the same definition's LOO value, over the dataset and over the examples "
+              "some rule selects; scores with no LOO counterpart on their scale are compared by rank "
+              "only) and RMSE; Spearman against LOO mem (on the sample); precision@k (of the k "
+              "sampled examples it ranks highest, k = the LOO-memorized ones, how many are):", ""]
+    lines += table(["rate", "estimator", "bias", "bias on selected", "RMSE", "Spearman", "precision@k"],
+                   _estimator_rows(rec["estimators"]))
     lines += [img(f"{rundir.REPORT_FIGURES}/{SCATTER_PNG}", "subsampled mem against leave-one-out mem"), ""]
     srows = [[name, s["selected_in_run"], ci(s["precision"], *s["precision_ci"]), ci(s["recall"], *s["recall_ci"])]
              for name, s in rec["selections"].items()]
