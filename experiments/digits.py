@@ -48,6 +48,9 @@ VARIANTS = {
            "retrain.methods=fixed", "retrain.curve=", "retrain.seeds=25"],
     "corrected": ["subsets.rates=0.95", "train.num_models=960", "retrain.ablation=false",
                   "retrain.methods=calibrated_fractional", "retrain.curve=", "retrain.seeds=25"],
+    # the default study plus leave-one-out validation (K = 100, S = 50: 5,050 more models)
+    # with the proxies recorded: jmem run experiments/digits.py:loo --workdir runs/digits_loo
+    "loo": ["loo.enabled=true", "train.record_proxies=true"],
     "sweep": ["subsets.rates=0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95", "train.num_models=400",
               "subsets.design=fixed", "subsets.equal_heldout=false", "retrain.ablation=false",
               "retrain.methods=fixed", "retrain.curve="],

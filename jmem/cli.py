@@ -173,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_retrain_execution_args(p)
     p.set_defaults(handler=cmd_retrain)
 
+    p = sub.add_parser("loo", help="leave-one-out ground truth on a sample of a scored run: checks "
+                                   "every score, selection rule and proxy against it")
+    p.add_argument("run_dir", type=Path, help="a scored run directory")
+    _add_set_arg(p, "override a field of the run's loo section, e.g. --set loo.examples=100 "
+                    "(repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_retrain_execution_args(p)
+    p.set_defaults(handler=cmd_loo)
+
     p = sub.add_parser("report", help="report.md with plots, reliability of the estimates, F&Z-layout export")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--no-export", action="store_true", help="do not write fz_layout.npz")
@@ -354,6 +363,16 @@ def cmd_retrain(args) -> int:
         summary = run_retrain(args.run_dir, args.overrides, execution=execution,
                               progress=not args.no_progress)
     print(summary.pop("verdict").rstrip() + "\n")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_loo(args) -> int:
+    execution = execution_from_args(args)
+    from jmem.study.loo import run_loo
+
+    summary = run_loo(args.run_dir, args.overrides, execution=execution, progress=not args.no_progress)
+    print(summary.pop("text").rstrip() + "\n")
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -303,6 +303,54 @@ class RetrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LooConfig:
+    """Leave-one-out ground truth, ``jmem loo`` (see ``jmem.study.loo``); sized for digits.
+
+    enabled: also run it as a stage of ``jmem run`` (after retrain, before the report).
+    examples: K, training examples sampled (stratified over the run's scores, canaries never).
+    seeds: S paired seeds; seed s trains one full-set model and one model per sampled example
+      without it, S * (K + 1) models in all.
+    partners: test examples per sampled example whose LOO influence is measured (its top
+      partners by the run's influence estimate at ``influence_rate``; 0 = none).
+    influence_rate: the run's rate whose models estimate influence (None = its lowest rate).
+    min_effect: "LOO-memorized" = LOO mem >= min_effect with its interval excluding 0.
+    selected_share, easy_share: shares of the sample drawn from the examples some rule
+      selected and from the never-misclassified ones (the rest spread over mem deciles).
+    confidence: level of every interval; resamples: stratified bootstrap replicates.
+    """
+
+    enabled: bool = False
+    examples: int = 100
+    seeds: int = 50
+    partners: int = 5
+    influence_rate: float | None = None
+    min_effect: float = 0.1
+    selected_share: float = 0.4
+    easy_share: float = 0.1
+    confidence: float = 0.95
+    resamples: int = 1000
+
+    def __post_init__(self):
+        def need(ok, field, rule):
+            if not ok:
+                raise JmemError(f"loo.{field}={getattr(self, field)!r} {rule}")
+
+        need(isinstance(self.enabled, bool), "enabled", "must be true or false")
+        need(_is_int(self.examples) and self.examples >= 1, "examples", "must be an integer >= 1")
+        need(_is_int(self.seeds) and self.seeds >= 2, "seeds", "must be an integer >= 2 (paired statistics)")
+        need(_is_int(self.partners) and self.partners >= 0, "partners", "must be an integer >= 0")
+        need(_is_int(self.resamples) and self.resamples >= 100, "resamples", "must be an integer >= 100")
+        need(self.influence_rate is None or (_is_real(self.influence_rate) and 0 < self.influence_rate < 1),
+             "influence_rate", "must be null or in (0, 1)")
+        need(_is_real(self.min_effect) and 0 <= self.min_effect <= 1, "min_effect", "must be in [0, 1]")
+        need(_is_real(self.confidence) and 0 < self.confidence < 1, "confidence", "must be in (0, 1)")
+        for f in ("selected_share", "easy_share"):
+            need(_is_real(getattr(self, f)) and 0 <= getattr(self, f) <= 1, f, "must be in [0, 1]")
+        need(self.selected_share + self.easy_share <= 1, "easy_share",
+             f"plus loo.selected_share={self.selected_share!r} must be <= 1")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """A whole experiment. ``seed`` is the root of every random stream (see ``jmem.rng``)."""
 
@@ -314,6 +362,7 @@ class Config:
     leakage: LeakageConfig = dataclasses.field(default_factory=LeakageConfig)
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
     retrain: RetrainConfig = dataclasses.field(default_factory=RetrainConfig)
+    loo: LooConfig = dataclasses.field(default_factory=LooConfig)
 
     def __post_init__(self):
         if not _is_seed(self.seed):
@@ -323,7 +372,7 @@ class Config:
 # Sections that configure a later stage, not training: ``jmem train`` records them but a run
 # directory may be resumed with other values (``jmem retrain`` checks its own section, and the
 # scoring stage records the options it used in thresholds.json).
-NOT_TRAINING_SECTIONS = ("score", "retrain")
+NOT_TRAINING_SECTIONS = ("score", "retrain", "loo")
 
 # Fields that change how a run executes but not what it computes: a run directory may be
 # resumed with different values. Everything else defines the run.

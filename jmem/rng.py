@@ -20,6 +20,7 @@ STREAMS = {
     "placebo": 5,
     "dropout": 6,
     "retrain": 7,
+    "loo": 8,
 }
 
 

@@ -102,3 +102,42 @@ def test_selection_recovery_is_weighted():
     assert out["recall"] == pytest.approx(1 / 11)  # 1 of the 1 + 10 memorized it stands for
     none = loo.selection_recovery(np.zeros(4, bool), memorized, sample, resamples=10)
     assert none["precision"] is None and none["recall"] == 0
+
+
+def test_influence_comparison_resamples_examples_with_their_partners():
+    sample = loo.LooSample(np.arange(6), np.array([0, 0, 0, 1, 1, 1]), np.ones(6), strata=[])
+    truth = np.tile(np.linspace(0, 0.5, 6)[:, None], (1, 3))
+    truth[2, 1] = np.nan  # an example with fewer partners
+    res = loo.compare_estimator(truth + 0.2, truth, sample, resamples=100)
+    assert res["bias"] == pytest.approx(0.2) and res["n"] == 17 and res["n_nan"] == 1
+    assert res["bias_ci"][0] == pytest.approx(0.2)
+    with pytest.raises(Exception, match="must both lead"):
+        loo.compare_estimator(truth[:4], truth[:4], sample)
+
+
+def test_precision_at_k_ranks_and_breaks_ties_by_position():
+    memorized = np.array([True, False, True, False, False])
+    score = np.array([0.9, 0.8, np.nan, 0.1, 0.8])
+    out = loo.precision_at_k(score, memorized)  # k = 2: positions 0 and 1 (tie with 4 by position)
+    assert (out["k"], out["hits"], out["precision"]) == (2, 1, 0.5)
+    assert out["precision_ci"][0] < 0.5 < out["precision_ci"][1]
+    assert loo.precision_at_k(score, np.zeros(5, bool))["precision"] is None
+
+
+def test_spearman_interval_covers_the_population_value():
+    """Bivariate normal with r = 0.6: population Spearman (6 / pi) asin(r / 2)."""
+    gen = np.random.default_rng(0)
+    r, truth, hits = 0.6, 6 / np.pi * np.arcsin(0.3), 0
+    for _ in range(300):
+        x = gen.normal(size=150)
+        y = r * x + np.sqrt(1 - r ** 2) * gen.normal(size=150)
+        out = loo.spearman_interval(x, y)
+        hits += out["spearman_ci"][0] <= truth <= out["spearman_ci"][1]
+    assert 0.91 <= hits / 300 <= 0.99 and out["n"] == 150
+    assert loo.spearman_interval(np.ones(10), y[:10])["spearman"] is None  # constant: undefined
+
+
+def test_weighted_mean_stands_for_the_dataset():
+    sample = loo.LooSample(np.arange(4), np.array([0, 0, 1, 1]), np.array([1.0, 1.0, 10.0, 10.0]), strata=[])
+    out = loo.weighted_mean(np.array([1.0, 1.0, 0.0, 0.0]), sample, resamples=100)
+    assert out["mean"] == pytest.approx(2 / 22) and out["mean_ci"] == [pytest.approx(2 / 22)] * 2

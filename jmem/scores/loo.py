@@ -61,6 +61,12 @@ class LooSample:
     def to_json(self) -> dict:
         return {"size": int(self.index.size), "strata": self.strata}
 
+    def subset(self, mask) -> "LooSample":
+        """The sampled examples where ``mask: bool[K]`` holds (e.g. one stratum), with their
+        weights: figures on it describe that part of the dataset."""
+        mask = np.asarray(mask, bool)
+        return LooSample(self.index[mask], self.stratum[mask], self.weight[mask], self.strata)
+
 
 def strata_of(mem_by_rate: dict, selected_any, never_wrong, eligible) -> tuple[np.ndarray, list[str]]:
     """int64[N] stratum of each eligible example (-1: not eligible) and the strata's names.
@@ -207,26 +213,49 @@ def compare_estimator(estimate, truth, sample: LooSample, *, level: float = 0.95
                       resamples: int = 1000, seed: int = 0) -> dict:
     """Bias (weighted mean of estimate - truth over the dataset), RMSE (weighted) and Spearman
     (on the sample) of ``estimate: float[K]`` against LOO ``truth: float[K]``, each with a
-    stratified bootstrap interval. NaN estimates are left out and counted."""
+    stratified bootstrap interval. NaN estimates are left out and counted.
+
+    ``float[K, P]`` arrays (P values per sampled example, e.g. its test partners' influence)
+    are compared entry by entry, each weighted by its example's weight; the bootstrap
+    resamples examples with all their entries (a cluster bootstrap)."""
     estimate, truth = np.asarray(estimate, np.float64), np.asarray(truth, np.float64)
+    if estimate.shape != truth.shape or estimate.shape[:1] != sample.index.shape:
+        raise JmemError(f"estimate {estimate.shape} and truth {truth.shape} must both lead with "
+                        f"the {sample.index.size} sampled examples")
     ok = np.isfinite(estimate) & np.isfinite(truth)
+    weight = np.broadcast_to(sample.weight.reshape((-1,) + (1,) * (truth.ndim - 1)), truth.shape)
 
     def figures(idx):
-        idx = idx[ok[idx]]
-        if idx.size == 0:
+        keep = ok[idx]
+        if not keep.any():
             return float("nan"), float("nan"), float("nan")
-        w = sample.weight[idx]
-        err = estimate[idx] - truth[idx]
+        w, est, tru = weight[idx][keep], estimate[idx][keep], truth[idx][keep]
+        err = est - tru
         return (float(np.sum(w * err) / w.sum()), float(np.sqrt(np.sum(w * err ** 2) / w.sum())),
-                _spearman(estimate[idx], truth[idx]))
+                _spearman(est, tru))
 
-    point = figures(np.arange(truth.size))
+    point = figures(np.arange(truth.shape[0]))
     boot = [figures(idx) for idx in _stratified_resamples(sample.stratum, resamples, np.random.default_rng(seed))]
     out = {"n": int(ok.sum()), "n_nan": int((~ok).sum())}
     for i, name in enumerate(("bias", "rmse", "spearman")):
         low, high = _interval([b[i] for b in boot], level)
         out[name], out[f"{name}_ci"] = point[i], [low, high]
     return out
+
+
+def weighted_mean(values, sample: LooSample, *, level: float = 0.95, resamples: int = 1000,
+                  seed: int = 0) -> dict:
+    """The dataset mean of ``values: float[K]`` (inverse-probability weighted; NaN left out)
+    with a stratified bootstrap interval: e.g. mean LOO mem, or the share LOO-memorized."""
+    values = np.asarray(values, np.float64)
+    ok = np.isfinite(values)
+
+    def mean(idx):
+        idx = idx[ok[idx]]
+        return float(np.sum(sample.weight[idx] * values[idx]) / sample.weight[idx].sum()) if idx.size else float("nan")
+
+    boot = [mean(idx) for idx in _stratified_resamples(sample.stratum, resamples, np.random.default_rng(seed))]
+    return {"mean": mean(np.arange(values.size)), "mean_ci": list(_interval(boot, level))}
 
 
 def selection_recovery(selected, memorized, sample: LooSample, *, level: float = 0.95,
@@ -252,3 +281,33 @@ def selection_recovery(selected, memorized, sample: LooSample, *, level: float =
         out[name] = None if not np.isfinite(value) else float(value)
         out[f"{name}_ci"] = list(_interval([b[i] for b in boot], level))
     return out
+
+
+def precision_at_k(score, memorized, k: int | None = None, confidence: float = 0.95) -> dict:
+    """On the sample: of the ``k`` sampled examples with the highest ``score: float[K]``
+    (default k = the number LOO-memorized, ``memorized: bool[K]``), the share LOO-memorized,
+    with a Wilson interval. NaN scores rank last; ties are broken by position (stable).
+    Unweighted: the sample is enriched in selected examples, so this compares scores with
+    each other, not with the dataset's base rate."""
+    score, memorized = np.asarray(score, np.float64), np.asarray(memorized, bool)
+    k = int(memorized.sum()) if k is None else int(k)
+    if k <= 0:
+        return {"k": 0, "hits": 0, "precision": None, "precision_ci": [None, None]}
+    order = np.argsort(np.where(np.isfinite(score), -score, np.inf), kind="stable")[:k]
+    hits = int(memorized[order].sum())
+    low, high = wilson_interval(np.array([hits]), np.array([k]), confidence)
+    return {"k": k, "hits": hits, "precision": hits / k, "precision_ci": [float(low[0]), float(high[0])]}
+
+
+def spearman_interval(x, y, confidence: float = 0.95) -> dict:
+    """Spearman's rho of ``x`` and ``y`` (float[N], finite pairs only) with the Fisher-z
+    interval of Bonett & Wright (2000, Psychometrika 65:23): ``var(z) = (1 + rho^2 / 2) /
+    (n - 3)``. Closed form, for correlations over a whole dataset where a bootstrap is slow."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    rho, n = _spearman(x, y), int(ok.sum())
+    if not np.isfinite(rho) or n < 4:
+        return {"spearman": None, "spearman_ci": [None, None], "n": n}
+    half = stats.norm.ppf((1 + confidence) / 2) * np.sqrt((1 + rho ** 2 / 2) / (n - 3))
+    z = np.arctanh(np.clip(rho, -0.999999, 0.999999))
+    return {"spearman": rho, "spearman_ci": [float(np.tanh(z - half)), float(np.tanh(z + half))], "n": n}

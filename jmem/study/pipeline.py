@@ -15,6 +15,8 @@ score      scores, thresholds, pairs (:mod:`jmem.study.scoring`) its record in t
                                                                the training and its files
 retrain    the removal experiment and the ablation              ``retrain/retrain.json``
            (:mod:`jmem.study.retrain`)                          (resumes its own waves)
+loo        with ``loo.enabled``: leave-one-out ground truth     ``loo/loo.json``
+           (:mod:`jmem.study.loo`)                              (resumes its own waves)
 report     ``report.md`` and its plots (:mod:`jmem.study.report`) re-rendered every time (seconds)
 ========== =================================================== ==============================
 
@@ -34,7 +36,7 @@ from jmem.data.dataset import Dataset
 from jmem.errors import warn
 from jmem.study import faults, inputs, training, waves
 
-STAGES = ("train", "score", "retrain", "report")
+STAGES = ("train", "score", "retrain", "loo", "report")
 
 
 def training_line(summary: dict) -> str:
@@ -108,6 +110,16 @@ def run_study(config: Config, workdir: Path, dataset: Dataset, *, execution: wav
             faults.point("stage")
             stop.check("after the removal experiment")
             seconds["retrain"] = time.perf_counter() - t0
+            if config.loo.enabled:
+                from jmem.study.loo import run_loo
+
+                t0 = time.perf_counter()
+                out["loo"] = run_loo(workdir, dataset=dataset, execution=execution, progress=progress,
+                                     log=log, loo_config=config.loo)
+                log(out["loo"]["text"])
+                faults.point("stage")
+                stop.check("after the leave-one-out stage")
+                seconds["loo"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             out["report"] = build_report(workdir)
             seconds["report"] = time.perf_counter() - t0

@@ -43,6 +43,9 @@ REPORT_FIGURES = "figures"           # the report's PNG plots, linked from repor
 FZ_EXPORT = "fz_layout.npz"          # scores in Feldman & Zhang's released file layout
 RELIABILITY = "reliability.json"     # split-half, stability and models-needed numbers of the report
 MANIFEST = "manifest.json"           # what the run depends on: dataset fingerprint, checksums
+CUM_LOSS = "cum_loss.npy"            # float32[R, N], train.record_proxies: summed training loss (CSL)
+LEARNED_EPOCH = "learned_epoch.npy"  # int32[R, N], train.record_proxies: epoch from which it stays learned
+LOO = "loo.json"                     # the leave-one-out validation (``jmem loo``), in loo/
 
 
 def margins_extra_name(test_name: str) -> str:

@@ -275,11 +275,22 @@ def assemble(workdir: Path, inputs: RunInputs) -> dict:
     assembled = waves.assemble(workdir, inputs.keep.shape[0])
     metrics = model_metrics(inputs, assembled.arrays)
     metrics_text = rundir.csv_text(metrics)
-    integrity.record_outputs(workdir, assembled.files, {rundir.MODEL_METRICS: metrics_text})
+    proxies = save_proxies(workdir, assembled.arrays)
+    integrity.record_outputs(workdir, assembled.files + proxies, {rundir.MODEL_METRICS: metrics_text})
     rundir.save_text(workdir / rundir.MODEL_METRICS, metrics_text)
     faults.point("cleanup")
     waves.cleanup(workdir)
     return metrics
+
+
+def save_proxies(workdir: Path, arrays: dict) -> list[str]:
+    """With ``train.record_proxies``: write cum_loss.npy (float32[R, N]) and learned_epoch.npy
+    (int32[R, N]) from the assembled arrays; returns the names written ([] without)."""
+    if "cum_loss" not in arrays:
+        return []
+    rundir.save_array(Path(workdir) / rundir.CUM_LOSS, arrays["cum_loss"].astype(np.float32))
+    rundir.save_array(Path(workdir) / rundir.LEARNED_EPOCH, arrays["learned_epoch"].astype(np.int32))
+    return [rundir.CUM_LOSS, rundir.LEARNED_EPOCH]
 
 
 def model_metrics(inputs: RunInputs, arrays: dict) -> dict:

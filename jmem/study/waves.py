@@ -34,6 +34,7 @@ from typing import Callable
 
 import numpy as np
 
+from jmem import config as config_lib
 from jmem.data.dataset import Dataset
 from jmem.engine.hparams import ModelConfig, TrainConfig
 from jmem.errors import JmemError, warn
@@ -111,6 +112,30 @@ class Job:
 # ----------------------------------------------------------------------------- the workdir
 
 
+def check_stage_dir(out: Path, recorded: dict, keep: np.ndarray, inputs: set, what: str,
+                    config_name: str = rundir.CONFIG) -> bool:
+    """Refuse a stage directory (``retrain/``, ``loo/``) holding another experiment; True if
+    it holds this one. ``recorded``: what ``config_name`` must hold; ``keep``: bool[M, N], the
+    rows ``keep.npy`` must hold; ``inputs``: the file names a kill before ``config_name``
+    (written last of the inputs) may leave; ``what``: the experiment's name for errors."""
+    if not out.exists():
+        return False
+    if not (out / config_name).exists():
+        if not all(p.name in inputs | {LOCK} or is_tmp(p.name) for p in out.iterdir()):
+            raise JmemError(f"{str(out)!r} is not empty and holds no {config_name}; delete it")
+        return False
+    difference = config_lib.first_difference(rundir.load_json(out / config_name), recorded,
+                                             ignore=(), ignore_sections=())
+    if difference:
+        raise JmemError(f"{str(out)!r} holds another {what} ({difference}); delete it or use "
+                        "the same settings")
+    stored = rundir.load_array(out / rundir.KEEP)
+    if stored.shape != keep.shape or not np.array_equal(stored, keep):
+        raise JmemError(f"{str(out)!r} was started from other inputs (the run was re-scored "
+                        "since); delete it to run again")
+    return True
+
+
 
 # ----------------------------------------------------------------------------- waves
 
@@ -177,6 +202,8 @@ def wave_shapes(job: Job, start: int, stop: int) -> dict:
     shapes = {"margins_train": (w, data.num_train), "margins_test": (w, data.num_test),
               "diverged": (w,), "final_loss": (w,), "rows": (w,)}
     shapes.update({f"margins_{k}": (w, y.shape[0]) for k, (_, y) in data.extra_tests.items()})
+    if job.train.record_proxies:
+        shapes.update(cum_loss=(w, data.num_train), learned_epoch=(w, data.num_train))
     return shapes
 
 
@@ -206,7 +233,8 @@ def train_wave(job: Job, start: int, stop: int, workdir: Path | None = None,
     (then :class:`Preempted` is raised once the checkpoint is on disk).
 
     Returns arrays keyed by name: margins_train float32[W, N], margins_test float32[W, T],
-    margins_<extra> float32[W, T_k], diverged bool[W], final_loss float32[W].
+    margins_<extra> float32[W, T_k], diverged bool[W], final_loss float32[W], and with
+    ``train.record_proxies`` cum_loss float32[W, N] and learned_epoch int32[W, N].
     """
     from jmem.engine import checkpoint
     from jmem.engine import parallel
@@ -242,6 +270,9 @@ def train_wave(job: Job, start: int, stop: int, workdir: Path | None = None,
     # The one definition (jmem.study.diverged): a NaN margin marks the model as well
     out["diverged"] = np.asarray(result.diverged, bool) | diverged.diverged_models(
         out["final_loss"], [v for k, v in out.items() if k.startswith("margins_")])
+    if result.cum_loss is not None:  # train.record_proxies: the cheap proxies, [W, N] each
+        out["cum_loss"] = np.asarray(result.cum_loss, np.float32)
+        out["learned_epoch"] = np.asarray(result.learned_epoch, np.int32)
     return out
 
 

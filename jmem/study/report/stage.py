@@ -21,6 +21,7 @@ from jmem.errors import JmemError
 from jmem.study import export, faults, inputs, integrity, rundir, workdir
 from jmem.study.report import sections
 from jmem.study.report.examples import examples_section
+from jmem.study.report.loo import loo_section
 from jmem.study.report.reliability import compute_reliability, reliability_section
 from jmem.study.report.view import read_run
 
@@ -73,6 +74,7 @@ def _render(view, fig_dir: Path, export_fz: bool, half_width: float) -> dict:
     lines += sections.scatter_section(view, fig_dir)
     lines += sections.rate_section(view, fig_dir)
     lines += sections.canary_section(view, fig_dir)
+    lines += loo_section(d, fig_dir)  # "How good are these scores?" leads with leave-one-out
     lines += reliability_section(view, rel, fig_dir)
     lines += sections.removal_section(view, fig_dir)
     lines += sections.ablation_section(view, fig_dir)
