@@ -24,7 +24,7 @@ import numpy as np
 from jmem import rng
 from jmem.config import Config, LooConfig, ScoreConfig
 from jmem.errors import JmemError
-from jmem.scores import calibration, estimators
+from jmem.scores import estimators
 from jmem.scores import loo as loo_stats
 from jmem.study import rundir, scoring
 
@@ -33,8 +33,6 @@ from jmem.study import rundir, scoring
 # the models it checks.
 LOO_MODEL_ID_OFFSET = 3 * 2**29
 SALT_SAMPLE, SALT_BOOTSTRAP = 1, 2
-# The calibrated rule's level until the score section carries its own (issue 21).
-CALIBRATED_Q = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,27 +103,19 @@ def eligible_examples(run: scoring.RunArrays) -> np.ndarray:
 def protocol_selections_for_loo(run_dir, run: scoring.RunArrays, config: Config) -> dict:
     """The removal sets of the run's selection rules, name -> bool[N] (eligible examples only).
 
-    The one place that knows the rules (issue 21 rewrites them; adapt this function): at each
-    rate, from that rate's models alone, the scoring stage's rules with its recorded options
-    (``fixed``: F&Z's mem >= 0.25; ``fdr``: jmem's Fisher test with BH and a minimum effect;
-    ``null``: the placebo-null quantile) and the null-calibrated threshold on F&Z's
-    definition (``calibrated_mem``) and on the critique's fractional one
-    (``calibrated_fractional``). Names are ``<rule>@<rate>``.
+    At each rate, from that rate's models alone, every rule of the scoring stage with its
+    recorded options (:func:`jmem.study.scoring.select_all`: ``fixed``, ``fractional``,
+    ``calibrated``, ``calibrated_fractional``, ``fdr``; the canary rule is an instrument and is
+    left out). Names are ``<rule>@<rate>``.
     """
     opt = scoring.recorded_options(run_dir)
-    eligible = eligible_examples(run)
     out = {}
     for models in rate_models(run, config):
-        counts, s = rate_scores(run, models, opt)
-        keep, margins = run.keep[models.rows], np.asarray(run.margins_train[models.rows])
-        _, methods = scoring.select_all(s, keep, margins, None, opt)
-        tag = f"@{models.rate:g}"
-        for name in ("fixed", "fdr", "null"):
-            out[name + tag] = np.asarray(methods[name].selected, bool) & eligible
-        for definition, values in (("mem", s.mem), ("fractional", s.fractional)):
-            res = calibration.calibrated_threshold(values, counts, definition, CALIBRATED_Q,
-                                                   opt.fractional_floor, eligible=eligible)
-            out[f"calibrated_{definition}{tag}"] = np.asarray(res.selected, bool) & eligible
+        _, s = rate_scores(run, models, opt)
+        rules = scoring.select_all(s, run.canaries, opt)
+        for name, res in rules.items():
+            if name != "canary":
+                out[f"{name}@{models.rate:g}"] = np.asarray(res.selected, bool)
     return out
 
 

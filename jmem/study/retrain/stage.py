@@ -164,7 +164,8 @@ def run_retrain(run_dir, overrides: list[str] = (), dataset: Dataset | None = No
     design = build_design(chosen.candidates, dataset.y_train, num_classes,
                           eligible=scoring.eligible_examples(run), score=chosen.mem,
                           seeds=cfg.seeds, seed=config.seed, lowest=cfg.lowest)
-    train_cfg = dataclasses.replace(config.train, data_order=cfg.data_order)
+    # The proxies are an estimation-run measurement: retrained models need not carry them.
+    train_cfg = dataclasses.replace(config.train, data_order=cfg.data_order, record_proxies=False)
     job = waves.Job(dataset, design.keep, config.model, train_cfg, config.seed, design.model_ids)
     out = run_dir / RETRAIN_DIR
     devices = parallel.local_devices(execution.devices)
