@@ -63,11 +63,16 @@ def test_train_models_matches_the_segmented_api(digits):
         trainer.train_epochs(wave, state, 3, 9)
 
 
-def _saved_wave(tmp_path, digits, epochs=(1, 2)):
+# orbax's (one process) and the plain files of a multi-process job: one behaviour
+KINDS = pytest.mark.parametrize("kind", [checkpoint.WaveCheckpoints, checkpoint.FileWaveCheckpoints],
+                                ids=["orbax", "files"])
+
+
+def _saved_wave(tmp_path, digits, epochs=(1, 2), kind=checkpoint.WaveCheckpoints):
     """A wave checkpointed after each epoch in ``epochs``; returns (wave, ckpts, states)."""
     keep = _keep(3, digits.num_train)
     wave = trainer.prepare_wave(keep, digits, MLP, CFG, seed=0, model_ids=[4, 5, 6])
-    ckpts = checkpoint.WaveCheckpoints(tmp_path / "wave")
+    ckpts = kind(tmp_path / "wave")
     state, done, states = trainer.init_state(wave), 0, {}
     for epoch in epochs:
         state = trainer.train_epochs(wave, state, done, epoch)
@@ -78,8 +83,9 @@ def _saved_wave(tmp_path, digits, epochs=(1, 2)):
     return wave, ckpts, states
 
 
-def test_checkpoint_round_trip_keeps_values_and_optax_types(tmp_path, digits):
-    wave, ckpts, states = _saved_wave(tmp_path, digits)
+@KINDS
+def test_checkpoint_round_trip_keeps_values_and_optax_types(tmp_path, digits, kind):
+    wave, ckpts, states = _saved_wave(tmp_path, digits, kind=kind)
     assert ckpts.steps() == [1, 2]
     epoch, restored = ckpts.restore_latest(trainer.abstract_state(wave), wave.model_ids)
     assert epoch == 2
@@ -109,12 +115,13 @@ def _damage(step_dir: Path, how: str):
 # asyncio loop; the error is raised and handled, the callback's complaint is noise.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("how", ["truncate", "garble"])
-def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, digits, how):
-    wave, ckpts, states = _saved_wave(tmp_path, digits)
+@KINDS
+def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, digits, how, kind):
+    wave, ckpts, states = _saved_wave(tmp_path, digits, kind=kind)
     ckpts.close()
     _damage(tmp_path / "wave" / "2", how)
     warnings = []
-    ckpts = checkpoint.WaveCheckpoints(tmp_path / "wave")
+    ckpts = kind(tmp_path / "wave")
     epoch, restored = ckpts.restore_latest(trainer.abstract_state(wave), wave.model_ids, warn=warnings.append)
     assert epoch == 1
     _assert_same(restored, states[1])
@@ -123,19 +130,21 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, digits, 
     ckpts.close()
 
 
-def test_every_checkpoint_damaged_means_start_over(tmp_path, digits):
-    wave, ckpts, _ = _saved_wave(tmp_path, digits, epochs=(1,))
+@KINDS
+def test_every_checkpoint_damaged_means_start_over(tmp_path, digits, kind):
+    wave, ckpts, _ = _saved_wave(tmp_path, digits, epochs=(1,), kind=kind)
     ckpts.close()
     _damage(tmp_path / "wave" / "1", "garble")
-    ckpts = checkpoint.WaveCheckpoints(tmp_path / "wave")
+    ckpts = kind(tmp_path / "wave")
     warnings = []
     assert ckpts.restore_latest(trainer.abstract_state(wave), wave.model_ids, warn=warnings.append) is None
     assert len(warnings) == 1
     ckpts.close()
 
 
-def test_checkpoint_of_other_models_is_refused(tmp_path, digits):
-    wave, ckpts, _ = _saved_wave(tmp_path, digits, epochs=(1,))
+@KINDS
+def test_checkpoint_of_other_models_is_refused(tmp_path, digits, kind):
+    wave, ckpts, _ = _saved_wave(tmp_path, digits, epochs=(1,), kind=kind)
     with pytest.raises(checkpoint.CheckpointError, match="holds models"):
         ckpts.restore(1, trainer.abstract_state(wave), np.array([7, 8, 9]))
     ckpts.close()
@@ -150,3 +159,14 @@ def test_checksum_sees_values_shapes_and_dtypes():
     b = a.copy()
     b[3] = np.nextafter(b[3], np.float32(10))
     assert checkpoint.checksum([b]) != base
+
+
+def test_file_checkpoints_keep_the_newest_and_replace_a_step(tmp_path, digits):
+    """Plain-file checkpoints (multi-process jobs) keep the two newest steps, and a second
+    save of one epoch (after a resume) replaces it."""
+    wave, ckpts, states = _saved_wave(tmp_path, digits, epochs=(1, 2, 3),
+                                      kind=checkpoint.FileWaveCheckpoints)
+    assert ckpts.steps() == [2, 3]
+    ckpts.save(3, wave.model_ids, states[2])
+    assert ckpts.steps() == [2, 3] and sorted(p.name for p in (tmp_path / "wave").iterdir()) == ["2", "3"]
+    _assert_same(ckpts.restore(3, trainer.abstract_state(wave), wave.model_ids), states[2])

@@ -2,8 +2,9 @@
 
 Host-platform CPU devices must be requested before JAX starts, so the multi-device checks
 run in a child process with ``XLA_FLAGS=--xla_force_host_platform_device_count=4``; the
-multi-process check starts two ``jmem train`` processes joined by ``jax.distributed`` on
-127.0.0.1 and compares their run directory with a single process's.
+multi-process checks start two ``jmem train`` or ``jmem run`` processes joined by
+``jax.distributed`` on 127.0.0.1 and compare their run directory with a single process's
+(stopped, killed and resumed too).
 """
 
 import json
@@ -179,3 +180,105 @@ def test_two_processes_write_the_single_process_run_directory(tmp_path):
     multi, single = public_files(tmp_path / "multi"), public_files(tmp_path / "single")
     assert sorted(multi) == sorted(single)
     assert [name for name in multi if multi[name] != single[name]] == []
+
+
+# ----------------------------------------------------------------------------- jmem run, two processes
+
+# A tiny digits study (70: a balanced model count at both rates); train.wave_size fixed so that
+# one process and two cut the same waves (the automatic size is capped per process).
+STUDY = ["experiments/digits.py", "--set", "train.num_models=70", "--set", "train.epochs=2",
+         "--set", "train.wave_size=12", "--set", "retrain.seeds=2", "--set", "retrain.curve=",
+         "--set", "retrain.resamples=200", "--no-progress"]
+
+
+def _jmem_run(workdir: Path, *extra, kill_at: str | None = None, process: tuple | None = None):
+    """A `jmem run` of STUDY in a child process on one CPU device; ``process``: (port, id) of
+    a two-process job; ``kill_at``: a fault point (jmem.study.faults)."""
+    from jmem.study.faults import KILL_ENV
+
+    flags = [] if process is None else ["--coordinator", f"127.0.0.1:{process[0]}",
+                                        "--num-processes", "2", "--process-id", str(process[1])]
+    env = child_env(JMEM_CPU_DEVICES="1", **({KILL_ENV: kill_at} if kill_at else {}))
+    return subprocess.Popen([sys.executable, "-m", "jmem", "run", *STUDY, "--workdir", str(workdir),
+                             *extra, *flags], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _finish(procs, timeout=400) -> list:
+    """[(returncode, stdout, stderr)] of ``procs`` once all have exited (a hang fails the
+    test: every process is killed after ``timeout`` seconds)."""
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
+
+
+def _two_process_run(workdir: Path, *extra, kill_at=(None, None)) -> list:
+    port = _free_port()
+    return _finish([_jmem_run(workdir, *extra, kill_at=kill_at[i], process=(port, i)) for i in range(2)])
+
+
+def _study_differences(a: Path, b: Path) -> list:
+    """The files of two study directories that differ (report.md names its directory and
+    time, and the manifest records report.md's checksum: those two are left out)."""
+    files_a, files_b = public_files(a), public_files(b)
+    if sorted(files_a) != sorted(files_b):
+        return sorted(set(files_a) ^ set(files_b))
+    differ = [name for name in files_a if name not in ("report.md", "manifest.json")
+              and files_a[name] != files_b[name]]
+    manifests = [json.loads(files["manifest.json"]) for files in (files_a, files_b)]
+    for manifest in manifests:
+        del manifest["stages"]["report"]
+    return differ + (["manifest.json"] if manifests[0] != manifests[1] else [])
+
+
+@pytest.fixture(scope="module")
+def one_process_study(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("study") / "one"
+    ((code, _, err),) = _finish([_jmem_run(workdir)])
+    assert code == 0, err[-3000:]
+    return workdir
+
+
+def test_two_process_jmem_run_completes_every_stage_like_one_process(one_process_study, tmp_path):
+    """`jmem run` in two processes: SIGTERM to process 0 after scoring stops both (neither
+    waits for the other); run again, both train the removal experiment's waves, process 0
+    writes the statistics and the report, both exit 0, and every file of the study (scores,
+    thresholds, retrain.json, verdict, arrays, plots) is the single process's, bitwise."""
+    work = tmp_path / "two"
+    stopped = _two_process_run(work, kill_at=("stage:1:TERM", None))
+    assert [code for code, _, _ in stopped] == [143, 143], [err[-2000:] for _, _, err in stopped]
+    assert "another process was stopped" in stopped[1][2]
+    assert (work / "scores.csv").exists() and not (work / "retrain").exists()
+    done = _two_process_run(work)
+    assert [code for code, _, _ in done] == [0, 0], [err[-2000:] for _, _, err in done]
+    assert "already scored" in done[0][1] and "report:" in done[0][1]
+    assert (work / "retrain" / "retrain.json").exists() and (work / "report.md").exists()
+    assert _study_differences(work, one_process_study) == []
+
+
+def test_two_process_run_killed_in_the_retrain_resumes_to_the_same_files(one_process_study, tmp_path):
+    """Process 1 SIGKILLed in the removal experiment's training (its first retrain wave, after
+    the epoch-1 checkpoint), process 0 killed too; both restarted: the waves and checkpoints
+    left behind are resumed (another process may resume process 1's checkpoint) and the
+    study's files are the single process's, bitwise."""
+    work = tmp_path / "two"
+    port = _free_port()
+    # Process 1's estimation: 3 waves x 2 segments (2 epochs); segment 8 ends its first retrain wave.
+    procs = [_jmem_run(work, "--checkpoint-every-epochs", "1", process=(port, 0)),
+             _jmem_run(work, "--checkpoint-every-epochs", "1", process=(port, 1), kill_at="segment:8")]
+    try:
+        assert procs[1].wait(timeout=400) == -9, procs[1].stderr.read()[-2000:]
+    finally:
+        for p in procs:
+            p.kill()
+        _finish(procs)
+    assert (work / "retrain" / "config.json").exists() and not (work / "retrain" / "retrain.json").exists()
+    assert list((work / "retrain" / "checkpoints").glob("wave_*/1"))  # process 1's, at epoch 1
+    done = _two_process_run(work, "--checkpoint-every-epochs", "1")
+    assert [code for code, _, _ in done] == [0, 0], [err[-2000:] for _, _, err in done]
+    assert "resumed at epoch 1 of 2" in done[0][1] + done[1][1]
+    assert _study_differences(work, one_process_study) == []

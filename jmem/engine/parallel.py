@@ -161,6 +161,15 @@ def broadcast_from_primary(tree):
     return jax.tree_util.tree_map(lambda o, a: np.asarray(o).astype(np.asarray(a).dtype), out, tree)
 
 
+def gather_int(value: int) -> np.ndarray:
+    """int64[P]: every process's ``value``, by process index (also a barrier)."""
+    if jax.process_count() == 1:
+        return np.asarray([value], np.int64)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(np.int32(value)), np.int64).reshape(-1)
+
+
 def barrier(name: str) -> None:
     """Wait until every process reaches the barrier ``name`` (no-op for one process)."""
     if jax.process_count() > 1:

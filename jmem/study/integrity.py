@@ -311,12 +311,13 @@ def verify_run(run_dir) -> dict | None:
     return manifest
 
 
-def verify_resume(run_dir: Path, dataset, complete: bool, wave_shapes, warn) -> None:
+def verify_resume(run_dir: Path, dataset, complete: bool, wave_shapes, warn, wave_rows=None) -> None:
     """Verify a run directory about to be resumed (call under the workdir lock).
 
     dataset: the dataset as the models would train on it now (see :func:`dataset_fingerprint`).
     complete: the run has finished (its outputs are verified too).
-    wave_shapes: ``(start, stop) -> {array name: shape}`` of an intact wave file.
+    wave_shapes: ``(start, stop) -> {array name: shape}`` of an intact wave file;
+    wave_rows: ``(start, stop) -> int64[W]``, the rows it holds (None: ``arange(start, stop)``).
     Damaged wave files are deleted (with a warning) so that their models train again; a
     changed dataset or damaged input is a JmemError. A run without a manifest (older jmem)
     gets one recording its current files, with a warning.
@@ -336,25 +337,29 @@ def verify_resume(run_dir: Path, dataset, complete: bool, wave_shapes, warn) -> 
             finals = [p.name for p in sorted(run_dir.glob("margins_*.npy"))]
             record_outputs(run_dir, finals + [rundir.MODEL_METRICS], {})
         else:
-            verify_waves(run_dir, wave_shapes, warn, manifest)
+            verify_waves(run_dir, wave_shapes, warn, manifest, wave_rows)
         return
     check_dataset(run_dir, manifest, dataset)
     check_files(run_dir, manifest, "inputs")
     if complete:
         check_files(run_dir, manifest, "outputs")
         return
-    verify_waves(run_dir, wave_shapes, warn, manifest)
+    verify_waves(run_dir, wave_shapes, warn, manifest, wave_rows)
 
 
-def verify_waves(run_dir: Path, wave_shapes, warn, manifest: dict | None = None) -> None:
+def verify_waves(run_dir: Path, wave_shapes, warn, manifest: dict | None = None,
+                 wave_rows=None) -> None:
     """Make ``run_dir/waves/`` hold only wave files that may be read (call under the lock).
 
     A listed wave must match its checksum; an unlisted one (written by another process of a
     multi-process job, or copied in by hand) is read in full and must hold the arrays of
-    ``wave_shapes(start, stop)`` and, in its ``rows`` array, the rows its name says: then it
-    is listed. Any other wave file is deleted with a one-line warning, and its models are
-    trained again. Without a manifest (a directory built by hand) only damaged files go.
+    ``wave_shapes(start, stop)``: then it is listed. Either must hold, in its ``rows`` array,
+    the rows ``wave_rows(start, stop)`` (int64[W]; None: ``arange(start, stop)``) gives its
+    name (a wave file of another wave order holds others). Any other wave file is deleted
+    with a one-line warning, and its models are trained again. Without a manifest (a
+    directory built by hand) only damaged files go.
     """
+    wave_rows = wave_rows or (lambda start, stop: np.arange(start, stop))
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir) if manifest is None else manifest
     recorded = manifest["waves"] if manifest is not None else {}
@@ -362,7 +367,7 @@ def verify_waves(run_dir: Path, wave_shapes, warn, manifest: dict | None = None)
     for path in sorted((run_dir / "waves").glob("models_*.npz")):
         key = _rel(run_dir, path)
         digest = recorded.get(key)
-        problem = _wave_problem(path, digest, wave_shapes)
+        problem = _wave_problem(path, digest, wave_shapes, wave_rows)
         if problem is None:
             if digest is None and manifest is not None:  # read in full and intact: list it
                 recorded[key] = file_sha256(path)
@@ -379,16 +384,23 @@ def verify_waves(run_dir: Path, wave_shapes, warn, manifest: dict | None = None)
         _save(run_dir, manifest)
 
 
-def _wave_problem(path: Path, digest: str | None, wave_shapes) -> str | None:
+def _wave_problem(path: Path, digest: str | None, wave_shapes, wave_rows) -> str | None:
     """Why a wave file is unusable, or None. Without a recorded checksum the file is read in
     full: the zip format's CRC-32 of every member and the expected shapes catch truncation
-    and damage, its ``rows`` array a copy of another wave under this name."""
+    and damage. Its ``rows`` array (all that is read of a listed file) catches a copy of
+    another wave under this name, or a wave of another wave order."""
     match = _WAVE_NAME.search(path.name)
     if match is None:
         return "not a wave file name"
-    if digest is not None:
-        return None if file_sha256(path) == digest else f"sha256 differs from {MANIFEST}"
     start, stop = int(match.group(1)), int(match.group(2))
+    rows = np.asarray(wave_rows(start, stop))
+    if digest is not None:
+        if file_sha256(path) != digest:
+            return f"sha256 differs from {MANIFEST}"
+        with np.load(path, allow_pickle=False) as wave:  # intact: read its rows alone
+            # a wave file of an older jmem holds no rows: those of its name, in row order
+            held = wave["rows"] if "rows" in wave.files else np.arange(start, stop)
+        return _rows_problem(held, rows)
     expected = wave_shapes(start, stop)
     try:
         with np.load(path, allow_pickle=False) as wave:
@@ -398,7 +410,11 @@ def _wave_problem(path: Path, digest: str | None, wave_shapes) -> str | None:
     for key, shape in expected.items():
         if key not in arrays or arrays[key].shape != tuple(shape):
             return f"{key} has shape {arrays[key].shape if key in arrays else None}, expected {tuple(shape)}"
-    if "rows" in expected and not np.array_equal(arrays["rows"], np.arange(start, stop)):
-        rows = arrays["rows"]
-        return f"it holds models {int(rows.min())}-{int(rows.max())}, not {start}-{stop - 1}"
-    return None
+    return _rows_problem(arrays["rows"], rows) if "rows" in expected else None
+
+
+def _rows_problem(held: np.ndarray, rows: np.ndarray) -> str | None:
+    """Why a wave file holding the models ``held`` (int[W]) is not the one of ``rows``."""
+    if np.array_equal(held, rows):
+        return None
+    return f"it holds models {rundir.row_span(held)}, not {rundir.row_span(rows)}"

@@ -35,7 +35,7 @@ from jmem import config as config_lib
 from jmem.config import Config, LooConfig
 from jmem.data.dataset import Dataset
 from jmem.errors import JmemError
-from jmem.study import faults, rundir, scoring, waves
+from jmem.study import faults, processes, rundir, scoring, waves
 from jmem.study.loo_design import LooDesign, bootstrap_seed, build_design
 from jmem.study import loo_validation as validation
 
@@ -106,9 +106,6 @@ def run_loo(run_dir, overrides: list[str] = (), dataset: Dataset | None = None,
     run_dir = Path(run_dir)
     config, run, _ = load_scored_run(run_dir)
     cfg = _loo_config(config, overrides, loo_config)
-    if parallel.process_count() > 1:
-        raise JmemError("jmem loo runs in one process (its waves fit one host); drop the "
-                        "multi-process flags")
     design = build_design(run_dir, run, config, cfg)  # bad input fails here, before any file
     dataset = loo_dataset(config, run, dataset)
     job = waves.Job(dataset, design.keep, config.model, loo_train_config(config), config.seed,
@@ -116,45 +113,74 @@ def run_loo(run_dir, overrides: list[str] = (), dataset: Dataset | None = None,
     recorded = _recorded(cfg, config)
     out = run_dir / LOO_DIR
     trained, train_seconds = 0, 0.0
+    devices = parallel.local_devices(execution.devices)
     with waves.StopRequest() as stop_request, contextlib.ExitStack() as lock:
-        inputs = {KEEP, MODEL_IDS, SAMPLE, LABELS}
-        waves.check_stage_dir(out, recorded, job.keep, inputs, "leave-one-out experiment")
-        out.mkdir(parents=True, exist_ok=True)
-        lock.enter_context(waves.workdir_lock(out))  # then again: another process may have written
-        resuming = waves.check_stage_dir(out, recorded, job.keep, inputs, "leave-one-out experiment")
-        waves.remove_stale_tmp(out)
-        # models.csv is written once the margins are assembled: the models are done. loo.json
-        # (last) marks the analysis done; deleting it re-analyses without training.
-        trained_all = resuming and (out / MODELS_CSV).exists()
-        if not resuming:
-            rundir.save_array(out / KEEP, job.keep)
-            rundir.save_array(out / MODEL_IDS, job.model_ids)
-            rundir.save_array(out / SAMPLE, design.sample.index)
-            rundir.save_array(out / LABELS, dataset.y_train)
-            faults.point("inputs")
-            rundir.save_json(out / CONFIG, recorded)
+        # complete: every model is trained (models.csv); the analysis may still be missing
+        trained_all, wave_size, done = processes.decide(
+            lambda: _prepare_out(out, job, design, recorded, len(devices), lock, log),
+            job.num_models, f"start the leave-one-out experiment in {str(out)!r}")
         if not trained_all:
-            done = waves.finished_models(out, job.num_models)
-            if done.any():
-                log(f"{out}: resuming, {int(done.sum())} of {done.size} models already trained")
-            devices = parallel.local_devices(execution.devices)
             t0 = time.perf_counter()
-            trained = waves.train_pending(job, out, waves.auto_wave_size(job, len(devices), 1), done,
-                                          execution=execution, stop_request=stop_request,
-                                          progress=progress, log=log)
+            trained = waves.train_pending(job, out, wave_size, done, execution=execution,
+                                          stop_request=stop_request, progress=progress, log=log)
             train_seconds = time.perf_counter() - t0
-            assemble(out, design)
-        rec = rundir.load_json(out / rundir.LOO) if trained_all and (out / rundir.LOO).exists() else None
-        if rec is not None and rec.get("settings") == validation.settings_of(cfg):
-            log(f"{out}: leave-one-out validation already complete")
-        else:
-            rec = analyse(out, design, cfg, dataset.y_train, bootstrap_seed(config.seed))
-        faults.point("cleanup")
-        waves.cleanup(out)
-    return {"loo_dir": str(out), "models": job.num_models, "trained_now": trained,
-            "train_seconds": round(train_seconds, 2),
-            "models_per_second": round(trained / train_seconds, 2) if trained and train_seconds > 0 else None,
-            "seconds": round(time.perf_counter() - began, 2), "text": validation.format_summary(rec)}
+            parallel.barrier("jmem-loo-waves-written")
+        rec = processes.on_primary(
+            lambda: _write(out, design, cfg, dataset.y_train, bootstrap_seed(config.seed), trained_all, log),
+            f"finish the leave-one-out experiment in {str(out)!r}")
+    summary = {"loo_dir": str(out), "models": job.num_models, "trained_now": trained,
+               "train_seconds": round(train_seconds, 2),
+               "models_per_second": round(trained / train_seconds, 2) if trained and train_seconds > 0 else None,
+               "seconds": round(time.perf_counter() - began, 2)}
+    if parallel.process_index() != 0:  # the analysis is process 0's: the others only trained
+        return {**summary, "process": parallel.process_index()}
+    return {**summary, "text": validation.format_summary(rec)}
+
+
+def _prepare_out(out: Path, job: waves.Job, design: LooDesign, recorded: dict, num_devices: int,
+                 lock: contextlib.ExitStack, log) -> tuple[bool, int, np.ndarray]:
+    """Process 0, before any training: check and lock ``loo/``, write its inputs or find what
+    an earlier run finished. Returns (every model trained, wave_size, done bool[M])."""
+    from jmem.engine import parallel
+
+    inputs = {KEEP, MODEL_IDS, SAMPLE, LABELS}
+    waves.check_stage_dir(out, recorded, job.keep, inputs, "leave-one-out experiment")
+    out.mkdir(parents=True, exist_ok=True)
+    lock.enter_context(waves.workdir_lock(out))  # then again: another process may have written
+    resuming = waves.check_stage_dir(out, recorded, job.keep, inputs, "leave-one-out experiment")
+    waves.remove_stale_tmp(out)
+    # models.csv is written once the margins are assembled: the models are done. loo.json
+    # (last) marks the analysis done; deleting it re-analyses without training.
+    if resuming and (out / MODELS_CSV).exists():
+        return True, 0, np.ones(job.num_models, bool)
+    if not resuming:
+        rundir.save_array(out / KEEP, job.keep)
+        rundir.save_array(out / MODEL_IDS, job.model_ids)
+        rundir.save_array(out / SAMPLE, design.sample.index)
+        rundir.save_array(out / LABELS, job.dataset.y_train)
+        faults.point("inputs")
+        rundir.save_json(out / CONFIG, recorded)
+    done = waves.finished_models(out, job.num_models)
+    if done.any():
+        log(f"{out}: resuming, {int(done.sum())} of {done.size} models already trained")
+    return False, waves.auto_wave_size(job, num_devices, parallel.process_count()), done
+
+
+def _write(out: Path, design: LooDesign, cfg: LooConfig, labels: np.ndarray, seed: int,
+           trained_all: bool, log) -> dict:
+    """Process 0, once every model is trained: assemble the waves (unless done before), then
+    analyse unless ``loo.json`` holds this analysis already; the waves go. Returns loo.json's
+    content."""
+    if not trained_all:
+        assemble(out, design)
+    rec = rundir.load_json(out / rundir.LOO) if trained_all and (out / rundir.LOO).exists() else None
+    if rec is not None and rec.get("settings") == validation.settings_of(cfg):
+        log(f"{out}: leave-one-out validation already complete")
+    else:
+        rec = analyse(out, design, cfg, labels, seed)
+    faults.point("cleanup")
+    waves.cleanup(out)
+    return rec
 
 
 def assemble(out: Path, design: LooDesign) -> None:

@@ -24,6 +24,11 @@ SIGTERM and SIGINT stop the study at the next safe point (between training segme
 waves, between stages) with :class:`jmem.study.waves.Preempted` (exit 143 / 130); the run
 directory's lock is held from the end of training to the end of the report. A selection that
 selects nothing skips the removal experiment with a note; the report is written anyway.
+
+In a multi-process job (``jmem run --distributed ...``) every process runs every stage: the
+training stages (train, retrain, loo) share their waves round-robin, process 0 alone scores,
+assembles, analyses and writes the report while the others wait, and every process exits
+once the report is written (:mod:`jmem.study.processes`).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from pathlib import Path
 from jmem.config import Config
 from jmem.data.dataset import Dataset
 from jmem.errors import warn
-from jmem.study import faults, inputs, training, waves
+from jmem.study import faults, inputs, processes, training, waves
 
 STAGES = ("train", "score", "retrain", "loo", "report")
 
@@ -67,13 +72,15 @@ def retrain_stage(workdir: Path, config: Config, dataset: Dataset, execution, pr
                   log) -> dict | None:
     """The removal experiment; None (with a one-line note) when every selection is empty."""
     from jmem.data.removal import NothingToRemove
+    from jmem.engine import parallel
     from jmem.study.retrain.stage import run_retrain
 
     try:
         return run_retrain(workdir, dataset=dataset, execution=execution, progress=progress,
                            log=log, retrain_config=config.retrain)
-    except NothingToRemove as err:
-        warn(f"no removal experiment: {err}")
+    except NothingToRemove as err:  # on every process (the selection is deterministic): one warning
+        if parallel.process_index() == 0:
+            warn(f"no removal experiment: {err}")
         return None
 
 
@@ -82,33 +89,36 @@ def run_study(config: Config, workdir: Path, dataset: Dataset, *, execution: wav
     """Run every stage of the study of ``config`` into ``workdir`` (resuming what is done).
 
     Returns {"train": summary, "retrain": summary or None, "report": paths, "verdict": str,
-    "seconds": {stage: float}}. Only process 0 of a multi-process job goes past training.
+    "seconds": {stage: float}}. In a multi-process job every process calls this with the same
+    arguments: all of them train the estimation, removal and leave-one-out models, process 0
+    alone scores, assembles and reports (:mod:`jmem.study.processes`), and the others return
+    {"train": ..., "retrain": ..., "seconds": ...} (no verdict) once it has finished.
     Raises :class:`jmem.study.waves.Preempted` at the next safe point after SIGTERM / SIGINT.
     """
     from jmem.engine import parallel
     from jmem.study.report.stage import build_report
 
     workdir = Path(workdir)
+    primary = parallel.process_index() == 0
     seconds, out = {}, {}
     with waves.StopRequest() as stop:
         t0 = time.perf_counter()
         out["train"] = training.run_training(config, workdir, dataset, progress=progress, log=log,
                                              execution=execution)
         seconds["train"] = time.perf_counter() - t0
-        if parallel.process_index() != 0:
-            return {**out, "seconds": seconds}
-        log(training_line(out["train"]))
-        stop.check("after the training stage")
-        with waves.workdir_lock(workdir):
+        if primary:
+            log(training_line(out["train"]))
+        processes.check_stop(stop, "after the training stage")
+        with processes.primary_lock(workdir):  # the others write only their own waves' files
             t0 = time.perf_counter()
-            score_stage(workdir, config, log)
+            processes.on_primary(lambda: score_stage(workdir, config, log), f"score {str(workdir)!r}")
             faults.point("stage")
-            stop.check("after the score stage")
+            processes.check_stop(stop, "after the score stage")
             seconds["score"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             out["retrain"] = retrain_stage(workdir, config, dataset, execution, progress, log)
             faults.point("stage")
-            stop.check("after the removal experiment")
+            processes.check_stop(stop, "after the removal experiment")
             seconds["retrain"] = time.perf_counter() - t0
             if config.loo.enabled:
                 from jmem.study.loo import run_loo
@@ -116,14 +126,18 @@ def run_study(config: Config, workdir: Path, dataset: Dataset, *, execution: wav
                 t0 = time.perf_counter()
                 out["loo"] = run_loo(workdir, dataset=dataset, execution=execution, progress=progress,
                                      log=log, loo_config=config.loo)
-                log(out["loo"]["text"])
+                if primary:
+                    log(out["loo"]["text"])
                 faults.point("stage")
-                stop.check("after the leave-one-out stage")
+                processes.check_stop(stop, "after the leave-one-out stage")
                 seconds["loo"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            out["report"] = build_report(workdir)
+            out["report"] = processes.on_primary(lambda: build_report(workdir),
+                                                 f"write the report of {str(workdir)!r}")
             seconds["report"] = time.perf_counter() - t0
+    out["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
+    if not primary:  # the verdict and the report are process 0's
+        return {k: out[k] for k in ("train", "retrain", "seconds")}
     out["verdict"] = (out["retrain"]["verdict"] if out["retrain"] is not None else
                       "No removal experiment: every selection is empty (see the warning above).")
-    out["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     return out

@@ -105,27 +105,45 @@ class NpyRowWriter:
 
     For arrays assembled from parts (a run's margins from its wave files): only one block is
     in memory at a time, and the file is the same bytes ``np.save`` writes for the whole
-    array. Rows go to a temporary file next to ``path``; :meth:`commit` (after exactly
-    ``shape[0]`` rows) fsyncs and renames it, :meth:`discard` removes it.
+    array. Blocks go to the next rows, or to the rows they name (a wave of models grouped by
+    subset size holds rows from anywhere); every row is written exactly once. Rows go to a
+    temporary file next to ``path``; :meth:`commit` (after every row) fsyncs and renames it,
+    :meth:`discard` removes it.
     """
 
     def __init__(self, path: Path, shape: tuple, dtype):
         self.path, self.shape, self.dtype = Path(path), tuple(int(s) for s in shape), np.dtype(dtype)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = _create_tmp(self.path)  # umask-based mode, like every other output
-        self.file, self.rows = open(self.tmp, "wb"), 0
+        self.file = open(self.tmp, "wb")
         header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
                   "shape": self.shape}
         np.lib.format.write_array_header_1_0(self.file, header)
+        self._data_offset = self.file.tell()
+        self._row_bytes = self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
+        self._written = np.zeros(self.shape[0], bool)
+        self.rows = 0  # rows written so far
 
-    def write_rows(self, block: np.ndarray) -> None:
-        """Append ``block`` (shape ``[n, *shape[1:]]``, cast to the file's dtype)."""
+    def write_rows(self, block: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Write ``block`` (shape ``[n, *shape[1:]]``, cast to the file's dtype) into the rows
+        ``rows`` (int[n], distinct, none written before; default: the next n rows)."""
         block = np.asarray(block)
-        if block.shape[1:] != self.shape[1:] or self.rows + block.shape[0] > self.shape[0]:
-            raise JmemError(f"{self.path.name}: rows of shape {block.shape} do not fit {list(self.shape)} "
-                            f"after {self.rows} rows")
-        self.file.write(np.ascontiguousarray(block, dtype=self.dtype).tobytes())
-        self.rows += block.shape[0]
+        n = block.shape[0] if block.ndim else 0
+        rows = np.arange(self.rows, self.rows + n) if rows is None else np.asarray(rows, np.int64)
+        if block.shape[1:] != self.shape[1:] or rows.shape != (n,):
+            raise JmemError(f"{self.path.name}: rows of shape {block.shape} do not fit {list(self.shape)}")
+        if n and (rows.min() < 0 or rows.max() >= self.shape[0] or self._written[rows].any()
+                  or np.unique(rows).size != n):
+            raise JmemError(f"{self.path.name}: rows {row_span(rows)} do not fit {list(self.shape)} "
+                            f"after {self.rows} rows (out of range or written twice)")
+        data = np.ascontiguousarray(block, dtype=self.dtype)
+        # One seek and write per run of consecutive rows: in row order this is one sequential write.
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        for first, last in zip(np.r_[0, breaks], np.r_[breaks, n]):
+            self.file.seek(self._data_offset + int(rows[first]) * self._row_bytes)
+            self.file.write(data[first:last].tobytes())
+        self._written[rows] = True
+        self.rows += n
 
     def commit(self) -> None:
         if self.rows != self.shape[0]:
@@ -140,6 +158,11 @@ class NpyRowWriter:
             self.file.close()
         if self.tmp.exists():
             self.tmp.unlink()
+
+
+def row_span(rows: np.ndarray) -> str:
+    """``"first-last"`` of the row indices ``rows`` (int[n]), for messages ("none" if empty)."""
+    return f"{int(rows.min())}-{int(rows.max())}" if rows.size else "none"
 
 
 def save_arrays(path: Path, arrays: dict) -> None:

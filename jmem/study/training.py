@@ -9,8 +9,8 @@ arrays and ``models.csv`` (written last: its presence marks a complete run).
 One process at a time writes a run directory. In a multi-process job (``jax.distributed``),
 process 0 holds the lock, prepares the directory and decides the waves; every process trains
 its round-robin share on its own devices and writes its wave files into the shared run
-directory; process 0 assembles after a barrier. Integrity (``manifest.json``) is
-:mod:`jmem.study.integrity`.
+directory; process 0 assembles after a barrier (:mod:`jmem.study.processes`). Integrity
+(``manifest.json``) is :mod:`jmem.study.integrity`.
 """
 
 from __future__ import annotations
@@ -26,10 +26,7 @@ from jmem import config as config_lib
 from jmem.config import Config
 from jmem.data.dataset import Dataset
 from jmem.errors import JmemError, warn
-from jmem.study import faults, integrity, rundir, waves
-
-_STATUS_RUN, _STATUS_COMPLETE, _STATUS_FAILED = 0, 1, 2  # process 0's start-up decision
-
+from jmem.study import faults, integrity, processes, rundir, waves
 
 @dataclasses.dataclass(frozen=True)
 class RunInputs:
@@ -180,8 +177,8 @@ def run_training(config: Config, workdir: Path, dataset: Dataset, progress: bool
                                       on_wave_written=lambda path: integrity.record_wave(workdir, path))
         seconds = time.perf_counter() - began
         parallel.barrier("jmem-waves-written")
-        metrics = assemble(workdir, start.inputs) if me == 0 else None
-        parallel.barrier("jmem-assembled")
+        metrics = processes.on_primary(lambda: assemble(workdir, start.inputs),
+                                       f"assemble the run in {str(workdir)!r}")
         if me != 0:
             return {"workdir": str(workdir), "process": me, "trained_now": trained,
                     "seconds": round(seconds, 2)}
@@ -201,13 +198,13 @@ class Start:
 def _start(config, workdir: Path, dataset, execution: waves.Execution, lock: contextlib.ExitStack,
            log) -> Start:
     """Every process derives the inputs; process 0 also checks and locks the workdir,
-    writes or finds the inputs, and decides the wave size; then it broadcasts its decision
-    (a failure included, so that no process waits forever for a process that gave up)."""
+    writes or finds the inputs, and decides the wave size; every process gets its decision
+    (a failure included, so that no process waits forever for a process that gave up:
+    :func:`jmem.study.processes.on_primary`)."""
     from jmem.engine import parallel
 
     num_processes, me = parallel.process_count(), parallel.process_index()
-    status, wave_size, done = _STATUS_RUN, 0, np.zeros(config.train.num_models, bool)
-    inputs, error = None, None
+    inputs, leaks, devices, error = None, None, [], None
     try:
         devices = parallel.local_devices(execution.devices)
         if me == 0:
@@ -216,40 +213,41 @@ def _start(config, workdir: Path, dataset, execution: waves.Execution, lock: con
 
         dataset, leaks = measure_leakage(config, dataset)
         inputs = prepare_inputs(config, dataset)  # a bad design is refused here, still unwritten
-        if me == 0:
-            workdir.mkdir(parents=True, exist_ok=True)
-            lock.enter_context(waves.workdir_lock(workdir))
-            status, wave_size, done = _prepare_workdir(workdir, config, inputs, leaks, len(devices),
-                                                       num_processes, log)
-    except Exception as err:  # noqa: BLE001 - re-raised below, after telling the others
-        status, error = _STATUS_FAILED, err
-    decision = parallel.broadcast_from_primary(
-        {"status": np.int32(status), "wave_size": np.int32(wave_size), "done": done})
-    if error is not None:
+    except Exception as err:  # noqa: BLE001 - raised below, once process 0 has told the others
+        error = err
+
+    def prepare() -> tuple:
+        if error is not None:
+            raise error
+        workdir.mkdir(parents=True, exist_ok=True)
+        lock.enter_context(waves.workdir_lock(workdir))
+        return _prepare_workdir(workdir, config, inputs, leaks, len(devices), num_processes, log)
+
+    complete, wave_size, done = processes.decide(prepare, config.train.num_models,
+                                                 f"start the run in {str(workdir)!r}")
+    if error is not None:  # this process's own (the same as process 0's: inputs are deterministic)
         raise error
-    if int(decision["status"]) == _STATUS_FAILED:
-        raise JmemError(f"process 0 could not start the run in {str(workdir)!r}; see its error")
-    return Start(inputs, int(decision["status"]) == _STATUS_COMPLETE,
-                 int(decision["wave_size"]), decision["done"].astype(bool))
+    return Start(inputs, complete, wave_size, done)
 
 
 def _prepare_workdir(workdir: Path, config: Config, inputs: RunInputs, leaks, num_devices: int,
                      num_processes: int, log):
     """Under the lock: write the inputs of a new run or find what an old one finished.
 
-    Returns (status, wave_size, done bool[R]).
+    Returns (complete, wave_size, done bool[R]).
     """
     resuming = check_workdir(workdir, config)  # again: another process may have written since
     waves.remove_stale_tmp(workdir)
     job = inputs.job(config)
     if resuming:  # a changed dataset or damaged input: error; a damaged wave: trained again
         integrity.verify_resume(workdir, inputs.dataset, is_complete(workdir),
-                                lambda a, b: waves.wave_shapes(job, a, b), warn)
+                                lambda a, b: waves.wave_shapes(job, a, b), warn,
+                                wave_rows=lambda a, b: job.order[a:b])
     done = np.zeros(config.train.num_models, bool)
     if resuming and is_complete(workdir):
         waves.cleanup(workdir)  # a kill between models.csv and the cleanup leaves waves/ behind
         log(f"{workdir}: training already complete; nothing to do")
-        return _STATUS_COMPLETE, 0, done
+        return True, 0, done
     if not resuming:
         from jmem.data.leakage import format_leakage_summary
         from jmem.study.leakage import write_duplicates_csv
@@ -262,7 +260,7 @@ def _prepare_workdir(workdir: Path, config: Config, inputs: RunInputs, leaks, nu
     if done.any():
         log(f"{workdir}: resuming, {int(done.sum())} of {done.size} models already trained")
     wave_size = waves.auto_wave_size(job, num_devices, num_processes)
-    return _STATUS_RUN, wave_size, done
+    return False, wave_size, done
 
 
 # ----------------------------------------------------------------------------- assembly

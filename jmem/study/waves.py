@@ -5,6 +5,8 @@ Estimation (``jmem train``, :mod:`jmem.study.training`) and the removal experime
 ``bool[M, N]`` over a dataset, the model ids whose keys each row trains with, the model and
 training settings) and hand it to this module, which owns how the rows are trained:
 
+* waves are cut from the rows sorted by steps per epoch (:func:`wave_order`), so that no
+  wave runs a small-subset model for a large subset's steps;
 * every finished wave's outputs land atomically under ``<workdir>/waves/`` before the next
   wave starts (:func:`train_pending`);
 * within a wave, training runs in short segments (a few seconds each); the in-flight state
@@ -15,19 +17,22 @@ training settings) and hand it to this module, which owns how the rows are train
   ``manifest.json`` as it is written; a re-run reads only listed (or fully verified) wave
   files (:func:`resume_state`), skips their models and resumes the others from their latest
   usable checkpoint; :func:`assemble` writes the final arrays once every row is done, and
-  :func:`cleanup` removes the waves and checkpoints after the stage's completion marker.
+  :func:`cleanup` removes the waves and checkpoints after the stage's completion marker
+  (both in :mod:`jmem.study.wavefiles`).
 
 Segments, checkpoints, kills and resumes never change a result: every segment runs the same
 compiled program (epoch bounds are traced), and the saved state is the complete state.
 
 One process at a time writes a run directory (:func:`workdir_lock`, ``fcntl.flock`` on
-``<workdir>/.lock``; this and :class:`StopRequest` live in :mod:`jmem.study.workdir`). In a multi-process job every process trains its round-robin share of
-the waves on its own devices (:func:`train_pending`); the stage decides who assembles.
+``<workdir>/.lock``; this and :class:`StopRequest` live in :mod:`jmem.study.workdir`). In a
+multi-process job every process trains its round-robin share of the waves on its own devices
+(:func:`train_pending`); process 0 decides and assembles (:mod:`jmem.study.processes`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Callable
@@ -39,6 +44,9 @@ from jmem.data.dataset import Dataset
 from jmem.engine.hparams import ModelConfig, TrainConfig
 from jmem.errors import JmemError, warn
 from jmem.study import diverged, faults, integrity, rundir
+from jmem.study.wavefiles import (Assembled, assemble, check_coverage, check_rows,  # noqa: F401
+                                  cleanup, finished_models, in_row_order, save_wave, wave_path,
+                                  wave_range)
 from jmem.study.workdir import (EXIT_INTERRUPTED, EXIT_PREEMPTED, LOCK, WAVES_DIR,  # noqa: F401
                                 Preempted, StopRequest, is_tmp, remove_stale_tmp, workdir_lock)
 
@@ -102,11 +110,33 @@ class Job:
         """``train`` with ``num_models`` = M (the trainer's wave-size cap reads it)."""
         return dataclasses.replace(self.train, num_models=self.num_models)
 
-    def ids(self, start: int, stop: int) -> np.ndarray:
-        """int64[stop - start]: the model ids of rows ``start..stop-1``."""
-        if self.model_ids is None:
-            return np.arange(start, stop)
-        return np.asarray(self.model_ids[start:stop], np.int64)
+    @functools.cached_property
+    def order(self) -> np.ndarray:
+        """int64[M]: the rows in the order waves are cut from (:func:`wave_order`); the wave
+        of positions ``start..stop-1`` trains rows ``order[start:stop]``."""
+        return wave_order(self.keep, self.train)
+
+    def ids(self, rows: np.ndarray) -> np.ndarray:
+        """int64[W]: the model ids of ``rows`` (int64[W])."""
+        rows = np.asarray(rows, np.int64)
+        return rows if self.model_ids is None else np.asarray(self.model_ids, np.int64)[rows]
+
+
+def wave_order(keep: np.ndarray, train: TrainConfig) -> np.ndarray:
+    """int64[M]: the rows of ``keep`` (bool[M, N]) sorted by their steps per epoch
+    (:func:`jmem.engine.batches.steps_per_epoch`), ties in row order.
+
+    A batched wave runs every model for its longest model's steps (the others idle), so
+    cutting waves from this order keeps models of very different subset sizes (a two-rate
+    study whose rates alternate by model) out of one wave. A model is a function of its id,
+    not of its wave, so the order changes no result beyond float rounding; it is a function
+    of ``keep`` and ``train`` alone (a stable sort), so every run, resume and process cuts
+    the same waves. Rows of one step count (the coupled data order, or ``fixed`` subsets of
+    one rate) keep their order.
+    """
+    from jmem.engine.batches import steps_per_epoch
+
+    return np.argsort(steps_per_epoch(keep, train), kind="stable").astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- the workdir
@@ -136,41 +166,23 @@ def check_stage_dir(out: Path, recorded: dict, keep: np.ndarray, inputs: set, wh
     return True
 
 
-
 # ----------------------------------------------------------------------------- waves
 
 
-def wave_path(workdir: Path, start: int, stop: int) -> Path:
-    return Path(workdir) / WAVES_DIR / f"models_{start:07d}_{stop:07d}.npz"
-
-
-def wave_range(path: Path) -> tuple[int, int]:
-    """(start, stop) of a wave file's rows, from its name ``models_<start>_<stop>.npz``."""
-    start, stop = (int(p) for p in Path(path).stem.split("_")[1:3])
-    return start, stop
-
-
-def finished_models(workdir: Path, num_models: int) -> np.ndarray:
-    """bool[M]: rows whose outputs are already in a wave file (read-only; see
-    :func:`resume_state` for the verified answer a resume uses)."""
-    done = np.zeros(num_models, bool)
-    for path in sorted((Path(workdir) / WAVES_DIR).glob("models_*.npz")):
-        start, stop = wave_range(path)
-        done[start:stop] = True
-    return done
-
-
 def resume_state(workdir: Path, job: Job, warn=warn) -> np.ndarray:
-    """bool[M]: the rows a resume may skip, after :func:`jmem.study.integrity.verify_waves`
-    removed every wave file that is damaged, not listed in the manifest and not verifiable,
-    or a copy of other rows (one-line warning each; their models are trained again).
+    """bool[M]: the positions of the wave order a resume may skip, after
+    :func:`jmem.study.integrity.verify_waves` removed every wave file that is damaged, not
+    listed in the manifest and not verifiable, or holding other rows than ``job.order``
+    gives its positions (one-line warning each; their models are trained again).
     Call while holding the workdir lock."""
-    integrity.verify_waves(workdir, lambda a, b: wave_shapes(job, a, b), warn)
+    integrity.verify_waves(workdir, lambda a, b: wave_shapes(job, a, b), warn,
+                           wave_rows=lambda a, b: job.order[a:b])
     return finished_models(workdir, job.num_models)
 
 
 def pending_waves(done: np.ndarray, wave_size: int) -> list[tuple[int, int]]:
-    """Contiguous [start, stop) ranges of unfinished rows, each at most ``wave_size`` long."""
+    """Contiguous [start, stop) ranges of unfinished positions (``done``: bool[M] over the
+    wave order), each at most ``wave_size`` long."""
     waves, r = [], 0
     while r < done.size:
         if done[r]:
@@ -226,13 +238,15 @@ def segment_length(seconds: float, epochs_run: int, target_seconds: float) -> in
 def train_wave(job: Job, start: int, stop: int, workdir: Path | None = None,
                execution: Execution = Execution(), stop_request: StopRequest | None = None,
                log=print) -> dict:
-    """Train rows ``start..stop-1`` and predict their margins everywhere.
+    """Train the wave of positions ``start..stop-1`` (rows ``job.order[start:stop]``) and
+    predict their margins everywhere.
 
     With a ``workdir``, the wave resumes from its latest usable checkpoint under
     ``checkpoints/`` and is checkpointed as ``execution`` says, and on ``stop_request``
     (then :class:`Preempted` is raised once the checkpoint is on disk).
 
-    Returns arrays keyed by name: margins_train float32[W, N], margins_test float32[W, T],
+    Returns arrays keyed by name, one row per model in wave order: margins_train
+    float32[W, N], margins_test float32[W, T],
     margins_<extra> float32[W, T_k], diverged bool[W], final_loss float32[W], and with
     ``train.record_proxies`` cum_loss float32[W, N] and learned_epoch int32[W, N].
     """
@@ -241,8 +255,9 @@ def train_wave(job: Job, start: int, stop: int, workdir: Path | None = None,
     from jmem.engine import trainer
     from jmem.engine.predict import predict_margins
 
-    ids = job.ids(start, stop)
-    wave = trainer.prepare_wave(job.keep[start:stop], job.dataset, job.model, job.train_config,
+    rows = job.order[start:stop]
+    ids = job.ids(rows)
+    wave = trainer.prepare_wave(job.keep[rows], job.dataset, job.model, job.train_config,
                                 job.seed, model_ids=ids,
                                 devices=parallel.local_devices(execution.devices))
     saver = LazyCheckpoints(checkpoint.wave_dir(workdir, start, stop) if workdir else None)
@@ -314,8 +329,9 @@ def train_segments(wave, state, epoch: int, saver: "LazyCheckpoints", execution:
 
 
 class LazyCheckpoints:
-    """A wave's :class:`jmem.engine.checkpoint.WaveCheckpoints`, opened on first use (short waves
-    that never checkpoint leave no directory), or nothing when ``directory`` is None."""
+    """A wave's checkpoints (:func:`jmem.engine.checkpoint.open_checkpoints`), opened on
+    first use (short waves that never checkpoint leave no directory), or nothing when
+    ``directory`` is None."""
 
     def __init__(self, directory: Path | None):
         self.directory = directory
@@ -323,9 +339,9 @@ class LazyCheckpoints:
 
     def _get(self):
         if self._open is None:
-            from jmem.engine.checkpoint import WaveCheckpoints
+            from jmem.engine.checkpoint import open_checkpoints
 
-            self._open = WaveCheckpoints(self.directory)
+            self._open = open_checkpoints(self.directory)
         return self._open
 
     def restore_latest(self, abstract_state, model_ids, warn):
@@ -349,19 +365,13 @@ class LazyCheckpoints:
             self._open.close()
 
 
-def save_wave(workdir: Path, start: int, stop: int, arrays: dict) -> None:
-    """Write a wave file; ``rows`` (int64[W]) records which rows it holds, so a copy under
-    another name is recognised (:func:`jmem.study.integrity.verify_waves`)."""
-    rows = np.arange(start, stop, dtype=np.int64)
-    rundir.save_arrays(wave_path(workdir, start, stop), {**arrays, "rows": rows})
-
-
 def train_pending(job: Job, workdir: Path, wave_size: int, done: np.ndarray, *,
                   execution: Execution = Execution(), stop_request: StopRequest | None = None,
                   progress: bool = True, log=print,
                   on_wave_written: Callable[[Path], None] | None = None) -> int:
-    """Train this process's round-robin share of the waves of the rows not ``done`` (bool[M])
-    into ``workdir/waves/``; returns how many rows it trained.
+    """Train this process's round-robin share of the waves of the positions not ``done``
+    (bool[M] over the wave order :attr:`Job.order`: waves group models of similar subset
+    size) into ``workdir/waves/``; returns how many rows it trained.
 
     on_wave_written: called by process 0 with each wave file it wrote; default: list it in
     the workdir's manifest (:func:`jmem.study.integrity.record_wave`).
@@ -389,7 +399,7 @@ def train_pending(job: Job, workdir: Path, wave_size: int, done: np.ndarray, *,
         stop_request.check(f"{prefix}stopped before models {first}-{stop - 1}")
         arrays = train_wave(job, first, stop, workdir=workdir, execution=execution,
                             stop_request=stop_request, log=lambda m: log(prefix + m))
-        save_wave(workdir, first, stop, arrays)
+        save_wave(workdir, first, stop, arrays, job.order[first:stop])
         if me == 0 and on_wave_written is not None:  # the manifest has one writer
             on_wave_written(wave_path(workdir, first, stop))
         faults.point("wave_written")
@@ -404,89 +414,3 @@ def _progress_bar(total: int, enabled: bool):
 
     return tqdm(total=total, unit="model", desc="train", disable=not enabled,
                 dynamic_ncols=True, smoothing=0.1)
-
-
-# ----------------------------------------------------------------------------- assembly
-
-
-@dataclasses.dataclass(frozen=True)
-class Assembled:
-    """What :func:`assemble` wrote and read.
-
-    files: the ``margins_<set>.npy`` names written into the workdir, in wave-file order;
-    arrays: every other wave array (test margins included), concatenated in row order:
-      name -> array[M, ...] (``margins_train`` is only on disk: it is the largest).
-    """
-
-    files: list
-    arrays: dict
-
-
-def assemble(workdir: Path, num_models: int) -> Assembled:
-    """Concatenate every wave file of ``workdir`` into ``<workdir>/margins_<set>.npy``.
-
-    The stage writes its completion marker next and only then calls :func:`cleanup`, so a
-    kill at any point leaves either the waves to assemble again or a complete stage.
-    """
-    workdir = Path(workdir)
-    waves = sorted((workdir / WAVES_DIR).glob("models_*.npz"))
-    check_coverage([wave_range(p) for p in waves], num_models, workdir / WAVES_DIR)
-    # Margins stream wave by wave into their final files (float32[R, N] at R=2,000, N=60,000
-    # is 480 MB: holding every wave and their concatenation would double that). Everything
-    # else, test margins included (R x T, for the stages' accuracies), is concatenated.
-    parts: dict[str, list] = {}
-    writers: dict[str, rundir.NpyRowWriter] = {}
-    try:
-        for path in waves:
-            try:
-                wave = np.load(path, allow_pickle=False)
-            except Exception as err:  # noqa: BLE001 - verified at start; damaged since: say which
-                raise JmemError(f"{path} is damaged ({type(err).__name__}); re-run the same "
-                                "command to train its models again") from err
-            with wave:
-                start, stop = wave_range(path)
-                if "rows" in wave.files and not np.array_equal(wave["rows"], np.arange(start, stop)):
-                    raise JmemError(f"{path} holds other models than its name says; delete it "
-                                    "and re-run the same command to train its models again")
-                for key in wave.files:
-                    value = wave[key]
-                    if key not in ("margins_train", "rows"):
-                        parts.setdefault(key, []).append(value)
-                    if key.startswith("margins_"):
-                        if key not in writers:
-                            writers[key] = rundir.NpyRowWriter(workdir / f"{key}.npy",
-                                                               (num_models,) + value.shape[1:], np.float32)
-                        writers[key].write_rows(value)
-        for key in writers:  # in the wave files' order
-            writers[key].commit()
-            faults.point("assembly")
-    finally:
-        for writer in writers.values():
-            writer.discard()
-    return Assembled([f"{k}.npy" for k in writers], {k: np.concatenate(v) for k, v in parts.items()})
-
-
-def check_coverage(ranges: list[tuple[int, int]], num_models: int, where: Path) -> None:
-    """JmemError unless the wave ranges ``[(start, stop)]`` (sorted) tile ``0..num_models-1``
-    exactly once: a gap or an overlap means the waves are not one run's."""
-    expected = 0
-    for start, stop in ranges:
-        if start != expected or stop <= start:
-            problem = "overlap" if start < expected else "leave a gap"
-            raise JmemError(f"{where}: wave files {problem} at model {min(start, expected)} "
-                            f"(models {start}-{stop - 1} follow model {expected - 1}); delete "
-                            f"{str(where)!r} and re-run the same command to train them again")
-        expected = stop
-    if expected != num_models:
-        raise JmemError(f"{where}: wave files hold {expected} models, not {num_models}; delete "
-                        f"{str(where)!r} and re-run the same command to train them again")
-
-
-def cleanup(workdir: Path) -> None:
-    """Remove ``waves/`` and ``checkpoints/`` of a complete stage."""
-    import shutil
-
-    from jmem.engine.checkpoint import CHECKPOINTS_DIR
-
-    for name in (WAVES_DIR, CHECKPOINTS_DIR):
-        shutil.rmtree(Path(workdir) / name, ignore_errors=True)

@@ -32,7 +32,7 @@ from jmem.data.dataset import Dataset
 from jmem.errors import JmemError
 from jmem.jsonable import to_jsonable
 from jmem.data import removal
-from jmem.study import faults, inputs, integrity, rundir, scoring, training, waves
+from jmem.study import faults, inputs, integrity, processes, rundir, scoring, training, waves
 from jmem.study.retrain import measurement, selection, statistics, verdict
 from jmem.study.retrain.design import MODEL_ID_OFFSET, Design, build_design
 from jmem.study.retrain.measurement import Outcomes
@@ -151,9 +151,6 @@ def run_retrain(run_dir, overrides: list[str] = (), dataset: Dataset | None = No
     config, run, opt = load_scored_run(run_dir)
     cfg = retrain_config if retrain_config is not None else config_lib.apply_overrides(
         config, list(overrides), sections=("retrain",), command="jmem retrain").retrain
-    if parallel.process_count() > 1:
-        raise JmemError("jmem retrain runs in one process (its waves fit one host); drop the "
-                        "multi-process flags")
     run = scoring.without_diverged(run)
     labels_test = run.test_sets["test"][1]
     num_classes = int(max(run.labels_train.max(), labels_test.max())) + 1
@@ -170,40 +167,60 @@ def run_retrain(run_dir, overrides: list[str] = (), dataset: Dataset | None = No
     out = run_dir / RETRAIN_DIR
     devices = parallel.local_devices(execution.devices)
     with waves.StopRequest() as stop_request, contextlib.ExitStack() as lock:
-        resuming = _check_retrain_dir(out, cfg, config.seed, job.keep)
-        out.mkdir(parents=True, exist_ok=True)
-        lock.enter_context(waves.workdir_lock(out))
-        resuming = _check_retrain_dir(out, cfg, config.seed, job.keep)
-        waves.remove_stale_tmp(out)
-        if resuming and (out / rundir.RETRAIN).exists():
-            waves.cleanup(out)
-            log(f"{out}: removal experiment already complete")
-            summary = rundir.load_json(out / rundir.RETRAIN)
-            return {"retrain_dir": str(out), "models": job.num_models, "trained_now": 0,
-                    "train_seconds": 0.0, "seconds": round(time.perf_counter() - began, 2),
-                    "verdict": summary["verdict"]}
-        if not resuming:
-            rundir.save_array(out / KEEP, job.keep)
-            rundir.save_array(out / MODEL_IDS, job.model_ids)
-            rundir.save_array(out / LABELS, np.asarray(dataset.y_train, np.int32))
-            faults.point("inputs")
-            config_text = rundir.json_text(_recorded(cfg, config.seed))
-            inputs.record_retrain_inputs(out, cfg.remove, [KEEP, MODEL_IDS, LABELS], config_text)
-            rundir.save_text(out / CONFIG, config_text)
-        done = waves.resume_state(out, job)  # damaged or unlisted wave files are trained again
-        if done.any():
-            log(f"{out}: resuming, {int(done.sum())} of {done.size} models already trained")
-        wave_size = waves.auto_wave_size(job, len(devices), 1)
-        t0 = time.perf_counter()
-        trained = waves.train_pending(job, out, wave_size, done, execution=execution,
-                                      stop_request=stop_request, progress=progress, log=log)
-        train_seconds = time.perf_counter() - t0
-        text = finish(out, design, chosen, job.keep, cfg, config, clean,
-                      rundir.load_json(run_dir / rundir.THRESHOLDS), int(run.canaries.sum()) if run.canaries is not None else 0)
-    return {"retrain_dir": str(out), "models": job.num_models, "trained_now": trained,
-            "train_seconds": round(train_seconds, 2),
-            "models_per_second": round(trained / train_seconds, 2) if train_seconds > 0 and trained else None,
-            "seconds": round(time.perf_counter() - began, 2), "verdict": text}
+        complete, wave_size, done = processes.decide(
+            lambda: _prepare_out(out, job, cfg, config.seed, dataset, len(devices), lock, log),
+            job.num_models, f"start the removal experiment in {str(out)!r}")
+        trained, train_seconds, text = 0, 0.0, None
+        if complete:
+            if parallel.process_index() == 0:
+                text = rundir.load_json(out / rundir.RETRAIN)["verdict"]
+        else:
+            t0 = time.perf_counter()
+            trained = waves.train_pending(job, out, wave_size, done, execution=execution,
+                                          stop_request=stop_request, progress=progress, log=log)
+            train_seconds = time.perf_counter() - t0
+            parallel.barrier("jmem-retrain-waves-written")
+            canaries = int(run.canaries.sum()) if run.canaries is not None else 0
+            text = processes.on_primary(
+                lambda: finish(out, design, chosen, job.keep, cfg, config, clean,
+                               rundir.load_json(run_dir / rundir.THRESHOLDS), canaries),
+                f"finish the removal experiment in {str(out)!r}")
+    summary = {"retrain_dir": str(out), "models": job.num_models, "trained_now": trained,
+               "train_seconds": round(train_seconds, 2),
+               "models_per_second": round(trained / train_seconds, 2) if train_seconds > 0 and trained else None,
+               "seconds": round(time.perf_counter() - began, 2)}
+    if parallel.process_index() != 0:  # the verdict is process 0's: the others only trained
+        return {**summary, "process": parallel.process_index()}
+    return {**summary, "verdict": text}
+
+
+def _prepare_out(out: Path, job: waves.Job, cfg: RetrainConfig, seed: int, dataset: Dataset,
+                 num_devices: int, lock: contextlib.ExitStack, log) -> tuple[bool, int, np.ndarray]:
+    """Process 0, before any training: check and lock ``retrain/``, write its inputs or find
+    what an earlier run finished. Returns (complete, wave_size, done bool[M])."""
+    from jmem.engine import parallel
+
+    _check_retrain_dir(out, cfg, seed, job.keep)
+    out.mkdir(parents=True, exist_ok=True)
+    lock.enter_context(waves.workdir_lock(out))
+    resuming = _check_retrain_dir(out, cfg, seed, job.keep)  # again: another process may have written
+    waves.remove_stale_tmp(out)
+    if resuming and (out / rundir.RETRAIN).exists():
+        waves.cleanup(out)
+        log(f"{out}: removal experiment already complete")
+        return True, 0, np.zeros(job.num_models, bool)
+    if not resuming:
+        rundir.save_array(out / KEEP, job.keep)
+        rundir.save_array(out / MODEL_IDS, job.model_ids)
+        rundir.save_array(out / LABELS, np.asarray(dataset.y_train, np.int32))
+        faults.point("inputs")
+        config_text = rundir.json_text(_recorded(cfg, seed))
+        inputs.record_retrain_inputs(out, cfg.remove, [KEEP, MODEL_IDS, LABELS], config_text)
+        rundir.save_text(out / CONFIG, config_text)
+    done = waves.resume_state(out, job)  # damaged or unlisted wave files are trained again
+    if done.any():
+        log(f"{out}: resuming, {int(done.sum())} of {done.size} models already trained")
+    return False, waves.auto_wave_size(job, num_devices, parallel.process_count()), done
 
 
 def finish(out: Path, design: Design, chosen: selection.Selections, keep: np.ndarray, cfg: RetrainConfig,
