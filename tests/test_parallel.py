@@ -184,11 +184,13 @@ def test_two_processes_write_the_single_process_run_directory(tmp_path):
 
 # ----------------------------------------------------------------------------- jmem run, two processes
 
-# A tiny digits study (70: a balanced model count at both rates); train.wave_size fixed so that
-# one process and two cut the same waves (the automatic size is capped per process).
+# A tiny digits study (70: a balanced model count at both rates) with leave-one-out (2 x 12
+# models: a wave for each process); train.wave_size fixed so that one process and two cut the
+# same waves (the automatic size is capped per process).
 STUDY = ["experiments/digits.py", "--set", "train.num_models=70", "--set", "train.epochs=2",
          "--set", "train.wave_size=12", "--set", "retrain.seeds=2", "--set", "retrain.curve=",
-         "--set", "retrain.resamples=200", "--no-progress"]
+         "--set", "retrain.resamples=200", "--set", "loo.enabled=true", "--set", "loo.examples=11",
+         "--set", "loo.seeds=2", "--no-progress"]
 
 
 def _jmem_run(workdir: Path, *extra, kill_at: str | None = None, process: tuple | None = None):
@@ -245,9 +247,10 @@ def one_process_study(tmp_path_factory):
 
 def test_two_process_jmem_run_completes_every_stage_like_one_process(one_process_study, tmp_path):
     """`jmem run` in two processes: SIGTERM to process 0 after scoring stops both (neither
-    waits for the other); run again, both train the removal experiment's waves, process 0
-    writes the statistics and the report, both exit 0, and every file of the study (scores,
-    thresholds, retrain.json, verdict, arrays, plots) is the single process's, bitwise."""
+    waits for the other); run again, both train the removal experiment's and the
+    leave-one-out waves, process 0 writes the statistics and the report, both exit 0, and
+    every file of the study (scores, thresholds, retrain.json, verdict, loo.json, arrays,
+    plots) is the single process's, bitwise."""
     work = tmp_path / "two"
     stopped = _two_process_run(work, kill_at=("stage:1:TERM", None))
     assert [code for code, _, _ in stopped] == [143, 143], [err[-2000:] for _, _, err in stopped]
@@ -256,7 +259,8 @@ def test_two_process_jmem_run_completes_every_stage_like_one_process(one_process
     done = _two_process_run(work)
     assert [code for code, _, _ in done] == [0, 0], [err[-2000:] for _, _, err in done]
     assert "already scored" in done[0][1] and "report:" in done[0][1]
-    assert (work / "retrain" / "retrain.json").exists() and (work / "report.md").exists()
+    for name in ("retrain/retrain.json", "retrain/verdict.txt", "loo/loo.json", "report.md"):
+        assert (work / name).exists(), name
     assert _study_differences(work, one_process_study) == []
 
 

@@ -72,8 +72,8 @@ def decide(prepare: Callable[[], tuple], num_models: int, what: str) -> tuple[bo
     """A training stage's start-up decision, made by process 0, known to every process.
 
     prepare: run on process 0 alone (under the stage directory's lock, which it takes):
-      returns (complete: bool, wave_size: int, done: bool[M]) with M = ``num_models``, the
-      rows already in a wave file.
+      returns (complete: bool, wave_size: int, done: bool[M]) with M = ``num_models``: the
+      positions of the wave order already in a wave file (:func:`jmem.study.waves.resume_state`).
     Returns the same triple on every process (see :func:`on_primary` for failures).
     """
     def work() -> dict:

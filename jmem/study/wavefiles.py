@@ -21,7 +21,8 @@ from jmem.study.workdir import WAVES_DIR
 
 
 def wave_path(workdir: Path, start: int, stop: int) -> Path:
-    """The wave file of positions ``start..stop-1`` of the wave order (:attr:`Job.order`)."""
+    """The wave file of positions ``start..stop-1`` of the wave order
+    (:attr:`jmem.study.waves.Job.order`)."""
     return Path(workdir) / WAVES_DIR / f"models_{start:07d}_{stop:07d}.npz"
 
 
@@ -33,9 +34,9 @@ def wave_range(path: Path) -> tuple[int, int]:
 
 
 def finished_models(workdir: Path, num_models: int) -> np.ndarray:
-    """bool[M]: the positions of the wave order (:attr:`Job.order`) whose outputs are
-    already in a wave file (read-only; see :func:`resume_state` for the verified answer a
-    resume uses)."""
+    """bool[M]: the positions of the wave order (:attr:`jmem.study.waves.Job.order`) whose
+    outputs are already in a wave file (read-only; see :func:`jmem.study.waves.resume_state`
+    for the verified answer a resume uses)."""
     done = np.zeros(num_models, bool)
     for path in sorted((Path(workdir) / WAVES_DIR).glob("models_*.npz")):
         start, stop = wave_range(path)
