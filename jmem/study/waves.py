@@ -260,11 +260,16 @@ def train_wave(job: Job, start: int, stop: int, workdir: Path | None = None,
         result = trainer.finish(wave, state)
     finally:
         saver.close()
-    params, model_state = (_host_copy(result.params), _host_copy(result.model_state))
+    # One device (a GPU): the parameters stay where they are. Several: host copies, free of the
+    # wave's sharding, since predictions split the models into chunks of their own.
+    params, model_state = ((result.params, result.model_state) if len(wave.devices) == 1 else
+                           (_host_copy(result.params), _host_copy(result.model_state)))
     data = job.dataset
     sets = {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test), **data.extra_tests}
-    # Each set's model chunks are spread over the wave's devices.
-    out = {f"margins_{name}": predict_margins(job.model, params, model_state, x, y, devices=wave.devices)
+    # Each set's model chunks are spread over the wave's devices; the layers compute in the
+    # training's dtype (bf16 margins for a bf16 run), the margins come back as float32.
+    out = {f"margins_{name}": predict_margins(job.model, params, model_state, x, y, devices=wave.devices,
+                                              compute_dtype=job.train.compute_dtype)
            for name, (x, y) in sets.items()}
     out["final_loss"] = np.asarray(result.final_loss, np.float32)
     # The one definition (jmem.study.diverged): a NaN margin marks the model as well
