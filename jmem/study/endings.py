@@ -67,6 +67,13 @@ def files_in(directory) -> list[str]:
         if d.is_dir() else []
 
 
+def wrote_in(directory, key: list[str]) -> str:
+    """:func:`wrote_line` for a directory on disk: the ``key`` files it holds, then the count
+    of the others."""
+    present = files_in(directory)
+    return wrote_line(directory, [n for n in key if n in present], len(present))
+
+
 def train_ending(summary: dict, workdir) -> list[str]:
     """``jmem train``: the models in one line, the run directory, then scoring. A process
     other than 0 of a multi-process job says what it trained (process 0 wrote the rest)."""
@@ -75,9 +82,7 @@ def train_ending(summary: dict, workdir) -> list[str]:
                 f"{summary.get('seconds', 0):.0f} s; process 0 assembled {workdir}"]
     key = ["margins_train.npy", "margins_test.npy", "keep.npy", "loss_history.npy", "models.csv",
            "duplicates.csv"]
-    present = files_in(workdir)
-    return [training_line(summary),
-            wrote_line(workdir, [n for n in key if n in present], len(present)),
+    return [training_line(summary), wrote_in(workdir, key),
             next_line((f"jmem score {workdir}", "per-example scores, thresholds and selections"))]
 
 
@@ -88,24 +93,26 @@ def score_ending(run_dir) -> list[str]:
                       (f"jmem report {run_dir}", "report.md with its plots"))]
 
 
+def _stage_ending(what: str, summary: dict, out: Path, key: list[str], run_dir, why: str) -> list[str]:
+    """A training stage after its own text: its models, its folder, then the report."""
+    return [models_line(what, summary), wrote_in(out, key),
+            next_line((f"jmem report {run_dir}", why))]
+
+
 def retrain_ending(summary: dict, run_dir) -> list[str]:
     """``jmem retrain``: the verdict comes first (printed by the command), then these lines."""
     out = Path(summary.get("retrain_dir") or Path(run_dir) / "retrain")
-    key = ["retrain.json", "verdict.txt", "ablation.json", "retrain_models.csv"]
-    present = files_in(out)
-    return [models_line("removal experiment", summary),
-            wrote_line(out, [n for n in key if n in present], len(present)),
-            next_line((f"jmem report {run_dir}", "the verdict with its tables and plots"))]
+    return _stage_ending("removal experiment", summary, out,
+                         ["retrain.json", "verdict.txt", "ablation.json", "retrain_models.csv"],
+                         run_dir, "the verdict with its tables and plots")
 
 
 def loo_ending(summary: dict, run_dir) -> list[str]:
     """``jmem loo``: after the validation text, the models, the files and the report."""
     out = Path(summary.get("loo_dir") or Path(run_dir) / "loo")
-    key = ["loo.json", "examples.csv", "influence.csv", "models.csv"]
-    present = files_in(out)
-    return [models_line("leave-one-out", summary),
-            wrote_line(out, [n for n in key if n in present], len(present)),
-            next_line((f"jmem report {run_dir}", "its section: how good are these scores?"))]
+    return _stage_ending("leave-one-out", summary, out,
+                         ["loo.json", "examples.csv", "influence.csv", "models.csv"],
+                         run_dir, "its section: how good are these scores?")
 
 
 def leakage_ending(written: list, target: str, details: bool, run_dir: bool) -> list[str]:

@@ -109,9 +109,9 @@ def training_curves_section(view: RunView, fig_dir: Path) -> list:
     return ["## Training curves", "",
             f"The mean training loss of each of the {history.shape[0]} estimation models on its own "
             f"subset, epoch by epoch{median}: the median and 10-90% band per inclusion rate, three "
-            "models drawn individually. A curve still falling at the last epoch means the models "
-            "had not converged, and memorization scores from unconverged models are not the "
-            "paper's quantity.", "",
+            "models drawn individually. A curve still falling steeply at the last epoch means the "
+            "models had not converged: memorization is measured on models trained to fit their "
+            "subsets (the convergence gate checks the share they fit).", "",
             img(f"{rundir.REPORT_FIGURES}/training_curves.png", "training curves"), ""]
 
 
@@ -416,4 +416,4 @@ def files_section(view: RunView, exported: Path | None, has_reliability: bool) -
                      "[train_K x test_K], `tr_classidx_{K}`, `tt_classidx_{K}`); "
                      "`np.load` it like their files.")
     return lines + ["- The per-example numbers behind every plot are in `scores.csv`, "
-                    "`thresholds.json` and `pairs.csv` (their columns: docs/run-directory.md in jmem).", ""]
+                    "`thresholds.json` and `pairs.csv` (every file, column and key: jmem's docs/run-directory.md).", ""]
