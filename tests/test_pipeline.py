@@ -78,7 +78,7 @@ def test_study_end_to_end_resumes_after_kills_between_and_inside_stages(tmp_path
         assert ref.returncode == 0, err
     for text in (out, done.stdout):
         assert "Feldman & Zhang (rate 0.7" in text and "corrected (rate 0.95" in text
-        assert "Gates:" in text and "report: " in text
+        assert "Gates:" in text and f"next: read " in text and "time per stage: " in text
     assert _results(work) == _results(reference)
 
     ablation = json.loads((work / "retrain" / "ablation.json").read_text())

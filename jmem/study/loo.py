@@ -141,7 +141,7 @@ def run_loo(run_dir, overrides: list[str] = (), dataset: Dataset | None = None,
             t0 = time.perf_counter()
             trained = waves.train_pending(job, out, waves.auto_wave_size(job, len(devices), 1), done,
                                           execution=execution, stop_request=stop_request,
-                                          progress=progress, log=log)
+                                          progress=progress, log=log, label="loo")
             train_seconds = time.perf_counter() - t0
             assemble(out, design)
         rec = rundir.load_json(out / rundir.LOO) if trained_all and (out / rundir.LOO).exists() else None

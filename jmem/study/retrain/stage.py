@@ -196,7 +196,8 @@ def run_retrain(run_dir, overrides: list[str] = (), dataset: Dataset | None = No
         wave_size = waves.auto_wave_size(job, len(devices), 1)
         t0 = time.perf_counter()
         trained = waves.train_pending(job, out, wave_size, done, execution=execution,
-                                      stop_request=stop_request, progress=progress, log=log)
+                                      stop_request=stop_request, progress=progress, log=log,
+                                      label="retrain")
         train_seconds = time.perf_counter() - t0
         text = finish(out, design, chosen, job.keep, cfg, config, clean,
                       rundir.load_json(run_dir / rundir.THRESHOLDS), int(run.canaries.sum()) if run.canaries is not None else 0)
