@@ -1,7 +1,7 @@
 """Fashion-MNIST with Feldman & Zhang's MNIST recipe: memorization at the scale they worked at.
 
 Data: Fashion-MNIST (Xiao, Rasul & Vollgraf 2017), 60,000 / 10,000 28x28 grayscale images,
-10 classes (`apt-get install dataset-fashion-mnist`, or see README "Fashion-MNIST").
+10 classes (`apt-get install dataset-fashion-mnist`, or see docs/datasets.md).
 
 Main config (the accelerator run): Feldman & Zhang's MNIST recipe, 2,000 MLPs 784-512-256-10,
 SGD lr 0.1 momentum 0.9, batch 128, 10 epochs, constant learning rate, fixed 70% subsets
