@@ -1,6 +1,6 @@
 """CIFAR-10 at Feldman & Zhang's scale: the two-protocol study with the 2^4 ablation.
 
-Needs TFDS data prepared offline (README, "Real datasets"); the leakage-free test set is the
+Needs TFDS data prepared offline (docs/datasets.md, "Real TFDS datasets"); the leakage-free test set is the
 test set minus Barz & Denzler's 286 listed CIFAR-10 duplicates (``jmem/data/known_duplicates/``,
 mapped through the TFDS record ids; ``leakage.clean_test=true``, the default); CIFAR-10.1 is
 evaluated as an extra test set when prepared.
@@ -15,7 +15,7 @@ memorization measured here). Retrain: the 8 ablation removal sets and one sweep 
 (mem >= 0.25), each selected + class-matched random, and the full set, 20 seeds each.
 
 Run:      jmem run experiments/cifar10.py --workdir runs/cifar10 --set data.data_dir=/path/to/tfds
-          (TPU pod slice: the same on every worker with ``--distributed auto``; see README)
+          (TPU pod slice: the same on every worker with ``--distributed auto``; see docs/scale-out.md)
 Runtime:  ESTIMATE, not measured (no accelerator was available). Training FLOPs = 6 x MACs =
           0.295 GFLOP per image.
           estimation: 2,000 x 30 x (35,000 + 47,500) images = 4.95e9 images -> 1.46 EFLOP

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import traceback
@@ -46,7 +45,9 @@ def _add_config_args(parser: argparse.ArgumentParser, optional: bool = False) ->
         parser.add_argument("config", help="experiment file, e.g. experiments/digits.py (or FILE.py:VARIANT)")
     _add_set_arg(parser, "override a config field, e.g. --set train.num_models=64 (repeatable)")
     parser.add_argument("--workdir", required=not optional, type=Path, default=None,
-                        help="run directory to write (or resume)" + (" (default: runs/<dataset>)" if optional else ""))
+                        help="run directory to write (or resume)" + (
+                            " (default: runs/<experiment file's name>[_<variant>], e.g. runs/digits, "
+                            "runs/digits_loo)" if optional else ""))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_execution_args(parser)
 
@@ -148,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="", help="TFDS data directory")
     p.add_argument("--idx-dir", default="", help="directory of Fashion-MNIST's IDX files")
     p.add_argument("--out", type=Path, default=None, help="where to write duplicates.csv (default: the run directory, else ./duplicates.csv)")
+    p.add_argument("--details", action="store_true",
+                   help="print the counts per detector and per class (default: one line)")
     p.set_defaults(handler=cmd_leakage)
 
     p = sub.add_parser("data", help="print a dataset's sizes, shapes, classes and class balance")
@@ -198,14 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_report(args) -> int:
+    from jmem.study import endings
     from jmem.study.report.stage import build_report  # holds the run directory's lock
+    from jmem.study.report.view import retrain_path
 
     out = build_report(args.run_dir, export_fz=not args.no_export, half_width=args.half_width)
     if out["verdict"]:
-        print(out["verdict"])
-    print(f"wrote {out['report']} ({len(out['figures'])} plots)")
-    if out["fz_layout"] is not None:
-        print(f"wrote {out['fz_layout']}")
+        print(out["verdict"].rstrip() + "\n")
+    has_loo = (args.run_dir / "loo" / "loo.json").exists()
+    print("\n".join(endings.report_ending(out, args.run_dir, retrain_path(args.run_dir) is not None, has_loo)))
     return 0
 
 
@@ -269,6 +273,15 @@ _USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")  # before configure_host_devic
 DEFAULT_EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "digits.py"
 
 
+def default_workdir(spec: str) -> Path:
+    """``runs/<experiment file's stem>[_<variant>]``: ``experiments/digits.py`` -> runs/digits,
+    ``experiments/digits.py:loo`` -> runs/digits_loo, so two variants never share a directory."""
+    from jmem import config as config_lib
+
+    path_text, variant = config_lib.split_spec(spec)
+    return Path("runs") / (Path(path_text).stem + (f"_{variant}" if variant else ""))
+
+
 def load_config(args):
     from jmem import config as config_lib
 
@@ -290,11 +303,12 @@ def _load_dataset(config):
 def _prepare_training(args):
     """(config, execution, dataset) of ``jmem train`` / ``jmem run``, checked before any file
     is written (size bound, suspicious settings warned)."""
-    from jmem import config as config_lib
+    from jmem.study import preflight
 
     config = load_config(args)
     if args.workdir is None:  # `jmem run` without --workdir
-        args.workdir = Path("runs") / Path(config.data.name).stem
+        args.workdir = default_workdir(args.config)
+        print(f"run directory: {args.workdir} (--workdir chooses another)")
     execution = execution_from_args(args)
     initialize_distributed(args)
     check_backend()
@@ -302,8 +316,8 @@ def _prepare_training(args):
     dataset = _load_dataset(config)
     num_test = (dataset.num_test * (2 if config.leakage.clean_test else 1)  # + test_clean
                 + sum(y.shape[0] for _, y in dataset.extra_tests.values()))
-    config_lib.check_run_size(config, dataset.num_train, num_test, _memory_bytes())
-    for message in config_lib.suspicious_settings(config, dataset.num_train):
+    preflight.check_run_size(config, dataset.num_train, num_test, _memory_bytes())
+    for message in preflight.suspicious_settings(config, dataset.num_train):
         warn(message)
     return config, execution, dataset
 
@@ -311,11 +325,13 @@ def _prepare_training(args):
 def cmd_train(args) -> int:
     from jmem.study.training import run_training
 
+    from jmem.study import endings
+
     config, execution, dataset = _prepare_training(args)
     summary = run_training(config, args.workdir, dataset, progress=not args.no_progress,
                            execution=execution)
-    print(json.dumps(summary, indent=2))
     report_diverged(summary)
+    print("\n".join(endings.train_ending(summary, args.workdir)))
     return 0
 
 
@@ -341,6 +357,7 @@ def report_diverged(summary: dict) -> None:
 
 
 def cmd_run(args) -> int:
+    from jmem.study import endings
     from jmem.study.pipeline import run_study
 
     config, execution, dataset = _prepare_training(args)
@@ -349,31 +366,32 @@ def cmd_run(args) -> int:
     if "verdict" not in out:  # not process 0 of a multi-process job
         return 0
     print("\n" + out["verdict"].rstrip() + "\n")
-    print(f"report: {out['report']['report']} ({len(out['report']['figures'])} plots); "
-          f"stage seconds: {json.dumps(out['seconds'])}")
+    print("\n".join(endings.run_ending(out, args.workdir, has_loo=config.loo.enabled)))
     return 0
 
 
 def cmd_retrain(args) -> int:
     execution = execution_from_args(args)
     check_devices(args.devices)
+    from jmem.study import endings
     from jmem.study.retrain.stage import run_retrain
 
     with _run_lock(args.run_dir):  # no re-scoring under the experiment's feet
         summary = run_retrain(args.run_dir, args.overrides, execution=execution,
                               progress=not args.no_progress)
-    print(summary.pop("verdict").rstrip() + "\n")
-    print(json.dumps(summary, indent=2))
+    print("\n" + summary["verdict"].rstrip() + "\n")
+    print("\n".join(endings.retrain_ending(summary, args.run_dir)))
     return 0
 
 
 def cmd_loo(args) -> int:
     execution = execution_from_args(args)
+    from jmem.study import endings
     from jmem.study.loo import run_loo
 
     summary = run_loo(args.run_dir, args.overrides, execution=execution, progress=not args.no_progress)
-    print(summary.pop("text").rstrip() + "\n")
-    print(json.dumps(summary, indent=2))
+    print("\n" + summary["text"].rstrip() + "\n")
+    print("\n".join(endings.loo_ending(summary, args.run_dir)))
     return 0
 
 
@@ -397,6 +415,7 @@ def _run_lock(run_dir: Path):
 
 def cmd_score(args) -> int:
     from jmem import config as config_lib
+    from jmem.study import endings
     from jmem.study.scoring import format_summary, score_run
 
     config = config_lib.apply_overrides(run_config(args.run_dir), args.overrides,
@@ -407,14 +426,15 @@ def cmd_score(args) -> int:
     with _run_lock(args.run_dir):
         summary = score_run(args.run_dir, config.score)
     print(format_summary(summary))
+    print("\n".join(endings.score_ending(args.run_dir)))
     return 0
 
 
 def cmd_leakage(args) -> int:
     from jmem import config as config_lib
-    from jmem.data.leakage import format_leakage_summary
+    from jmem.data.leakage import format_leakage_summary, leakage_line
     from jmem.data.loaders import load_dataset
-    from jmem.study import inputs, integrity, rundir
+    from jmem.study import endings, inputs, integrity, rundir
     from jmem.study.leakage import detect_leakage, write_duplicates_csv
 
     target, run_dir, changed = Path(args.target), None, None
@@ -454,8 +474,9 @@ def cmd_leakage(args) -> int:
     from jmem.study.figures_leakage import save_leakage_figures
 
     figures = save_leakage_figures(Path(out).parent, result, dataset)
-    print(format_leakage_summary(result, dataset))
-    print(f"wrote {', '.join(str(p) for p in [Path(out), *figures])}")
+    print(format_leakage_summary(result, dataset).rstrip() if args.details else leakage_line(result, dataset))
+    print("\n".join(endings.leakage_ending([Path(out), *figures], args.target, args.details,
+                                           run_dir is not None)))
     return 0
 
 

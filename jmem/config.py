@@ -25,8 +25,10 @@ from jmem.engine.hparams import ModelConfig, TrainConfig
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """Which dataset: a name from ``jmem data --list`` or a path ending in ``.npz``.
+    """Which dataset, and where its files are.
 
+    name: a name from ``jmem data --list`` (``digits``, ``mnist1d``, ``fashion_mnist``,
+      ``cifar10``, ``idx:DIR``, ...) or a path ending in ``.npz``.
     data_dir: where prepared TFDS datasets live ("" = ``$TFDS_DATA_DIR`` or TFDS' default).
     idx_dir: a directory of Fashion-MNIST's four IDX files ("" = ``$JMEM_FASHION_MNIST_DIR``,
       then ``/usr/share/datasets/fashion-mnist``); ``fashion_mnist`` only, see
@@ -125,13 +127,16 @@ class ScoreConfig:
       kind of cut on the fractional score (the critique's definition).
     calibrated_q: the estimated false discovery rate the null-calibrated cut holds
       (``jmem.scores.calibration``).
-    fdr_q, min_effect: jmem's rule: Benjamini-Hochberg level of the one-sided Fisher test,
-      and the minimum ``mem`` of a discovery.
-    influence_threshold, pair_mem_threshold, pair_same_class: F&Z high-influence pairs
-      (``infl >= 0.15``, ``mem >= 0.25``, same class).
+    fdr_q: jmem's rule: the Benjamini-Hochberg level of the one-sided Fisher test per example.
+    min_effect: jmem's rule: the minimum ``mem`` of a discovery.
+    influence_threshold: F&Z's high-influence pairs need ``infl`` at least this (0.15);
+      pair_mem_threshold: and the training example's ``mem`` at least this (0.25);
+      pair_same_class: and the two examples in the same class.
     influencers_k: top influencers kept per test example (in the returned summary only).
     canary_tpr: TPR at which FPR is reported and the canary threshold is set.
-    confidence: level of the ``mem`` intervals. fractional_floor: see ``jmem.scores.estimators``.
+    confidence: level of the ``mem`` intervals.
+    fractional_floor: the fractional score is 0 where ``acc_in`` is below this, so it is never
+      1 on noise (``jmem.scores.estimators``).
     min_heldout: held-out models per example per cross-fitting half below which a rate is
       reported as under-powered.
     chunk_size: training examples per chunk for per-example statistics;
@@ -352,7 +357,11 @@ class LooConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """A whole experiment. ``seed`` is the root of every random stream (see ``jmem.rng``)."""
+    """A whole experiment: one section per stage.
+
+    seed: the root of every random stream (``jmem.rng``); model r's keys are
+      ``fold_in(stream, r)``. An unsigned 32-bit integer (JAX folds 2^32 into 0).
+    """
 
     seed: int = 0
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -508,39 +517,6 @@ def parse_value(text: str, current, field: str):
     except ValueError:
         expected = "number" if current is None else type(current).__name__
         raise JmemError(f"--set {field}={text!r}: expected a {expected}") from None
-
-
-def check_run_size(config: Config, num_train: int, num_test: int, memory_bytes: int) -> None:
-    """JmemError if the run's R x N arrays cannot fit in memory (refused before training).
-
-    The keep-masks (bool[R, N]) and the assembled margins (float32[R, N + T]) are held in
-    memory at once; ``memory_bytes`` is the machine's physical memory.
-    """
-    r = config.train.num_models
-    need = r * num_train + 4 * r * (num_train + num_test)
-    if need > memory_bytes:
-        raise JmemError(f"train.num_models={r}: the run's arrays (keep-masks and margins on "
-                        f"{num_train} + {num_test} examples) need {need / 2**30:.1f} GiB, more than "
-                        f"this machine's {memory_bytes / 2**30:.1f} GiB of memory")
-
-
-def suspicious_settings(config: Config, num_train: int) -> list[str]:
-    """Warnings (one line each) for legal settings that are probably mistakes.
-
-    num_train: N, the training-set size (a model trains on about ``rate * N`` examples).
-    """
-    out = []
-    train = config.train
-    if train.momentum >= 1:
-        unused = "" if train.optimizer == "sgd" else f" (unused by train.optimizer={train.optimizer!r})"
-        out.append(f"train.momentum={train.momentum:g} >= 1: heavy-ball momentum this large "
-                   f"makes SGD diverge; usual values are 0.9-0.99{unused}")
-    smallest = min(config.subsets.rates) * num_train
-    if train.batch_size >= smallest:
-        out.append(f"train.batch_size={train.batch_size} >= the ~{int(smallest)} examples of a "
-                   f"model's subset (rate {min(config.subsets.rates):g} of {num_train}): every "
-                   "step is one full-batch step")
-    return out
 
 
 def with_variant(config: Config, variant: str, variants: dict) -> Config:

@@ -91,4 +91,4 @@ def test_small_variant_runs_end_to_end_on_mock_data(name, tmp_path, capsys):
         assert data[:8] == PNG_SIGNATURE and len(data) > 1000, rel
         width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
         assert width >= 400 and height >= 200, (rel, width, height)
-    assert f"report: {workdir / rundir.REPORT}" in out
+    assert f"next: read {workdir / rundir.REPORT}" in out

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,6 +64,42 @@ def test_train_writes_the_run_directory(trained):
     assert not (trained / waves.WAVES_DIR).exists()
     # Even 3 epochs on 70% of digits is far above chance (10%).
     assert (margins_test > 0).mean() > 0.5
+    # Each model's training curve: one mean loss per epoch, falling, listed in the manifest.
+    history = np.load(trained / rundir.LOSS_HISTORY)
+    assert history.shape == (16, 3) and history.dtype == np.float32
+    assert np.all(np.isfinite(history)) and np.all(history[:, -1] < history[:, 0])
+    assert rundir.LOSS_HISTORY in json.loads((trained / rundir.MANIFEST).read_text())["outputs"]
+
+
+def test_commands_end_with_what_they_wrote_and_what_to_run_next(trained, tmp_path, capsys):
+    """No JSON dicts: `jmem train` ends with a summary line, the files and `jmem score`;
+    `jmem score` with its three files and `jmem retrain` / `jmem report`."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    capsys.readouterr()
+    assert run_cli("train", SMALL, "--workdir", run, "--no-progress") == 0
+    out = capsys.readouterr().out
+    assert "{" not in out and "estimation: 16 models, all trained before" in out
+    assert f"wrote {run}/: margins_train.npy" in out and f"next: jmem score {run}" in out
+    assert run_cli("score", run) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {run}/: scores.csv, thresholds.json, pairs.csv" in out
+    assert f"next: jmem retrain {run}" in out and f"  or: jmem report {run}" in out
+
+
+def test_run_derives_its_workdir_from_the_config_and_variant_and_names_its_stages(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    experiment = Path(__file__).resolve().parents[1] / "experiments" / "digits.py"
+    assert run_cli("run", f"{experiment}:small", "--no-progress", "--set", "retrain.resamples=200") == 0
+    out = capsys.readouterr().out
+    workdir = Path("runs") / "digits_small"
+    assert (tmp_path / workdir / rundir.REPORT).exists()
+    assert out.startswith(f"run directory: {workdir} (--workdir chooses another)")
+    stages = [line for line in out.splitlines() if line.startswith("stage ")]
+    assert stages == ["stage 1/4: training the estimation models", "stage 2/4: scoring",
+                      "stage 3/4: the removal experiment", "stage 4/4: the report"]
+    assert out.rstrip().splitlines()[-2:] == [f"next: read {workdir / rundir.REPORT}",
+                                             f"  or: jmem loo {workdir}   # check the scores against exact leave-one-out"]
 
 
 def test_rerun_is_a_no_op(trained, capsys):
@@ -151,7 +188,13 @@ def test_bad_execution_flags_are_one_line_errors(tmp_path, capsys):
 def test_leakage_command_on_a_dataset_and_on_a_run_directory(trained, tmp_path, capsys):
     by_name = tmp_path / "by_name.csv"
     assert run_cli("leakage", "digits", "--out", by_name) == 0
-    assert "Leakage in digits" in capsys.readouterr().out
+    out = capsys.readouterr().out.splitlines()
+    # One line of findings, then what was written and what next (the table only with --details).
+    assert out[0].startswith("Leakage in digits: 8 of 445 test examples (1.80%)") and out[1].startswith("wrote ")
+    assert "next: jmem leakage digits --details" in out[2]
+    assert run_cli("leakage", "digits", "--out", by_name, "--details") == 0
+    out = capsys.readouterr().out
+    assert "Per class" in out and "  pixel    (cosine, threshold 0.02): 8 (1.80%)" in out
     lines = by_name.read_text().splitlines()
     assert lines[0] == "test_index,train_index,distance,detector" and len(lines) > 1
     # A run directory uses its recorded dataset and settings: the same pairs as the run wrote.

@@ -187,6 +187,8 @@ def test_leakage_command_writes_figures_of_the_pairs(tmp_path, capsys):
         idx.write_idx(d / name, a)
     out = tmp_path / "out" / "duplicates.csv"
     assert main(["leakage", f"idx:{d}", "--out", str(out)]) == 0
+    assert "1 of 20 test examples (5.00%)" in capsys.readouterr().out.splitlines()[0]  # one line
+    assert main(["leakage", f"idx:{d}", "--out", str(out), "--details"]) == 0  # and the table
     text = capsys.readouterr().out
     assert "1 of 20 test examples (5.00%)" in text and "Within the test set: 1 pair" in text
     assert "within" in text.splitlines()[4]  # the per-class table has the within-test column

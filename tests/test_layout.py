@@ -1,7 +1,7 @@
 """The package's import graph: folders point one way, and nothing imports back.
 
 Parses every module's imports with ``ast`` (lazy imports inside functions included) and
-checks the direction documented in the README's code map:
+checks the direction documented in docs/development.md (Layout):
 
     cli -> study -> {engine, data, scores};  bench -> {engine, data};  engine -> data (the
     ``Dataset`` value);  scores -> numpy/scipy only;  everything -> errors, rng, jsonable, config.
@@ -220,3 +220,12 @@ def test_checks_catch_what_they_forbid():
               "y = jmem.study.scoring._take\ndef f(self):\n    return self._private\n")
     assert private_uses(source, "jmem.study", modules) == [
         "jmem.study.scoring._rows", "jmem.study.scoring._take", "jmem.study.training._Start"]
+
+
+MAX_LINES = 600  # a module longer than this wants splitting into parts that say what they are
+
+
+def test_no_module_is_over_600_lines():
+    long = {str(p.relative_to(PACKAGE.parent)): n for p in sorted(PACKAGE.rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert long == {}

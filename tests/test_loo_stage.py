@@ -254,11 +254,11 @@ def test_killed_loo_resumes_bitwise_identical(tmp_path, capsys):
     assert "already complete" in capsys.readouterr().out
     # Only the analysis changes: loo.json is rewritten from the stored margins, no training.
     assert main(["loo", str(work), *SMALL, "--set", "loo.min_effect=0.5", "--no-progress"]) == 0
-    assert '"trained_now": 0' in capsys.readouterr().out
+    assert "leave-one-out: 28 models, all trained before" in capsys.readouterr().out
     assert json.loads((work / loo.LOO_DIR / rundir.LOO).read_text())["settings"]["min_effect"] == 0.5
     (work / loo.LOO_DIR / rundir.LOO).unlink()  # re-analysed from the margins, as at first
     assert main(["loo", str(work), *SMALL, "--no-progress"]) == 0
-    assert '"trained_now": 0' in capsys.readouterr().out
+    assert "leave-one-out: 28 models, all trained before" in capsys.readouterr().out
     assert (work / loo.LOO_DIR / rundir.LOO).read_bytes() == a[rundir.LOO]
 
 

@@ -133,7 +133,7 @@ def test_four_host_devices_match_one(tmp_path):
     files_four, files_one = public_files(four), public_files(one)
     assert sorted(files_four) == sorted(files_one)
     for name in files_four:
-        if name.startswith("margins_"):
+        if name.startswith("margins_") or name == "loss_history.npy":  # float32 rounding, as above
             np.testing.assert_allclose(np.load(four / name), np.load(one / name), atol=1e-4, err_msg=name)
         elif name == "manifest.json":  # holds the checksums of those margins: compare the rest
             manifest_four, manifest_one = json.loads(files_four[name]), json.loads(files_one[name])
@@ -174,9 +174,9 @@ def test_two_processes_write_the_single_process_run_directory(tmp_path):
                 p.kill()
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
-    summaries = [json.loads(out[out.index("{"):]) for out, _ in outs]
-    assert [s["trained_now"] for s in summaries] == [4, 2]  # waves (0,2),(4,6) | (2,4)
-    assert summaries[1]["process"] == 1 and summaries[0]["models"] == 6
+    # waves (0,2),(4,6) to process 0, (2,4) to process 1; process 0 speaks for the run
+    assert "estimation: 6 models, 4 trained now at" in outs[0][0]
+    assert "process 1: trained 2 models in" in outs[1][0]
     multi, single = public_files(tmp_path / "multi"), public_files(tmp_path / "single")
     assert sorted(multi) == sorted(single)
     assert [name for name in multi if multi[name] != single[name]] == []
@@ -258,7 +258,7 @@ def test_two_process_jmem_run_completes_every_stage_like_one_process(one_process
     assert (work / "scores.csv").exists() and not (work / "retrain").exists()
     done = _two_process_run(work)
     assert [code for code, _, _ in done] == [0, 0], [err[-2000:] for _, _, err in done]
-    assert "already scored" in done[0][1] and "report:" in done[0][1]
+    assert "already scored" in done[0][1] and "next: read " in done[0][1]
     for name in ("retrain/retrain.json", "retrain/verdict.txt", "loo/loo.json", "report.md"):
         assert (work / name).exists(), name
     assert _study_differences(work, one_process_study) == []

@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 
 from jmem.cli import main
-from jmem.study import rundir
 from jmem.study.export import export_fz
 from jmem.config import ScoreConfig
-from jmem.study.report.sections import removal_panels
+from jmem.data.loaders import CLASS_NAMES, label_text
+from jmem.study import figures, rundir
+from jmem.study.report.sections import (multiple_text, point_text, removal_panels, removal_ticks,
+                                        training_curves_section)
+from jmem.study.report.view import read_run
 from jmem.study.report.stage import build_report
 from jmem.study.scoring import score_run
 
@@ -116,7 +119,7 @@ def test_report_renders_on_a_trained_run(trained_run, tmp_path, capsys):
     # Every generated plot is linked, and the report holds the sections a reader needs.
     assert sorted(p.name for p in (run / rundir.REPORT_FIGURES).glob("*.png")) == \
         sorted(l.split("/")[-1] for l in links)
-    for heading in ("## Verdict", "## The run", "## Which examples count as memorized",
+    for heading in ("## Verdict", "## The run", "## Training curves", "## Which examples count as memorized",
                     "## Score distributions", "## Recovering the canaries", "### Split halves",
                     "### Stability versus the number of models", "### Models needed",
                     "## The most memorized examples"):
@@ -243,3 +246,52 @@ def test_report_with_too_few_models_for_split_halves(tmp_path):
     text, links = linked_pngs(tmp_path)
     check_pngs(tmp_path, links)
     assert "split halves need at least 4 models" in text and out["reliability"] is None
+
+
+def test_removal_curve_points_say_which_threshold_they_are():
+    rt = retrain_fixture()
+    assert removal_ticks(rt) == {15.0: "k/2", 30.0: "k", 60.0: "2k"}
+    assert [multiple_text(m) for m in (1, 0.5, 0.25, 2, 1.5)] == ["k", "k/2", "k/4", "2k", "1.5k"]
+    assert point_text("sweep:0.25") == "mem≥0.25" and point_text("curve:corrected:0.5") == "k/2"
+    # Without the size-matched curves, Feldman & Zhang's points are the sweep thresholds.
+    sweep = {"groups": {"sweep:0.25": {"removed": [40, 44]}, "sweep:0.5": {"removed": [10, 12]}}}
+    assert removal_ticks(sweep) == {42.0: "mem≥0.25", 11.0: "mem≥0.5"}
+
+
+def test_a_panel_that_would_repeat_another_is_dropped():
+    rt = retrain_fixture()
+    rt["test_set_sizes"] = {"test": 445, "test_clean": 437}
+    assert list(removal_panels(rt)) == ["test", "test_clean"]
+    rt["test_set_sizes"] = {"test": 445, "test_clean": 445}  # nothing leaked: the same panel
+    assert list(removal_panels(rt)) == ["test"]
+
+
+def test_roc_shows_the_full_range_only_when_the_zoom_misses_something():
+    good = {"mem": ([0, 0.01, 1], [0, 1, 1], 0.99, 0.01), "lira": ([0, 1], [0, 1], 0.98, 0.05)}
+    assert figures.roc_ranges(good) == (0.1,)
+    poor = {**good, "fractional": ([0, 1], [0, 1], 0.5, 0.9)}
+    assert figures.roc_ranges(poor) == (1.0, 0.1)
+    assert figures.roc_ranges({"mem": ([], [], None, None)}) == (1.0, 0.1)  # undefined: show all
+
+
+def test_crowded_log_ticks_keep_the_last_and_the_spaced_ones():
+    assert figures.spaced_ticks([8, 16, 32, 64, 128, 160]) == [8, 16, 32, 64, 160]
+    assert figures.spaced_ticks([8, 16]) == [8, 16]
+
+
+def test_class_names_where_the_dataset_has_them():
+    assert label_text("fashion_mnist", 6) == "6 Shirt"
+    assert label_text("cifar10", 0) == "0 airplane"
+    assert len(CLASS_NAMES["cifar100"]) == 100 and label_text("cifar100", 99) == "99 worm"
+    assert label_text("digits", 3) == "3"
+
+
+def test_training_curves_section_needs_two_epochs(trained_run, tmp_path):
+    view = read_run(trained_run)
+    assert view.loss_history.shape == (16, 3)
+    lines = training_curves_section(view, tmp_path)
+    assert lines[0] == "## Training curves" and (tmp_path / "training_curves.png").exists()
+    view.loss_history = view.loss_history[:, :1]
+    assert training_curves_section(view, tmp_path) == []
+    view.loss_history = None  # a run of an older jmem
+    assert training_curves_section(view, tmp_path) == []

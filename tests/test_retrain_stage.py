@@ -296,3 +296,16 @@ def test_killed_retrain_resumes_bitwise_identical(tmp_path, capsys):
     capsys.readouterr()
     assert "computed from other inputs (score.fixed_threshold: 0.25 vs 0.3)" in _error(
         capsys, ["retrain", str(work), *SMALL, "--no-progress"])
+
+
+def test_deleting_retrain_json_re_analyses_without_training(scored, tmp_path):
+    """retrain.json deleted: the stored margins are analysed again (new statistics need no new
+    models), giving the same file; nothing is trained."""
+    run, record = _run_stage(scored, tmp_path, "retrain.methods=fixed", seeds=3)
+    path = run / "retrain" / "retrain.json"
+    before = path.read_bytes()
+    path.unlink()
+    summary = stage.run_retrain(run, ["retrain.seeds=3", "retrain.resamples=1000", "retrain.methods=fixed"],
+                                dataset=scored[1], progress=False, log=lambda *a: None)
+    assert summary["trained_now"] == 0
+    assert path.read_bytes() == before

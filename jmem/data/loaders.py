@@ -56,7 +56,24 @@ CLASS_NAMES = {
                       "Sneaker", "Bag", "Ankle boot"),
     "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                 "truck"),
+    # CIFAR-100's 100 fine labels in label order (alphabetical, as the dataset and TFDS give them)
+    "cifar100": tuple("""apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy
+        bridge bus butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud
+        cockroach couch crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl
+        hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man
+        maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear
+        pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket
+        rose sea seal shark shrew skunk skyscraper snail snake spider squirrel streetcar
+        sunflower sweet_pepper table tank telephone television tiger tractor train trout tulip
+        turtle wardrobe whale willow_tree wolf woman worm""".split()),
 }
+
+
+def label_text(dataset_name: str, label: int) -> str:
+    """A label as figures show it: ``"6 Shirt"`` where the dataset names its classes
+    (:data:`CLASS_NAMES`), else ``"6"``."""
+    names = CLASS_NAMES.get(dataset_name)
+    return f"{int(label)} {names[int(label)]}" if names and 0 <= int(label) < len(names) else str(int(label))
 
 # Fashion-MNIST's IDX files (Xiao, Rasul & Vollgraf 2017), as published and as Debian ships them.
 FASHION_MNIST_ENV = "JMEM_FASHION_MNIST_DIR"

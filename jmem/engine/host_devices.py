@@ -89,7 +89,7 @@ def _probe_xla_flags(flags: str) -> None:
 def default_cpu_devices() -> int:
     """Host-platform devices to create when nothing asks otherwise: one per usable core.
 
-    Measured on the 2-core CPU (README, "Scale-out and resume"): one device keeps only ~1.3 cores busy;
+    Measured on a 2-core CPU (docs/scale-out.md, "Several devices"): one device keeps only ~1.3 cores busy;
     two devices (Eigen pool off) trained the digits MLP at 1.94x and the MNIST-1D CNN at
     1.30x the models/s of one.
     """

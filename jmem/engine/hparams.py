@@ -86,11 +86,16 @@ class TrainConfig:
       steps (n_r = its subset size), so a model never depends on the other models of its wave.
     batch_size: examples per step per model.
     optimizer: "sgd", "adam" or "adamw".
-    learning_rate, momentum, nesterov, weight_decay: optimizer settings.
+    learning_rate: the base learning rate (the schedule multiplies it).
+    momentum, nesterov: heavy-ball momentum and its Nesterov form ("sgd" only; 0 = none).
+    weight_decay: L2 added to the gradient ("sgd", "adam"), decoupled ("adamw"); 0 = none.
     schedule: "constant", "cosine", "linear" (decay to 0 over the model's steps), or "onecycle"
       (linear ramp from lr/25 to lr over warmup_steps, or 30% of the steps when 0, then linear
-      decay to 0); warmup_steps is a linear warm-up for the others.
-    label_smoothing, grad_clip (global norm, 0 = off).
+      decay to 0).
+    warmup_steps: steps of linear warm-up for "constant", "cosine" and "linear" (0 = none);
+      "onecycle": the length of its ramp.
+    label_smoothing: label smoothing of the cross-entropy targets (0 = off).
+    grad_clip: clip each model's gradient to this global norm (0 = off).
     augment: "none" or "crop_flip" (random crop with padding + horizontal flip, images only).
     crop_padding: pixels of zero padding on each side before the random crop ("crop_flip").
     compute_dtype: "float32" or "bfloat16" (accelerators).

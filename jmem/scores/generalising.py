@@ -118,13 +118,7 @@ def _satterthwaite(terms: list[tuple[float, float, float]]) -> float:
     return max(1.0, float(total ** 2 / denom))
 
 
-def crossed_interval(d, level: float = 0.95) -> CrossedInterval:
-    """The generalising interval of the mean of ``d`` (module docstring).
-
-    d: float[K, S, T] (pools x seeds x test examples) or float[S, T] (one pool). Values are
-    per-example paired differences of correctness (-1, 0 or 1) or any real differences.
-    level: the interval's coverage, e.g. 1 - alpha/m for a Holm-style adjusted decision.
-    """
+def _checked(d) -> np.ndarray:
     d = np.asarray(d, np.float64)
     if d.ndim == 2:
         d = d[None]
@@ -133,6 +127,48 @@ def crossed_interval(d, level: float = 0.95) -> CrossedInterval:
                         "test examples >= 2]")
     if not np.isfinite(d).all():
         raise JmemError("paired differences contain non-finite values")
+    return d
+
+
+def selection_variance(d) -> tuple[float, list]:
+    """The unbiased estimate of the between-pool (selection) variance component of one
+    comparison, in units of d's mean (``sigma2_P``), and its Satterthwaite terms
+    (coefficient, mean square, df). d: float[K >= 2, S, T]. May be negative (noise)."""
+    d = _checked(d)
+    k, s, t = d.shape
+    ms = _mean_squares_nested(d)
+    c = 1.0 / (s * t)
+    terms = [(c, ms["P"][0], ms["P"][1]), (-c, ms["S"][0], ms["S"][1]), (-c, ms["PJ"][0], ms["PJ"][1]),
+             (c, ms["e"][0], ms["e"][1])]
+    return float(sum(a * m for a, m, _ in terms)), terms
+
+
+def pooled_selection_variance(ds: list) -> tuple[float, float]:
+    """(sigma2_P, df): the selection variance pooled over several comparisons of one experiment
+    (the mean of their unbiased estimates, floored at 0; Satterthwaite df of that mean). The
+    common-variance assumption: every removal set of the experiment is as noisy from one
+    estimation pool to the other; with two pools each comparison alone has one degree of
+    freedom, the pool of C comparisons about C."""
+    if not ds:
+        return 0.0, float("inf")
+    estimates, terms = zip(*(selection_variance(d) for d in ds))
+    mean = float(np.mean(estimates))
+    if mean <= 0:
+        return 0.0, float("inf")
+    flat = [(a / len(ds), m, f) for group in terms for a, m, f in group]
+    return mean, _satterthwaite(flat)
+
+
+def crossed_interval(d, level: float = 0.95, selection: tuple | None = None) -> CrossedInterval:
+    """The generalising interval of the mean of ``d`` (module docstring).
+
+    d: float[K, S, T] (pools x seeds x test examples) or float[S, T] (one pool). Values are
+    per-example paired differences of correctness (-1, 0 or 1) or any real differences.
+    level: the interval's coverage, e.g. 1 - alpha/m for a Holm-style adjusted decision.
+    selection: (sigma2_P, df) from elsewhere (:func:`pooled_selection_variance`, scaled for a
+    contrast) instead of this comparison's own one-degree-of-freedom estimate (K >= 2 only).
+    """
+    d = _checked(d)
     if not 0 < level < 1:
         raise JmemError(f"interval level {level} must be in (0, 1)")
     k, s, t = d.shape
@@ -145,16 +181,22 @@ def crossed_interval(d, level: float = 0.95) -> CrossedInterval:
     else:
         ms = _mean_squares_nested(d)
         m = {name: v[0] for name, v in ms.items()}
-        selection = m["P"] - m["S"] - m["PJ"] + m["e"]
-        parts = {"selection": max(selection, 0.0), "seeds": max(m["S"] - m["e"], 0.0),
+        # K S T Var(mean) = S T sigma2_P + (MS_S + MS_J - MS_e): the selection component plus the
+        # rest (seeds, test examples, selection x test, cells), each from its own mean squares.
+        terms = [(1, m["S"], ms["S"][1]), (1, m["J"], ms["J"][1]), (-1, m["e"], ms["e"][1])]
+        if selection is None:
+            own, own_terms = selection_variance(d)
+            sel = max(own, 0.0) * s * t
+            if own > 0:
+                terms += [(a * s * t, mean_square, f) for a, mean_square, f in own_terms]
+        else:
+            tau2, tau_df = selection
+            sel = max(tau2, 0.0) * s * t
+            if sel > 0:
+                terms.append((1, sel, tau_df))
+        parts = {"selection": sel, "seeds": max(m["S"] - m["e"], 0.0),
                  "test_examples": max(m["J"] - m["PJ"], 0.0),
                  "selection_x_test": max(m["PJ"] - m["e"], 0.0), "cells": m["e"]}
-        terms = [(1, m["S"], ms["S"][1]), (1, m["J"], ms["J"][1]), (-1, m["e"], ms["e"][1])]
-        if selection > 0:
-            terms += [(1, m["P"], ms["P"][1]), (-1, m["S"], ms["S"][1]), (-1, m["PJ"], ms["PJ"][1]),
-                      (1, m["e"], ms["e"][1])]
-        else:
-            terms += [(1, m["PJ"], ms["PJ"][1]), (-1, m["e"], ms["e"][1])]
     total = sum(parts.values())
     var = total / (k * s * t)
     se = float(np.sqrt(var))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from jmem.study import rundir
 
@@ -133,13 +134,29 @@ def scores_vs_rate(rates, mem_by_rate, acc_out_by_rate, canary, path) -> Path:
     return _save(fig, path)
 
 
+ROC_ZOOM = 0.1  # the false-positive rates where a usable threshold lives
+
+
+def roc_ranges(curves: dict, zoom: float = ROC_ZOOM) -> tuple[float, ...]:
+    """The FPR ranges the ROC plot shows: the zoom alone when every curve reaches 95% TPR
+    inside it (the full range would show only lines hugging the top-left corner), else the
+    full range too. curves: name -> (fpr, tpr, auroc, fpr@95%TPR)."""
+    reach = [f95 for _, _, _, f95 in curves.values()]
+    if reach and all(f is not None and np.isfinite(f) and f <= zoom for f in reach):
+        return (zoom,)
+    return (1.0, zoom)
+
+
 def roc_plot(curves: dict, path) -> Path:
     """ROC of each score against the canaries: name -> (fpr list, tpr list, auroc, fpr@95).
 
-    Left: the whole curve; right: FPR up to 0.1, where a usable threshold lives.
+    FPR up to 0.1, where a usable threshold lives, and the whole curve beside it when some
+    score needs more than that to flag 95% of the canaries (:func:`roc_ranges`).
     """
-    fig, axes = _figure(10, 4.4, ncols=2)
-    for ax, xmax in zip(axes, (1.0, 0.1)):
+    ranges = roc_ranges(curves)
+    fig, axes = _figure(5 * len(ranges) + 0.4, 4.4, ncols=len(ranges), squeeze=False)
+    axes = axes[0]
+    for ax, xmax in zip(axes, ranges):
         for name, (fpr, tpr, auc, f95) in curves.items():
             label = f"{name}: AUROC {auc:.3f}, FPR@95%TPR {f95:.3f}" if auc is not None and \
                 f95 is not None else name
@@ -150,9 +167,10 @@ def roc_plot(curves: dict, path) -> Path:
         ax.set_xlabel("false-positive rate (non-canaries flagged)")
         ax.set_ylabel("true-positive rate (canaries flagged)")
         ax.grid(alpha=0.3)
-    axes[0].set_title("ROC against the re-labelled canaries", fontsize=10)
-    axes[1].set_title("zoom: FPR <= 0.1", fontsize=10)
-    axes[1].legend(fontsize=7, loc="lower right")
+    for ax, xmax in zip(axes, ranges):
+        ax.set_title("ROC against the re-labelled canaries" + (f" (FPR <= {xmax:g})" if xmax < 1 else ""),
+                     fontsize=10)
+    axes[-1].legend(fontsize=7, loc="lower right")
     return _save(fig, path)
 
 
@@ -172,6 +190,9 @@ def split_half_plot(mem_a, mem_b, rho: float, jaccard: dict, n_selected: dict, p
     names = list(jaccard)
     vals = [jaccard[n] if jaccard[n] is not None and np.isfinite(jaccard[n]) else 0 for n in names]
     bars = axes[1].bar(names, vals, color=[METHOD_COLORS.get(n, "0.5") for n in names])
+    axes[1].tick_params(axis="x", labelrotation=25)  # rule names are long: keep them apart
+    for label in axes[1].get_xticklabels():
+        label.set_horizontalalignment("right")
     for bar, n in zip(bars, names):
         sa, sb = n_selected[n]
         axes[1].text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.02,
@@ -187,6 +208,16 @@ def split_half_plot(mem_a, mem_b, rho: float, jaccard: dict, n_selected: dict, p
     return _save(fig, path)
 
 
+def spaced_ticks(ks: list, min_ratio: float = 1.4) -> list:
+    """The values of ``ks`` (ascending) to label on a log axis: the last (all models) always,
+    and each other one only if it is at least ``min_ratio`` times below the next labelled."""
+    shown = []
+    for k in reversed(ks):
+        if not shown or shown[-1] >= min_ratio * k:
+            shown.append(k)
+    return shown[::-1]
+
+
 def stability_plot(rows: list, path, order_text: str = "by model id") -> Path:
     """Spearman and mean |difference| of the first-k scores against all R, over k."""
     fig, axes = _figure(10, 4.2, ncols=2)
@@ -198,7 +229,10 @@ def stability_plot(rows: list, path, order_text: str = "by model id") -> Path:
         axes[1].plot(ks, [r[f"mean_abs_diff_{name}"] for r in rows], "o-", color=color, label=name)
     for ax in axes:
         ax.set_xscale("log", base=2)
-        ax.set_xticks(ks, [str(k) for k in ks])
+        shown = spaced_ticks(ks)
+        ax.set_xticks(shown, [str(k) for k in shown])
+        hidden = [k for k in ks if k not in shown]
+        ax.set_xticks(hidden, [""] * len(hidden), minor=True)  # a tick, no label: they would collide
         ax.set_xlabel(f"models used (the first k, {order_text})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -208,12 +242,14 @@ def stability_plot(rows: list, path, order_text: str = "by model id") -> Path:
     return _save(fig, path)
 
 
-def removal_curve(panels: dict, path) -> Path:
+def removal_curve(panels: dict, path, ticks: dict | None = None, k: int | None = None) -> Path:
     """Test accuracy against the number of examples removed: each protocol's selection vs as
     many matched random examples, with 95% intervals.
 
     panels: test set -> {series label "<protocol>: <what> removed" -> (x float[k], mean, low,
     high)}; nothing removed is x = 0. Solid lines: the selection; dashed: matched random.
+    ticks: x -> what that point is (``"k/2"``, ``"k"``, ``"mem>=0.25"``), written under its
+    count on the x axis; k: the size the multiples refer to, named in the axis label.
     """
     n = len(panels)
     fig, axes = _figure(5.4 * n, 4.4, ncols=n, squeeze=False)
@@ -225,12 +261,51 @@ def removal_curve(panels: dict, path) -> Path:
             color = colors.get(protocol, "#7f7f7f")
             ax.errorbar(x, mean, yerr=[mean - low, high - mean], fmt="o--" if random else "o-",
                         color=color, alpha=0.55 if random else 1.0, capsize=3, label=label)
-        ax.set_xlabel("training examples removed")
+        if ticks:
+            xs = sorted({0.0, *ticks})
+            ax.set_xticks(xs, [f"{ticks[x]}\n{x:g}" if x in ticks else f"{x:g}" for x in xs])
+        ax.set_xlabel("training examples removed" + (f" (k = {k}: the size-matched count)" if k else ""))
         ax.set_ylabel(f"accuracy on {test_set.replace('_', ' ')} (%)")
         ax.set_title({"test": "test set", "test_clean": "leakage-free test set"}.get(test_set, test_set), fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("Removal curve: each protocol's most memorized examples vs as many matched random ones")
+    return _save(fig, path)
+
+
+def loss_curves(history, rates, path, examples: int = 3) -> Path:
+    """Training loss per epoch of every model: per inclusion rate, the median over its models
+    and their 10-90% band, with a few individual models drawn thin.
+
+    history: float32[R, E], NaN once a model diverged (diverged models are left out);
+    rates: float[R], each model's inclusion rate.
+    """
+    history, rates = np.asarray(history, np.float64), np.asarray(rates, np.float64)
+    ok = np.all(np.isfinite(history), axis=1)
+    epochs = np.arange(1, history.shape[1] + 1)
+    fig, ax = _figure(6.4, 4.2)
+    colors = [BASE_COLOR, "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+    for n, rate in enumerate(np.unique(rates)):
+        rows = history[ok & (rates == rate)]
+        if not rows.shape[0]:
+            continue
+        color = colors[n % len(colors)]
+        ax.plot(epochs, np.median(rows, axis=0), color=color, lw=2,
+                label=f"rate {rate:g}: median of {rows.shape[0]} models")
+        ax.fill_between(epochs, np.quantile(rows, 0.1, axis=0), np.quantile(rows, 0.9, axis=0),
+                        color=color, alpha=0.2, label=f"rate {rate:g}: 10-90% of models")
+        for row in rows[np.linspace(0, rows.shape[0] - 1, min(examples, rows.shape[0])).astype(int)]:
+            ax.plot(epochs, row, color=color, lw=0.6, alpha=0.6)
+    finite = history[ok]
+    if finite.size and finite.min() > 0 and finite.max() > 10 * finite.min():
+        ax.set_yscale("log")  # memorizing drives the loss towards 0: the tail is the story
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean training loss on the model's own subset")
+    ax.set_title("Training curves (thin lines: individual models)"
+                 + (f"; {int((~ok).sum())} diverged models left out" if (~ok).any() else ""), fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     return _save(fig, path)
 
 
@@ -281,7 +356,7 @@ def example_pairs(rows: list, path, *, title: str, channel_mean=None, channel_st
     nrows = max(1, int(np.ceil(len(rows) / per_row)))
     # Columns: pair, pair, gap, pair, pair, gap, ...: the narrow gaps keep pairs apart.
     ratios = ([1, 1, 0.3] * per_row)[:-1]
-    fig, axes = _figure(9.6, 1.95 * nrows + 0.4, nrows=nrows, ncols=len(ratios), squeeze=False,
+    fig, axes = _figure(9.6, 2.1 * nrows + 0.4, nrows=nrows, ncols=len(ratios), squeeze=False,
                         gridspec_kw={"width_ratios": ratios})
     for ax in axes.flat:
         ax.set_axis_off()

@@ -16,7 +16,7 @@ import numpy as np
 
 from jmem.data.dataset import Dataset
 from jmem.data.leakage import LeakageResult
-from jmem.data.loaders import CLASS_NAMES
+from jmem.data.loaders import label_text
 from jmem.study import rundir
 
 DUPLICATES_PNG = "duplicates.png"
@@ -44,11 +44,6 @@ def raw_images(x: np.ndarray, dataset: Dataset) -> np.ndarray:
     lo = out.reshape(len(out), -1).min(1)[:, None, None, None]
     hi = out.reshape(len(out), -1).max(1)[:, None, None, None]
     return (out - lo) / np.maximum(hi - lo, 1e-12)
-
-
-def _label(dataset: Dataset, y: int) -> str:
-    names = CLASS_NAMES.get(dataset.name)
-    return f"{y} {names[y]}" if names else str(y)
 
 
 def plot_pairs(path, left: np.ndarray, right: np.ndarray, titles_left: list[str], titles_right: list[str],
@@ -110,8 +105,8 @@ def plot_train_test_pairs(path, result: LeakageResult, dataset: Dataset, count: 
     closest, border = pick_pairs(nb.distance[leaked], count)
     t = leaked[np.concatenate([closest, border])]
     i = nb.index[t]
-    tl = [f"train {a}: {_label(dataset, int(dataset.y_train[a]))}" for a in i]
-    tr = [f"test {b}: {_label(dataset, int(dataset.y_test[b]))}\nd={nb.distance[b]:.4f}" for b in t]
+    tl = [f"train {a}: {label_text(dataset.name, int(dataset.y_train[a]))}" for a in i]
+    tr = [f"test {b}: {label_text(dataset.name, int(dataset.y_test[b]))}\nd={nb.distance[b]:.4f}" for b in t]
     heading = (f"{dataset.name}: {leaked.size:,} of {dataset.num_test:,} test images have a training near-duplicate "
                f"({detector}, {result.metric} distance <= {result.thresholds[detector]:g}); "
                "left: training image, right: test image")
@@ -128,8 +123,8 @@ def plot_within_test_pairs(path, result: LeakageResult, dataset: Dataset, count:
     closest, border = pick_pairs(wp["distance"], count)
     rows = wp[np.concatenate([closest, border])]
     a, b = rows["test_index"], rows["other_index"]
-    tl = [f"test {x}: {_label(dataset, int(dataset.y_test[x]))}" for x in a]
-    tr = [f"test {y}: {_label(dataset, int(dataset.y_test[y]))}\nd={d:.4f}" for y, d in zip(b, rows["distance"])]
+    tl = [f"test {x}: {label_text(dataset.name, int(dataset.y_test[x]))}" for x in a]
+    tr = [f"test {y}: {label_text(dataset.name, int(dataset.y_test[y]))}\nd={d:.4f}" for y, d in zip(b, rows["distance"])]
     heading = f"{dataset.name}: {len(wp):,} near-duplicate pairs within the test set (pixel, {result.metric})"
     return plot_pairs(path, raw_images(dataset.x_test[a], dataset), raw_images(dataset.x_test[b], dataset),
                       tl, tr, [("closest pairs", closest.size), ("pairs nearest the threshold", border.size)],

@@ -210,8 +210,14 @@ def check_retrain_dir(out, remove: str) -> None:
     if change is not None:
         raise JmemError(f"{str(out)!r} holds a removal experiment computed from other inputs "
                         f"({change}); {redo}")
+    # Deleting retrain.json asks for a re-analysis of the stored margins (retrain/stage.py
+    # finish): the analysis files may then be missing; every other listed file must be intact.
+    analysis = {rundir.RETRAIN, "verdict.txt", rundir.ABLATION}
     for section in ("inputs", "outputs"):
-        problem = integrity.changed_files(out, manifest[section])
+        listed = manifest[section]
+        if section == "outputs" and not (out / rundir.RETRAIN).exists():
+            listed = {k: v for k, v in listed.items() if k not in analysis}
+        problem = integrity.changed_files(out, listed)
         if problem is not None:
             raise JmemError(f"{str(out)!r}: {problem}; {redo}")
 

@@ -122,7 +122,8 @@ def run_loo(run_dir, overrides: list[str] = (), dataset: Dataset | None = None,
         if not trained_all:
             t0 = time.perf_counter()
             trained = waves.train_pending(job, out, wave_size, done, execution=execution,
-                                          stop_request=stop_request, progress=progress, log=log)
+                                          stop_request=stop_request, progress=progress, log=log,
+                                          label="loo")
             train_seconds = time.perf_counter() - t0
             parallel.barrier("jmem-loo-waves-written")
         rec = processes.on_primary(

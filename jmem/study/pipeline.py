@@ -40,18 +40,22 @@ from jmem.config import Config
 from jmem.data.dataset import Dataset
 from jmem.errors import warn
 from jmem.study import faults, inputs, processes, training, waves
+from jmem.study.endings import training_line
 
 STAGES = ("train", "score", "retrain", "loo", "report")
+STAGE_TEXT = {"train": "training the estimation models", "score": "scoring",
+              "retrain": "the removal experiment", "loo": "leave-one-out validation",
+              "report": "the report"}
 
 
-def training_line(summary: dict) -> str:
-    """One line about the estimation models: count, speed, test accuracy, divergences."""
-    acc, sd = summary.get("test_accuracy_mean"), summary.get("test_accuracy_std")
-    speed = (f", {summary['trained_now']} trained now at {summary['models_per_second']:.1f} models/s"
-             if summary.get("trained_now") and summary.get("models_per_second") else "")
-    accuracy = f"; test accuracy {100 * acc:.1f}% (sd {100 * sd:.1f})" if acc is not None else ""
-    return (f"estimation: {summary.get('models')} models{speed}{accuracy}; "
-            f"{summary.get('diverged', 0)} diverged")
+def study_stages(config: Config) -> tuple[str, ...]:
+    """The stages ``jmem run`` goes through for ``config`` (``loo`` only with ``loo.enabled``)."""
+    return tuple(s for s in STAGES if s != "loo" or config.loo.enabled)
+
+
+def stage_line(stage: str, stages: tuple[str, ...]) -> str:
+    """``"stage 2/4: scoring"``: where the study is, logged as each stage starts."""
+    return f"stage {stages.index(stage) + 1}/{len(stages)}: {STAGE_TEXT[stage]}"
 
 
 def score_stage(workdir: Path, config: Config, log) -> None:
@@ -101,8 +105,15 @@ def run_study(config: Config, workdir: Path, dataset: Dataset, *, execution: wav
     workdir = Path(workdir)
     primary = parallel.process_index() == 0
     seconds, out = {}, {}
+    stages = study_stages(config)
+
+    def say(stage: str) -> None:  # process 0 speaks for a multi-process job
+        if parallel.process_index() == 0:
+            log(stage_line(stage, stages))
+
     with waves.StopRequest() as stop:
         t0 = time.perf_counter()
+        say("train")
         out["train"] = training.run_training(config, workdir, dataset, progress=progress, log=log,
                                              execution=execution)
         seconds["train"] = time.perf_counter() - t0
@@ -111,11 +122,13 @@ def run_study(config: Config, workdir: Path, dataset: Dataset, *, execution: wav
         processes.check_stop(stop, "after the training stage")
         with processes.primary_lock(workdir):  # the others write only their own waves' files
             t0 = time.perf_counter()
+            say("score")
             processes.on_primary(lambda: score_stage(workdir, config, log), f"score {str(workdir)!r}")
             faults.point("stage")
             processes.check_stop(stop, "after the score stage")
             seconds["score"] = time.perf_counter() - t0
             t0 = time.perf_counter()
+            say("retrain")
             out["retrain"] = retrain_stage(workdir, config, dataset, execution, progress, log)
             faults.point("stage")
             processes.check_stop(stop, "after the removal experiment")
@@ -124,6 +137,7 @@ def run_study(config: Config, workdir: Path, dataset: Dataset, *, execution: wav
                 from jmem.study.loo import run_loo
 
                 t0 = time.perf_counter()
+                say("loo")
                 out["loo"] = run_loo(workdir, dataset=dataset, execution=execution, progress=progress,
                                      log=log, loo_config=config.loo)
                 if primary:
@@ -132,6 +146,7 @@ def run_study(config: Config, workdir: Path, dataset: Dataset, *, execution: wav
                 processes.check_stop(stop, "after the leave-one-out stage")
                 seconds["loo"] = time.perf_counter() - t0
             t0 = time.perf_counter()
+            say("report")
             out["report"] = processes.on_primary(lambda: build_report(workdir),
                                                  f"write the report of {str(workdir)!r}")
             seconds["report"] = time.perf_counter() - t0

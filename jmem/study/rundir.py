@@ -1,4 +1,4 @@
-"""The run directory: a public, documented set of plain files (see the README).
+"""The run directory: a public, documented set of plain files (docs/run-directory.md).
 
 Every array is a ``.npy`` file (memory-mappable, readable without jmem), every table a
 ``.csv``, every record a ``.json``. Writes are atomic (write to a temporary name in the same
@@ -45,6 +45,7 @@ RELIABILITY = "reliability.json"     # split-half, stability and models-needed n
 MANIFEST = "manifest.json"           # what the run depends on: dataset fingerprint, checksums
 CUM_LOSS = "cum_loss.npy"            # float32[R, N], train.record_proxies: summed training loss (CSL)
 LEARNED_EPOCH = "learned_epoch.npy"  # int32[R, N], train.record_proxies: epoch from which it stays learned
+LOSS_HISTORY = "loss_history.npy"    # float32[R, epochs], mean training loss per epoch (NaN once diverged)
 LOO = "loo.json"                     # the leave-one-out validation (``jmem loo``), in loo/
 
 

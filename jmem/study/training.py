@@ -249,12 +249,12 @@ def _prepare_workdir(workdir: Path, config: Config, inputs: RunInputs, leaks, nu
         log(f"{workdir}: training already complete; nothing to do")
         return True, 0, done
     if not resuming:
-        from jmem.data.leakage import format_leakage_summary
+        from jmem.data.leakage import leakage_line
         from jmem.study.leakage import write_duplicates_csv
 
         write_duplicates_csv(workdir / rundir.DUPLICATES, leaks)
         faults.point("inputs")
-        log(format_leakage_summary(leaks, inputs.dataset))
+        log(f"{leakage_line(leaks, inputs.dataset)} Per class: jmem leakage {workdir} --details")
         write_inputs(workdir, config, inputs)
     done = waves.finished_models(workdir, config.train.num_models)
     if done.any():
@@ -273,8 +273,9 @@ def assemble(workdir: Path, inputs: RunInputs) -> dict:
     assembled = waves.assemble(workdir, inputs.keep.shape[0])
     metrics = model_metrics(inputs, assembled.arrays)
     metrics_text = rundir.csv_text(metrics)
-    proxies = save_proxies(workdir, assembled.arrays)
-    integrity.record_outputs(workdir, assembled.files + proxies, {rundir.MODEL_METRICS: metrics_text})
+    extra = save_proxies(workdir, assembled.arrays) + save_loss_history(workdir, assembled.arrays,
+                                                                          inputs.keep.shape[0])
+    integrity.record_outputs(workdir, assembled.files + extra, {rundir.MODEL_METRICS: metrics_text})
     rundir.save_text(workdir / rundir.MODEL_METRICS, metrics_text)
     faults.point("cleanup")
     waves.cleanup(workdir)
@@ -289,6 +290,17 @@ def save_proxies(workdir: Path, arrays: dict) -> list[str]:
     rundir.save_array(Path(workdir) / rundir.CUM_LOSS, arrays["cum_loss"].astype(np.float32))
     rundir.save_array(Path(workdir) / rundir.LEARNED_EPOCH, arrays["learned_epoch"].astype(np.int32))
     return [rundir.CUM_LOSS, rundir.LEARNED_EPOCH]
+
+
+def save_loss_history(workdir: Path, arrays: dict, num_models: int) -> list[str]:
+    """Write loss_history.npy (float32[R, epochs]: each model's mean training loss per epoch,
+    NaN from its divergence on); returns the names written ([] when a wave file of an older
+    jmem, without the array, left it incomplete)."""
+    history = arrays.get("loss_history")
+    if history is None or history.shape[0] != num_models:
+        return []
+    rundir.save_array(Path(workdir) / rundir.LOSS_HISTORY, history.astype(np.float32))
+    return [rundir.LOSS_HISTORY]
 
 
 def model_metrics(inputs: RunInputs, arrays: dict) -> dict:

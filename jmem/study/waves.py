@@ -212,7 +212,8 @@ def wave_shapes(job: Job, start: int, stop: int) -> dict:
     """The arrays and shapes of the wave file of rows ``start..stop-1``."""
     data, w = job.dataset, stop - start
     shapes = {"margins_train": (w, data.num_train), "margins_test": (w, data.num_test),
-              "diverged": (w,), "final_loss": (w,), "rows": (w,)}
+              "diverged": (w,), "final_loss": (w,), "loss_history": (w, job.train.epochs),
+              "rows": (w,)}
     shapes.update({f"margins_{k}": (w, y.shape[0]) for k, (_, y) in data.extra_tests.items()})
     if job.train.record_proxies:
         shapes.update(cum_loss=(w, data.num_train), learned_epoch=(w, data.num_train))
@@ -237,18 +238,21 @@ def segment_length(seconds: float, epochs_run: int, target_seconds: float) -> in
 
 def train_wave(job: Job, start: int, stop: int, workdir: Path | None = None,
                execution: Execution = Execution(), stop_request: StopRequest | None = None,
-               log=print) -> dict:
+               log=print, on_epochs: Callable[[int], None] | None = None) -> dict:
     """Train the wave of positions ``start..stop-1`` (rows ``job.order[start:stop]``) and
     predict their margins everywhere.
 
     With a ``workdir``, the wave resumes from its latest usable checkpoint under
     ``checkpoints/`` and is checkpointed as ``execution`` says, and on ``stop_request``
     (then :class:`Preempted` is raised once the checkpoint is on disk).
+    on_epochs: called with the number of epochs each segment (or the restored checkpoint)
+    added, for a progress bar that moves within the wave.
 
     Returns arrays keyed by name, one row per model in wave order: margins_train
-    float32[W, N], margins_test float32[W, T],
-    margins_<extra> float32[W, T_k], diverged bool[W], final_loss float32[W], and with
-    ``train.record_proxies`` cum_loss float32[W, N] and learned_epoch int32[W, N].
+    float32[W, N], margins_test float32[W, T], margins_<extra> float32[W, T_k], diverged
+    bool[W], final_loss float32[W], loss_history float32[W, epochs] (mean training loss per
+    epoch, NaN from divergence on), and with ``train.record_proxies`` cum_loss float32[W, N]
+    and learned_epoch int32[W, N].
     """
     from jmem.engine import checkpoint
     from jmem.engine import parallel
@@ -268,20 +272,29 @@ def train_wave(job: Job, start: int, stop: int, workdir: Path | None = None,
             epoch, host_state = restored
             state = trainer.state_from_host(wave, host_state)
             log(f"models {start}-{stop - 1}: resumed at epoch {epoch} of {wave.epochs}")
+            if on_epochs is not None:
+                on_epochs(epoch)
         if state is None:
             state = trainer.init_state(wave)
         state = train_segments(wave, state, epoch, saver, execution,
-                               stop_request or StopRequest(), f"models {start}-{stop - 1}")
+                               stop_request or StopRequest(), f"models {start}-{stop - 1}",
+                               on_epochs=on_epochs)
         result = trainer.finish(wave, state)
     finally:
         saver.close()
-    params, model_state = (_host_copy(result.params), _host_copy(result.model_state))
+    # One device (a GPU): the parameters stay where they are. Several: host copies, free of the
+    # wave's sharding, since predictions split the models into chunks of their own.
+    params, model_state = ((result.params, result.model_state) if len(wave.devices) == 1 else
+                           (_host_copy(result.params), _host_copy(result.model_state)))
     data = job.dataset
     sets = {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test), **data.extra_tests}
-    # Each set's model chunks are spread over the wave's devices.
-    out = {f"margins_{name}": predict_margins(job.model, params, model_state, x, y, devices=wave.devices)
+    # Each set's model chunks are spread over the wave's devices; the layers compute in the
+    # training's dtype (bf16 margins for a bf16 run), the margins come back as float32.
+    out = {f"margins_{name}": predict_margins(job.model, params, model_state, x, y, devices=wave.devices,
+                                              compute_dtype=job.train.compute_dtype)
            for name, (x, y) in sets.items()}
     out["final_loss"] = np.asarray(result.final_loss, np.float32)
+    out["loss_history"] = np.asarray(result.loss_history, np.float32)
     # The one definition (jmem.study.diverged): a NaN margin marks the model as well
     out["diverged"] = np.asarray(result.diverged, bool) | diverged.diverged_models(
         out["final_loss"], [v for k, v in out.items() if k.startswith("margins_")])
@@ -300,8 +313,10 @@ def _host_copy(tree):
 
 
 def train_segments(wave, state, epoch: int, saver: "LazyCheckpoints", execution: Execution,
-                   stop_request: StopRequest, label: str):
-    """Run ``wave`` from ``epoch`` to the end in segments; checkpoint between segments."""
+                   stop_request: StopRequest, label: str,
+                   on_epochs: Callable[[int], None] | None = None):
+    """Run ``wave`` from ``epoch`` to the end in segments; checkpoint between segments.
+    ``on_epochs(k)`` after each segment of k epochs (progress)."""
     import jax
 
     from jmem.engine import trainer
@@ -312,6 +327,8 @@ def train_segments(wave, state, epoch: int, saver: "LazyCheckpoints", execution:
         began = time.monotonic()
         state = jax.block_until_ready(trainer.train_epochs(wave, state, epoch, stop))
         length = segment_length(time.monotonic() - began, stop - epoch, execution.segment_seconds)
+        if on_epochs is not None:
+            on_epochs(stop - epoch)
         epoch = stop
         faults.point("segment")
         if epoch == wave.epochs:
@@ -368,10 +385,12 @@ class LazyCheckpoints:
 def train_pending(job: Job, workdir: Path, wave_size: int, done: np.ndarray, *,
                   execution: Execution = Execution(), stop_request: StopRequest | None = None,
                   progress: bool = True, log=print,
-                  on_wave_written: Callable[[Path], None] | None = None) -> int:
+                  on_wave_written: Callable[[Path], None] | None = None,
+                  label: str = "train") -> int:
     """Train this process's round-robin share of the waves of the positions not ``done``
     (bool[M] over the wave order :attr:`Job.order`: waves group models of similar subset
-    size) into ``workdir/waves/``; returns how many rows it trained.
+    size) into ``workdir/waves/``; returns how many rows it trained. ``label`` names the
+    progress bar, which advances within a wave, segment by segment.
 
     on_wave_written: called by process 0 with each wave file it wrote; default: list it in
     the workdir's manifest (:func:`jmem.study.integrity.record_wave`).
@@ -394,23 +413,48 @@ def train_pending(job: Job, workdir: Path, wave_size: int, done: np.ndarray, *,
             f"{wave_size} ({job.model.kind}, strategy={job.train.strategy}) on "
             f"{len(devices)} {devices[0].platform} device(s)"
             + (f" x {num_processes} processes" if num_processes > 1 else ""))
-    bar = _progress_bar(sum(b - a for a, b in mine), progress and me == 0)
+    bar = ModelProgress(sum(b - a for a, b in mine), job.train.epochs, progress and me == 0, label)
     for first, stop in mine:
         stop_request.check(f"{prefix}stopped before models {first}-{stop - 1}")
         arrays = train_wave(job, first, stop, workdir=workdir, execution=execution,
-                            stop_request=stop_request, log=lambda m: log(prefix + m))
+                            stop_request=stop_request, log=lambda m: log(prefix + m),
+                            on_epochs=bar.epochs_of(stop - first))
         save_wave(workdir, first, stop, arrays, job.order[first:stop])
         if me == 0 and on_wave_written is not None:  # the manifest has one writer
             on_wave_written(wave_path(workdir, first, stop))
         faults.point("wave_written")
         checkpoint.remove(checkpoint.wave_dir(workdir, first, stop))
-        bar.update(stop - first)
+        bar.wave_done(stop - first)
     bar.close()
     return sum(b - a for a, b in mine)
 
 
-def _progress_bar(total: int, enabled: bool):
-    from tqdm.auto import tqdm
+class ModelProgress:
+    """A tqdm bar counting models, advanced in fractions of a wave as its epochs finish (a
+    wave of W models trained for k of E epochs counts W * k / E), then set to the exact
+    count once the wave is written. ``count`` is where it stands (also when disabled)."""
 
-    return tqdm(total=total, unit="model", desc="train", disable=not enabled,
-                dynamic_ncols=True, smoothing=0.1)
+    def __init__(self, total: int, epochs: int, enabled: bool, label: str):
+        from tqdm.auto import tqdm
+
+        self.epochs, self.finished, self.count = max(int(epochs), 1), 0, 0.0
+        # {n:.0f}: the count moves in fractions of a model; show it whole.
+        self.bar = tqdm(total=total, unit="model", desc=label, disable=not enabled,
+                        dynamic_ncols=True, smoothing=0.1,
+                        bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}]")
+
+    def epochs_of(self, wave_models: int) -> Callable[[int], None]:
+        """The ``on_epochs`` callback of a wave of ``wave_models`` models."""
+        return lambda epochs: self._advance(wave_models * epochs / self.epochs)
+
+    def _advance(self, models: float) -> None:
+        self.count += models
+        self.bar.update(models)
+
+    def wave_done(self, wave_models: int) -> None:
+        self.finished += wave_models
+        self.count = self.bar.n = self.finished  # no drift from the fractional steps
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()

@@ -1,4 +1,6 @@
-"""A plain-text summary of a :class:`LeakageResult`: leaked share per detector and per class."""
+"""Plain-text summaries of a :class:`LeakageResult`: one line (:func:`leakage_line`, what
+every command prints), or the table of leaked shares per detector and per class
+(:func:`format_leakage_summary`, ``jmem leakage --details``)."""
 
 from __future__ import annotations
 
@@ -8,11 +10,31 @@ from jmem.data.loaders import CLASS_NAMES
 from jmem.errors import JmemError
 from jmem.data.leakage.detect import LeakageResult
 
+def leakage_line(result: LeakageResult, dataset: Dataset) -> str:
+    """One line: the leaked share of the test set, each detector's count and cut, and the
+    within-test pairs."""
+    _check_sizes(result, dataset)
+    t, leaked = dataset.num_test, result.leaked
+    detectors = "; ".join(f"{d}: {int(result.leaked_by(d).sum()):,} within {result.metric} "
+                          f"distance {result.thresholds[d]:g}" for d in result.nearest)
+    line = (f"Leakage in {dataset.name}: {int(leaked.sum()):,} of {t:,} test examples "
+            f"({_pct(leaked.sum(), t)}) have a near-duplicate among {dataset.num_train:,} training "
+            "examples" + (f" ({detectors})" if detectors else ""))
+    if result.within_test is not None:
+        n = len(result.within_test_pairs)
+        line += f"; {n:,} within-test pair{'' if n == 1 else 's'}"
+    return line + "."
+
+
+def _check_sizes(result: LeakageResult, dataset: Dataset) -> None:
+    if result.num_test != dataset.num_test:
+        raise JmemError(f"leakage result has {result.num_test} test examples but dataset {dataset.name!r} has {dataset.num_test}")
+
+
 def format_leakage_summary(result: LeakageResult, dataset: Dataset) -> str:
     """A plain-text summary: leaked share of the test set per detector and per class, and
     within-test duplicates."""
-    if result.num_test != dataset.num_test:
-        raise JmemError(f"leakage result has {result.num_test} test examples but dataset {dataset.name!r} has {dataset.num_test}")
+    _check_sizes(result, dataset)
     t = dataset.num_test
     leaked = result.leaked
     lines = [

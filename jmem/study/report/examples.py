@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jmem.data.loaders import label_text
 from jmem.errors import JmemError
 from jmem.scores import estimators
 from jmem.study import export, figures, rundir
@@ -81,13 +82,13 @@ def examples_section(view: RunView, fig_dir: Path) -> list:
         i = int(i)
         tag = ", canary" if canary is not None and canary[i] else ""
         r = {"train_x": ds.x_train[i],
-             "train_title": f"train #{i}, label {int(s['label'][i])}\nmem {s['mem'][i]:.2f}{tag}"}
+             "train_title": f"train #{i}\nlabel {label_text(ds.name, s['label'][i])}\nmem {s['mem'][i]:.2f}{tag}"}
         if j is None:
             r["test_title"] = "no same-class\ntest example"
             return r
         dup = (j, i) in dups
         r.update(test_x=ds.x_test[j], duplicate=dup,
-                 test_title=f"test #{j}, label {int(ds.y_test[j])}\ninfl {v:.2f}"
+                 test_title=f"test #{j}\nlabel {label_text(ds.name, ds.y_test[j])}\ninfl {v:.2f}"
                             + (" DUPLICATE" if dup else ""))
         return r
 

@@ -95,6 +95,26 @@ def summary_section(view: RunView) -> list:
     return lines
 
 
+def training_curves_section(view: RunView, fig_dir: Path) -> list:
+    """Each estimation model's training loss per epoch (``loss_history.npy``): did the models
+    converge, and do the rates differ? No section for runs written before jmem recorded it,
+    nor for one-epoch runs."""
+    history = view.loss_history
+    if history is None or history.ndim != 2 or history.shape[1] < 2:
+        return []  # no curve in one epoch: the panel would show nothing
+    rates = view.model_rates if view.model_rates is not None else np.zeros(history.shape[0])
+    figures.loss_curves(history, rates, fig_dir / "training_curves.png")
+    final = history[:, -1][np.isfinite(history[:, -1])]
+    median = f" (median final loss {np.median(final):.3g})" if final.size else ""
+    return ["## Training curves", "",
+            f"The mean training loss of each of the {history.shape[0]} estimation models on its own "
+            f"subset, epoch by epoch{median}: the median and 10-90% band per inclusion rate, three "
+            "models drawn individually. A curve still falling steeply at the last epoch means the "
+            "models had not converged: memorization is measured on models trained to fit their "
+            "subsets (the convergence gate checks the share they fit).", "",
+            img(f"{rundir.REPORT_FIGURES}/training_curves.png", "training curves"), ""]
+
+
 RULE_TEXT = {"fixed": "mem ≥ the hand-picked cut (Feldman & Zhang)",
              "fractional": "fractional ≥ the hand-picked cut (the critique's definition)",
              "calibrated": "mem ≥ the null-calibrated cut (exact per-example null, estimated FDR ≤ q)",
@@ -247,19 +267,64 @@ def _pooled_accuracy(acc: dict, group: str, kind: str, pools: int, test_set: str
     return tuple(float(np.mean([e[k] for e in entries])) for k in ("mean", "ci_low", "ci_high"))
 
 
+PROTOCOLS = (("fz", "Feldman & Zhang"), ("corrected", "corrected"))
+
+
+def curve_groups(groups: dict, protocol: str) -> list[str]:
+    """The removal sets on a protocol's curve: its size-matched top k and the curve's other
+    multiples of k; for Feldman & Zhang without them, the sweep points (mem >= tau)."""
+    names = [n for n in groups if n == f"matched:{protocol}" or n.startswith(f"curve:{protocol}:")]
+    return names or ([n for n in groups if n.startswith("sweep:")] if protocol == "fz" else [])
+
+
+def multiple_text(m: float) -> str:
+    """A multiple of k as a reader writes it: 1 -> "k", 0.5 -> "k/2", 2 -> "2k", 1.5 -> "1.5k"."""
+    if m == 1:
+        return "k"
+    if m < 1 and float(1 / m).is_integer():
+        return f"k/{int(1 / m)}"
+    return f"{m:g}k"
+
+
+def point_text(name: str) -> str:
+    """Which threshold a removal set is: ``matched:fz`` -> "k", ``curve:fz:0.5`` -> "k/2",
+    ``sweep:0.25`` -> "mem≥0.25"."""
+    parts = name.split(":")
+    if parts[0] == "curve":
+        return multiple_text(float(parts[-1]))
+    if parts[0] == "sweep":
+        return f"mem≥{float(parts[-1]):g}"
+    return "k"
+
+
+def removal_ticks(rt: dict) -> dict:
+    """x (examples removed, averaged over the pools) -> what the point is, for every removal
+    set on a curve (:func:`curve_groups`); two sets at one x with different labels share it."""
+    groups, ticks = rt.get("groups", {}), {}
+    for protocol, _ in PROTOCOLS:
+        for name in curve_groups(groups, protocol):
+            x = float(np.mean(groups[name]["removed"]))
+            label = point_text(name)
+            ticks[x] = label if ticks.get(x, label) == label else f"{ticks[x]} / {label}"
+    return ticks
+
+
 def removal_panels(rt: dict) -> dict:
     """test set -> {series -> (x, mean, low, high)}: each protocol's size-matched removal curve
     (its top k/2, k, 2k... examples removed, against as many class-matched random ones), and
-    the sweep points (mem >= tau) when the run has them; x = the number removed."""
+    the sweep points (mem >= tau) when the run has them; x = the number removed. The
+    leakage-free test set gets no panel of its own when it is the whole test set (nothing
+    leaked: the panel would repeat the first)."""
     acc, pools = rt.get("accuracy", {}), rt.get("pools", 1)
     groups = rt.get("groups", {})
     full = [acc.get(f"full:p{p}", {}) for p in range(pools)]
+    sizes = rt.get("test_set_sizes") or {}
+    same = sizes.get("test_clean") is not None and sizes.get("test_clean") == sizes.get("test")
     panels = {}
-    for test_set in ("test", "test_clean"):
+    for test_set in ("test",) + (() if same else ("test_clean",)):
         series = {}
-        for protocol, label in (("fz", "Feldman & Zhang"), ("corrected", "corrected")):
-            names = [n for n in groups if n == f"matched:{protocol}" or n.startswith(f"curve:{protocol}:")]
-            names += [n for n in groups if protocol == "fz" and n.startswith("sweep:")] if not names else []
+        for protocol, label in PROTOCOLS:
+            names = curve_groups(groups, protocol)
             for kind, what in (("selected", "its selection"), ("matched", "matched random")):
                 pts = []
                 for n in names:
@@ -287,10 +352,14 @@ def removal_section(view: RunView, fig_dir: Path) -> list:
     if not panels:
         return lines + ["retrain.json has no size-matched or sweep removal sets, so there is no curve; "
                         "the comparisons above are the removal result.", ""]
-    figures.removal_curve(panels, fig_dir / "removal_curve.png")
+    ticks = removal_ticks(rt)
+    sized = any("k" in t.replace("mem", "") for t in ticks.values())  # a multiple of k is plotted
+    figures.removal_curve(panels, fig_dir / "removal_curve.png", ticks,
+                          rt.get("matched_k") if sized else None)
     return lines + [
         "Models retrained without each protocol's most memorized examples (its own top k by its "
-        "own score, at several k) and without as many examples drawn at random with the same class "
+        "own score, at several k; each point's multiple of k is written under its count) and "
+        "without as many examples drawn at random with the same class "
         "balance, against the number removed; bars are 95% intervals over retraining seeds. A gap "
         "between a protocol's two curves is the cost of removing *those* examples beyond the cost "
         "of having less data (Feldman & Zhang's Figure 2, size-matched and with statistics).", "",
@@ -347,4 +416,4 @@ def files_section(view: RunView, exported: Path | None, has_reliability: bool) -
                      "[train_K x test_K], `tr_classidx_{K}`, `tt_classidx_{K}`); "
                      "`np.load` it like their files.")
     return lines + ["- The per-example numbers behind every plot are in `scores.csv`, "
-                    "`thresholds.json` and `pairs.csv` (see the README, *The run directory*).", ""]
+                    "`thresholds.json` and `pairs.csv` (every file, column and key: jmem's docs/run-directory.md).", ""]

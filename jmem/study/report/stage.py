@@ -69,6 +69,7 @@ def _render(view, fig_dir: Path, export_fz: bool, half_width: float) -> dict:
              f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.", ""]
     lines += sections.verdict_section(view)
     lines += sections.summary_section(view)
+    lines += sections.training_curves_section(view, fig_dir)
     lines += sections.selections_section(view)
     lines += sections.histogram_section(view, fig_dir)
     lines += sections.scatter_section(view, fig_dir)

@@ -35,6 +35,8 @@ class RunView:
     retrain: dict | None
     ablation: dict | None
     images: tuple | None = None     # (dataset or None, why not): jmem.study.inputs.report_dataset
+    loss_history: np.ndarray | None = None  # float32[R, epochs] (loss_history.npy)
+    model_rates: np.ndarray | None = None   # float32[R] (model_rates.npy)
 
     @property
     def canary(self):
@@ -66,4 +68,6 @@ def read_run(run_dir) -> RunView:
                    models=opt(rundir.MODEL_METRICS, rundir.read_csv_columns),
                    pairs=opt(rundir.PAIRS, rundir.read_csv_columns), duplicates=dups,
                    retrain=rundir.load_json(rp) if rp else None,
-                   ablation=rundir.load_json(ap) if ap else None)
+                   ablation=rundir.load_json(ap) if ap else None,
+                   loss_history=opt(rundir.LOSS_HISTORY, rundir.load_array),
+                   model_rates=opt(rundir.MODEL_RATES, rundir.load_array))

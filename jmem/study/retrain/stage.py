@@ -177,7 +177,8 @@ def run_retrain(run_dir, overrides: list[str] = (), dataset: Dataset | None = No
         else:
             t0 = time.perf_counter()
             trained = waves.train_pending(job, out, wave_size, done, execution=execution,
-                                          stop_request=stop_request, progress=progress, log=log)
+                                          stop_request=stop_request, progress=progress, log=log,
+                                          label="retrain")
             train_seconds = time.perf_counter() - t0
             parallel.barrier("jmem-retrain-waves-written")
             canaries = int(run.canaries.sum()) if run.canaries is not None else 0
@@ -218,6 +219,8 @@ def _prepare_out(out: Path, job: waves.Job, cfg: RetrainConfig, seed: int, datas
         inputs.record_retrain_inputs(out, cfg.remove, [KEEP, MODEL_IDS, LABELS], config_text)
         rundir.save_text(out / CONFIG, config_text)
     done = waves.resume_state(out, job)  # damaged or unlisted wave files are trained again
+    if (out / MODELS_CSV).exists() and (out / rundir.MARGINS_TEST).exists():
+        done[:] = True  # assembled: retrain.json was deleted to re-analyse (see finish)
     if done.any():
         log(f"{out}: resuming, {int(done.sum())} of {done.size} models already trained")
     return False, waves.auto_wave_size(job, num_devices, parallel.process_count()), done
@@ -227,13 +230,16 @@ def finish(out: Path, design: Design, chosen: selection.Selections, keep: np.nda
            config: Config, clean: np.ndarray, thresholds: dict, canaries: int) -> str:
     """Margins arrays, then retrain_models.csv, verdict.txt, ablation.json and retrain.json
     (last: it marks a complete experiment), then the waves and checkpoints go. Returns the
-    verdict."""
-    assembled = waves.assemble(out, keep.shape[0])
+    verdict. With every model trained and assembled but no retrain.json (deleted to re-analyse
+    with new statistics), the stored margins and retrain_models.csv are read instead."""
+    assembled = (waves.assemble(out, keep.shape[0]) if any((out / waves.WAVES_DIR).glob("models_*.npz"))
+                 or not (out / MODELS_CSV).exists() else stored_outcomes(out))
     margins_train = rundir.load_array(out / rundir.MARGINS_TRAIN, mmap=True)
     outcomes = measurement.outcomes_from_arrays(assembled.arrays, margins_train, keep, clean)
     num_examples = keep.shape[1]
     seed = config.seed
-    comparisons = statistics.compare_all(design, outcomes, seed, cfg.resamples, cfg.alpha)
+    pooled = statistics.pooled_selection(design, outcomes)
+    comparisons = statistics.compare_all(design, outcomes, seed, cfg.resamples, cfg.alpha, pooled)
     accuracy = statistics.arm_accuracies(design, outcomes, seed, cfg.resamples)
     share = statistics.shares(design, outcomes, seed, cfg.resamples)
     head, gate_results, words = None, {}, {}
@@ -259,6 +265,18 @@ def finish(out: Path, design: Design, chosen: selection.Selections, keep: np.nda
     faults.point("cleanup")
     waves.cleanup(out)
     return text
+
+
+def stored_outcomes(out: Path) -> waves.Assembled:
+    """What :func:`jmem.study.waves.assemble` returned, read back from a finished experiment:
+    the ``margins_<set>.npy`` files (all but the training margins loaded) and ``diverged`` /
+    ``final_loss`` from ``retrain_models.csv``."""
+    files = sorted(p.name for p in out.glob("margins_*.npy"))
+    arrays = {Path(f).stem: rundir.load_array(out / f) for f in files if f != rundir.MARGINS_TRAIN}
+    rows = rundir.read_csv_columns(out / MODELS_CSV)
+    arrays["diverged"] = rows["diverged"].astype(bool)
+    arrays["final_loss"] = rows["final_loss"].astype(np.float32)
+    return waves.Assembled(files, arrays)
 
 
 def models_csv(design: Design, outcomes: Outcomes) -> str:
