@@ -408,6 +408,8 @@ def train_pending(job: Job, workdir: Path, wave_size: int, done: np.ndarray, *,
     waves = pending_waves(done, wave_size)
     mine = parallel.my_waves(waves, me, num_processes)
     prefix = f"[process {me}/{num_processes}] " if num_processes > 1 else ""
+    if not waves:  # everything was trained before: no line, no empty bar
+        return 0
     if me == 0:
         log(f"training {int((~done).sum())} models in {len(waves)} wave(s) of up to "
             f"{wave_size} ({job.model.kind}, strategy={job.train.strategy}) on "
