@@ -31,7 +31,7 @@ cat > "$out/RUN.md" <<MD
 # How these files were made
 
 - Command: \`scripts/record_study.sh $name $spec $*\`, i.e. \`jmem run $spec --workdir $work --no-progress $*\`
-- jmem commit: \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- jmem experiments || echo " (with uncommitted changes)")
+- jmem commit: \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- jmem experiments ':!experiments/results' || echo " (with uncommitted changes)")
 - Date: $start (UTC). Machine: $(nproc) CPU cores ($(lscpu | sed -n 's/^Model name: *//p' | head -1)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Python $(.venv/bin/python -c 'import platform; print(platform.python_version())'), jax $(.venv/bin/python -c 'import jax; print(jax.__version__)'), CPU only.
 - Load average (1, 5, 15 min) before: $load_before; after: $load_after. Other jobs shared the machine when the load exceeds the core count: wall times are then upper bounds.
 - Wall time $wall; $cpu of a core on average; peak resident memory $((rss_kb / 1024)) MiB. ${stages}
