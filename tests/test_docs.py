@@ -164,3 +164,37 @@ def test_license_and_citation_match_the_package():
     version = re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)
     assert "cff-version: 1.2.0" in citation and "license: Apache-2.0" in citation
     assert f"version: {version}" in citation
+
+
+# ----------------------------------------------------------------------------- README
+
+
+def test_readme_is_short_and_its_results_table_is_the_committed_verdicts():
+    """A newcomer's page (at most 12 KB), whose results rows are exactly what
+    scripts/results_table.py reads from experiments/results/*/verdict.txt."""
+    module = _results_table()
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.encode()) <= 12 * 1024
+    expected = module.rows()
+    assert len(expected) >= 4  # digits and MNIST-1D, both protocols
+    table = [line for line in readme.splitlines() if line.startswith("| ") and "](experiments/results/" in line]
+    assert table == expected, "README's results table is stale: run scripts/results_table.py"
+
+
+def test_results_table_reads_every_verdict_form():
+    from_line = _results_table().PROTOCOL_LINE.match
+    estimable = from_line("  corrected (rate 0.95, fractional score; 89 / 93 removed): −0.66 pp [−1.67, 0.36] "
+                          "(on this test set and selection, seeds only: [−0.82, −0.50]): no change detected (a cost)")
+    assert estimable["estimate"] == "−0.66" and estimable["removed"] == "89 / 93"
+    assert _results_table().short_answer(estimable["answer"]) == "no change detected"
+    blocked = from_line("  Feldman & Zhang (rate 0.7, mem >= 0.25; 0 / 3 removed): not estimable: a pool selected nothing")
+    assert blocked["estimate"] is None and blocked["answer"].startswith("not estimable")
+    assert _results_table().short_answer("inconclusive: reliability: Jaccard 0.669, needs >= 0.7 (fix: more)") \
+        == "inconclusive: reliability"
+
+
+def _results_table():
+    spec = importlib.util.spec_from_file_location("results_table", REPO / "scripts" / "results_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
