@@ -156,7 +156,7 @@ def test_every_doc_is_listed_in_the_docs_index():
 
 def test_license_and_citation_match_the_package():
     pyproject = (REPO / "pyproject.toml").read_text()
-    assert 'license = { text = "Apache-2.0" }' in pyproject
+    assert 'license = "Apache-2.0"' in pyproject and 'license-files = ["LICENSE"]' in pyproject
     license_text = (REPO / "LICENSE").read_text()
     assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
     assert "END OF TERMS AND CONDITIONS" in license_text  # the full text, not a pointer to it
