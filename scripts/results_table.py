@@ -19,7 +19,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "results"
 STUDIES = {"digits": "digits (`bash run.sh`)", "mnist1d": "MNIST-1D", "fashion_mnist": "Fashion-MNIST"}
 
 PROTOCOL_LINE = re.compile(
-    r"^\s+(?P<protocol>Feldman & Zhang|corrected) \((?P<what>[^;]*); (?P<removed>[\d /]+) removed\): "
+    r"^\s+(?P<protocol>Feldman & Zhang|corrected) \((?P<what>[^;)]*)(?:; (?P<removed>[\d /]+) removed)?\): "
     r"(?:(?P<estimate>[−\-+\d.]+) pp \[(?P<low>[−\-+\d.]+), (?P<high>[−\-+\d.]+)\] \(.*?\): )?"
     r"(?P<answer>.*)$")
 
@@ -46,7 +46,7 @@ def rows() -> list[str]:
                 continue
             m = match.groupdict()
             difference = (f"{m['estimate']} [{m['low']}, {m['high']}]" if m["estimate"] else "not estimable")
-            out.append(f"| {label} | {m['protocol']} | {m['removed']} | {difference} | "
+            out.append(f"| {label} | {m['protocol']} | {m['removed'] or '–'} | {difference} | "
                        f"{short_answer(m['answer'])} | [report](experiments/results/{study}/report.md) |")
     return out
 

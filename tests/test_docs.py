@@ -187,8 +187,10 @@ def test_results_table_reads_every_verdict_form():
                           "(on this test set and selection, seeds only: [−0.82, −0.50]): no change detected (a cost)")
     assert estimable["estimate"] == "−0.66" and estimable["removed"] == "89 / 93"
     assert _results_table().short_answer(estimable["answer"]) == "no change detected"
-    blocked = from_line("  Feldman & Zhang (rate 0.7, mem >= 0.25; 0 / 3 removed): not estimable: a pool selected nothing")
-    assert blocked["estimate"] is None and blocked["answer"].startswith("not estimable")
+    blocked = from_line("  corrected (rate 0.95, fractional score, leakage-free test set): not estimable: selects no "
+                        "example in pool 0")
+    assert blocked["estimate"] is None and blocked["removed"] is None
+    assert blocked["answer"].startswith("not estimable")
     assert _results_table().short_answer("inconclusive: reliability: Jaccard 0.669, needs >= 0.7 (fix: more)") \
         == "inconclusive: reliability"
 

@@ -116,11 +116,12 @@ def _protocol_line(entry: dict, design, rates, word: str) -> str:
     rate = (rates[1] if label == "corrected" else rates[0]) if rates else None
     what = ("rate {r:g}, fractional score, null-calibrated cut, leakage-free test set"
             if label == "corrected" else "rate {r:g}, mem >= 0.25, original test set").format(r=rate or 0)
-    removed = "" if group is None else " / ".join(str(x) for x in group.info["removed"]) + " removed"
+    if group is not None:
+        what += "; " + " / ".join(str(x) for x in group.info["removed"]) + " removed"
     if entry["status"] != "estimable":
-        return f"  {label} ({what}; {removed}): {word}"
+        return f"  {label} ({what}): {word}"
     so = entry.get("seed_only") or {}
-    return (f"  {label} ({what}; {removed}): {pp(entry['estimate_pp'])} pp "
+    return (f"  {label} ({what}): {pp(entry['estimate_pp'])} pp "
             f"[{pp(entry['ci_low'])}, {pp(entry['ci_high'])}] (on this test set and selection, seeds "
             f"only: [{pp(so.get('ci_low'))}, {pp(so.get('ci_high'))}]): {word}")
 
