@@ -26,7 +26,7 @@ cp "$work/report.md" "$out/"
 for f in thresholds.json reliability.json retrain/retrain.json retrain/ablation.json retrain/verdict.txt loo/loo.json loo.json; do
   [ -e "$work/$f" ] && cp "$work/$f" "$out/$(basename "$f")"
 done
-stages=$(grep -o 'stage seconds: .*' "/tmp/jmem_log_$name.txt" | tail -1 || true)
+stages=$(grep -o 'time per stage: .*' "/tmp/jmem_log_$name.txt" | tail -1 || true)
 cat > "$out/RUN.md" <<MD
 # How these files were made
 

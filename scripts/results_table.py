@@ -45,7 +45,7 @@ def rows() -> list[str]:
             if not match:
                 continue
             m = match.groupdict()
-            difference = (f"{m['estimate']} [{m['low']}, {m['high']}]" if m["estimate"] else "not estimable")
+            difference = (f"{m['estimate']} [{m['low']}, {m['high']}]" if m["estimate"] else "–")
             out.append(f"| {label} | {m['protocol']} | {m['removed'] or '–'} | {difference} | "
                        f"{short_answer(m['answer'])} | [report](experiments/results/{study}/report.md) |")
     return out

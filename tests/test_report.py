@@ -295,3 +295,13 @@ def test_training_curves_section_needs_two_epochs(trained_run, tmp_path):
     assert training_curves_section(view, tmp_path) == []
     view.loss_history = None  # a run of an older jmem
     assert training_curves_section(view, tmp_path) == []
+
+
+def test_run_table_names_an_mlps_hidden_widths():
+    """model.widths replaces width and depth for an MLP: the report's run table says so."""
+    from jmem.study.report.sections import model_text
+
+    assert model_text({"kind": "mlp", "width": 256, "depth": 1, "widths": [512, 256]}) == "mlp, hidden widths 512-256"
+    assert model_text({"kind": "mlp", "width": 256, "depth": 1, "widths": []}) == "mlp width 256 depth 1"
+    assert model_text({"kind": "cnn", "width": 32, "depth": 2, "widths": []}) == "cnn width 32 depth 2"
+    assert model_text({}) == "n/a"

@@ -71,8 +71,7 @@ def summary_section(view: RunView) -> list:
             ["models R (scored)", th.get("num_models")],
             ["inclusion rate(s)", ", ".join(f"{r:g}" for r in rates) or "n/a"],
             ["subset design", subsets.get("design", "n/a")],
-            ["model", f"{model.get('kind', '?')} width {model.get('width', '?')} depth "
-                      f"{model.get('depth', '?')}" if model else "n/a"],
+            ["model", model_text(model)],
             ["training", f"{train.get('epochs', '?')} epochs, {train.get('optimizer', '?')}, "
                          f"lr {train.get('learning_rate', '?')}, batch {train.get('batch_size', '?')}"
              if train else "n/a"]]
@@ -417,3 +416,13 @@ def files_section(view: RunView, exported: Path | None, has_reliability: bool) -
                      "`np.load` it like their files.")
     return lines + ["- The per-example numbers behind every plot are in `scores.csv`, "
                     "`thresholds.json` and `pairs.csv` (every file, column and key: jmem's docs/run-directory.md).", ""]
+
+
+def model_text(model: dict) -> str:
+    """The run table's model cell: an MLP's hidden widths when ``model.widths`` sets them (they
+    replace width and depth), else width and depth."""
+    if not model:
+        return "n/a"
+    if model.get("kind") == "mlp" and model.get("widths"):
+        return "mlp, hidden widths " + "-".join(str(w) for w in model["widths"])
+    return f"{model.get('kind', '?')} width {model.get('width', '?')} depth {model.get('depth', '?')}"
