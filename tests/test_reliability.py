@@ -5,12 +5,12 @@ import pytest
 from scipy import stats
 
 from jmem.errors import JmemError
-from jmem.scores import estimators, reliability, thresholds
+from jmem.scores import estimators, protocols, reliability, thresholds
 
 
 def fixed_selector(s, keep, margins):
     return {"fixed": thresholds.fixed_threshold(s.mem, 0.25).selected,
-            "top_k": thresholds.top_k_threshold(s.mem, 50).selected}
+            "top_k": protocols.top_k(s.mem, 50)}
 
 
 def graded_run(seed, R, N, rate=0.7):

@@ -26,23 +26,6 @@ def test_fixed_threshold_and_nan():
                            "n_selected": 2, "n_nan": 1}
 
 
-def test_top_k_exact_count_ties_and_nan():
-    s = np.array([0.5, np.nan, 0.9, 0.5, 0.5, 0.1])
-    r = thresholds.top_k_threshold(s, 3)
-    np.testing.assert_array_equal(r.selected, [True, False, True, True, False, False])
-    assert r.threshold == 0.5 and r.details["n_tied_at_threshold"] == 3
-    assert thresholds.top_k_threshold(s, 100).n_selected == 5  # NaN never selected
-    assert thresholds.top_k_threshold(s, 0).n_selected == 0
-    with pytest.raises(JmemError, match="top_k"):
-        thresholds.top_k_threshold(s, -1)
-
-
-def test_quantile_threshold():
-    s = np.arange(100, dtype=float)
-    r = thresholds.quantile_threshold(s, 0.9)
-    assert r.n_selected == 10 and r.threshold == pytest.approx(89.1)
-
-
 # ---------------------------------------------------------------------------------------------
 # Benjamini-Hochberg
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ counted in ``n_nan``.
 Methods (the critique's third correction, BACKGROUND section 3):
 
 - :func:`fixed_threshold`: ``score >= t`` (Feldman & Zhang 2020 use ``mem >= 0.25``).
-- :func:`top_k_threshold`, :func:`quantile_threshold`: rank-based selections.
 - :func:`fdr_threshold`: Benjamini & Hochberg (1995) step-up at level ``q`` on the per-example
   p-values, intersected with a minimum effect size ``mem >= min_effect``.
 - :func:`null_threshold` with :func:`placebo_scores`: an empirical null from placebo splits
@@ -44,7 +43,7 @@ PLACEBO_BLOCK = 1024  # columns per placebo RNG block; fixed so results never de
 class ThresholdResult:
     """One selection: ``selected: bool[N]``, ``threshold`` and justifying ``details``.
 
-    method: short name ("fixed", "top_k", "quantile", "fdr", "null", "canary").
+    method: short name ("fixed", "fdr", "null", "canary").
     score: name of the thresholded score ("mem", "p_value", ...).
     threshold: the cut-off on that score (a p-value cut-off for "fdr"); NaN if none exists.
     details: method-specific numbers (expected false discoveries, calibration points, ...).
@@ -100,40 +99,6 @@ def fixed_threshold(scores, threshold: float = 0.25, score_name: str = "mem") ->
         selected = scores >= threshold
     return ThresholdResult("fixed", score_name, float(threshold), selected,
                            {"n_nan": int(np.isnan(scores).sum())})
-
-
-def top_k_threshold(scores, k: int, score_name: str = "mem") -> ThresholdResult:
-    """Select the ``k`` highest finite scores (ties at the cut broken by lower index).
-
-    scores: float[N]. Exactly ``min(k, #finite)`` are selected; ``threshold`` is the lowest
-    selected score and ``n_tied_at_threshold`` says how arbitrary the cut is.
-    """
-    scores = _as_scores(scores, score_name)
-    if k < 0:
-        raise JmemError(f"score.top_k={k} must be >= 0")
-    finite = np.flatnonzero(~np.isnan(scores))
-    k_eff = min(int(k), finite.size)
-    order = finite[np.argsort(-scores[finite], kind="stable")][:k_eff]
-    selected = np.zeros(scores.shape, bool)
-    selected[order] = True
-    threshold = float(scores[order[-1]]) if k_eff else float("nan")
-    tied = int((scores == threshold).sum()) if k_eff else 0
-    return ThresholdResult("top_k", score_name, threshold, selected,
-                           {"k": int(k), "n_tied_at_threshold": tied,
-                            "n_nan": int(np.isnan(scores).sum())})
-
-
-def quantile_threshold(scores, quantile: float, score_name: str = "mem") -> ThresholdResult:
-    """Select ``scores >= Q(quantile)`` of the finite scores (e.g. 0.99: the top 1%)."""
-    scores = _as_scores(scores, score_name)
-    if not 0 <= quantile <= 1:
-        raise JmemError(f"score.quantile={quantile} must be in [0, 1]")
-    finite = scores[~np.isnan(scores)]
-    threshold = float(np.quantile(finite, quantile)) if finite.size else float("nan")
-    with np.errstate(invalid="ignore"):
-        selected = scores >= threshold
-    return ThresholdResult("quantile", score_name, threshold, selected,
-                           {"quantile": quantile, "n_nan": int(np.isnan(scores).sum())})
 
 
 # ---------------------------------------------------------------------------------------------
