@@ -80,7 +80,8 @@ def _add_execution_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_retrain_execution_args(parser: argparse.ArgumentParser) -> None:
-    """The single-process execution flags of ``jmem train`` (retrain runs in one process)."""
+    """The single-process execution flags of ``jmem train``: `jmem retrain` and `jmem loo` run
+    alone in one process (under `jmem run --distributed` their waves use every process)."""
     group = parser.add_argument_group("execution (never changes results)")
     group.add_argument("--devices", type=int, default=None, metavar="N",
                        help="local devices to shard each wave over (default: all)")
