@@ -120,12 +120,9 @@ def run_loo(run_dir, overrides: list[str] = (), dataset: Dataset | None = None,
             lambda: _prepare_out(out, job, design, recorded, len(devices), lock, log),
             job.num_models, f"start the leave-one-out experiment in {str(out)!r}")
         if not trained_all:
-            t0 = time.perf_counter()
-            trained = waves.train_pending(job, out, wave_size, done, execution=execution,
-                                          stop_request=stop_request, progress=progress, log=log,
-                                          label="loo")
-            train_seconds = time.perf_counter() - t0
-            parallel.barrier("jmem-loo-waves-written")
+            trained, train_seconds = processes.train_everywhere(
+                job, out, wave_size, done, "jmem-loo-waves-written", execution=execution,
+                stop_request=stop_request, progress=progress, log=log, label="loo")
         rec = processes.on_primary(
             lambda: _write(out, design, cfg, dataset.y_train, bootstrap_seed(config.seed), trained_all, log),
             f"finish the leave-one-out experiment in {str(out)!r}")

@@ -7,7 +7,7 @@ process in three steps:
    decides what is left to train (the models done, the wave size); every process receives the
    decision (:func:`on_primary` with a ``template``), so all of them cut the same waves;
 2. **train**: every process trains its round-robin share of the waves into the shared
-   directory (:func:`jmem.study.waves.train_pending`), then a barrier;
+   directory, then a barrier (:func:`train_everywhere`);
 3. **write**: process 0 alone assembles the waves and writes the stage's outputs while the
    others wait (:func:`on_primary` without a template).
 
@@ -111,3 +111,21 @@ def primary_lock(directory):
     with contextlib.ExitStack() as stack:
         on_primary(lambda: stack.enter_context(workdir_lock(directory)), f"lock {str(directory)!r}")
         yield
+
+
+def train_everywhere(job, workdir, wave_size: int, done: np.ndarray, barrier: str,
+                     **train_options) -> tuple[int, float]:
+    """Step 2 of a training stage: this process trains its share of the pending waves
+    (:func:`jmem.study.waves.train_pending` with ``train_options``), then waits at the barrier
+    ``barrier`` for every other process. Returns (rows this process trained, its training
+    seconds)."""
+    import time
+
+    from jmem.engine import parallel
+    from jmem.study import waves
+
+    began = time.perf_counter()
+    trained = waves.train_pending(job, workdir, wave_size, done, **train_options)
+    seconds = time.perf_counter() - began
+    parallel.barrier(barrier)
+    return trained, seconds

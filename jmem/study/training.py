@@ -170,13 +170,10 @@ def run_training(config: Config, workdir: Path, dataset: Dataset, progress: bool
         if start.complete:
             return summarize(workdir, recorded_metrics(workdir, start.inputs.keep.shape[0]),
                              seconds=0.0, trained=0) if me == 0 else {}
-        began = time.perf_counter()
-        trained = waves.train_pending(start.inputs.job(config), workdir, start.wave_size, start.done,
-                                      execution=execution, stop_request=stop_request,
-                                      progress=progress, log=log,
-                                      on_wave_written=lambda path: integrity.record_wave(workdir, path))
-        seconds = time.perf_counter() - began
-        parallel.barrier("jmem-waves-written")
+        trained, seconds = processes.train_everywhere(
+            start.inputs.job(config), workdir, start.wave_size, start.done, "jmem-waves-written",
+            execution=execution, stop_request=stop_request, progress=progress, log=log,
+            on_wave_written=lambda path: integrity.record_wave(workdir, path))
         metrics = processes.on_primary(lambda: assemble(workdir, start.inputs),
                                        f"assemble the run in {str(workdir)!r}")
         if me != 0:

@@ -175,12 +175,9 @@ def run_retrain(run_dir, overrides: list[str] = (), dataset: Dataset | None = No
             if parallel.process_index() == 0:
                 text = rundir.load_json(out / rundir.RETRAIN)["verdict"]
         else:
-            t0 = time.perf_counter()
-            trained = waves.train_pending(job, out, wave_size, done, execution=execution,
-                                          stop_request=stop_request, progress=progress, log=log,
-                                          label="retrain")
-            train_seconds = time.perf_counter() - t0
-            parallel.barrier("jmem-retrain-waves-written")
+            trained, train_seconds = processes.train_everywhere(
+                job, out, wave_size, done, "jmem-retrain-waves-written", execution=execution,
+                stop_request=stop_request, progress=progress, log=log, label="retrain")
             canaries = int(run.canaries.sum()) if run.canaries is not None else 0
             text = processes.on_primary(
                 lambda: finish(out, design, chosen, job.keep, cfg, config, clean,
