@@ -16,7 +16,8 @@ RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "results"
 
 # The studies in the table, in its order (the sweeps answer no removal question).
 # digits_loo is the digits study plus leave-one-out: the same removal experiment, bitwise.
-STUDIES = {"digits": "digits (`bash run.sh`)", "mnist1d": "MNIST-1D", "fashion_mnist": "Fashion-MNIST"}
+STUDIES = {"digits": "digits (`bash run.sh`)", "mnist1d": "MNIST-1D", "mnist1d_2x": "MNIST-1D, 2,100 models",
+           "fashion_mnist": "Fashion-MNIST"}
 
 PROTOCOL_LINE = re.compile(
     r"^\s+(?P<protocol>Feldman & Zhang|corrected) \((?P<what>[^;)]*)(?:; (?P<removed>[\d /]+) removed)?\): "
