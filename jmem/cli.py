@@ -91,6 +91,19 @@ def _add_retrain_execution_args(parser: argparse.ArgumentParser) -> None:
                        help="checkpoint a wave in training every K epochs (default 0 = off)")
 
 
+def _add_scored_run_stage(sub, name: str, help_text: str, example: str, handler) -> None:
+    """A training stage that acts on a scored run directory (``retrain``, ``loo``): RUN_DIR,
+    ``--set`` for its config section (``example``: one such override), the progress switch
+    and the single-process execution flags."""
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("run_dir", type=Path, help="a scored run directory")
+    section = example.split(".")[0]
+    _add_set_arg(p, f"override a field of the run's {section} section, e.g. --set {example} (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_retrain_execution_args(p)
+    p.set_defaults(handler=handler)
+
+
 def execution_from_args(args):
     """The :class:`jmem.study.waves.Execution` of the parsed flags."""
     from jmem.study.waves import Execution
@@ -168,23 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(p)
     p.set_defaults(handler=_bench)
 
-    p = sub.add_parser("retrain", help="the removal experiment: retrain without the selected "
-                                       "examples and compare with matched random removal")
-    p.add_argument("run_dir", type=Path, help="a scored run directory")
-    _add_set_arg(p, "override a field of the run's retrain section, e.g. --set retrain.seeds=32 "
-                    "(repeatable)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_retrain_execution_args(p)
-    p.set_defaults(handler=cmd_retrain)
-
-    p = sub.add_parser("loo", help="leave-one-out ground truth on a sample of a scored run: checks "
-                                   "every score, selection rule and proxy against it")
-    p.add_argument("run_dir", type=Path, help="a scored run directory")
-    _add_set_arg(p, "override a field of the run's loo section, e.g. --set loo.examples=100 "
-                    "(repeatable)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_retrain_execution_args(p)
-    p.set_defaults(handler=cmd_loo)
+    _add_scored_run_stage(sub, "retrain", "the removal experiment: retrain without the selected "
+                          "examples and compare with matched random removal", "retrain.seeds=32",
+                          cmd_retrain)
+    _add_scored_run_stage(sub, "loo", "leave-one-out ground truth on a sample of a scored run: "
+                          "checks every score, selection rule and proxy against it",
+                          "loo.examples=100", cmd_loo)
 
     p = sub.add_parser("report", help="report.md with plots, reliability of the estimates, F&Z-layout export")
     p.add_argument("run_dir", type=Path)

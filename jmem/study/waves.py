@@ -143,11 +143,15 @@ def wave_order(keep: np.ndarray, train: TrainConfig) -> np.ndarray:
 
 
 def check_stage_dir(out: Path, recorded: dict, keep: np.ndarray, inputs: set, what: str,
-                    config_name: str = rundir.CONFIG) -> bool:
+                    config_name: str = rundir.CONFIG,
+                    check_inputs: Callable[[], None] | None = None) -> bool:
     """Refuse a stage directory (``retrain/``, ``loo/``) holding another experiment; True if
     it holds this one. ``recorded``: what ``config_name`` must hold; ``keep``: bool[M, N], the
     rows ``keep.npy`` must hold; ``inputs``: the file names a kill before ``config_name``
-    (written last of the inputs) may leave; ``what``: the experiment's name for errors."""
+    (written last of the inputs) may leave; ``what``: the experiment's name for errors;
+    ``check_inputs``: a further check of the stage's recorded inputs, run before ``keep`` is
+    compared (its error names what changed, where a different ``keep`` could only say that
+    something did)."""
     if not out.exists():
         return False
     if not (out / config_name).exists():
@@ -157,8 +161,10 @@ def check_stage_dir(out: Path, recorded: dict, keep: np.ndarray, inputs: set, wh
     difference = config_lib.first_difference(rundir.load_json(out / config_name), recorded,
                                              ignore=(), ignore_sections=())
     if difference:
-        raise JmemError(f"{str(out)!r} holds another {what} ({difference}); delete it or use "
-                        "the same settings")
+        raise JmemError(f"{str(out)!r} holds a different {what} ({difference}); delete it or "
+                        "use the same settings")
+    if check_inputs is not None:
+        check_inputs()
     stored = rundir.load_array(out / rundir.KEEP)
     if stored.shape != keep.shape or not np.array_equal(stored, keep):
         raise JmemError(f"{str(out)!r} was started from other inputs (the run was re-scored "

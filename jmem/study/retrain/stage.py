@@ -114,25 +114,12 @@ def _recorded(cfg: RetrainConfig, seed: int) -> dict:
 
 
 def _check_retrain_dir(out: Path, cfg: RetrainConfig, seed: int, keep: np.ndarray) -> bool:
-    """Refuse a retrain/ holding another experiment; True if it holds this one."""
-    if not out.exists():
-        return False
-    if not (out / CONFIG).exists():
-        partial = {KEEP, MODEL_IDS, LABELS, waves.LOCK, rundir.MANIFEST}
-        if not all(p.name in partial or waves.is_tmp(p.name) for p in out.iterdir()):
-            raise JmemError(f"{str(out)!r} is not empty and holds no {CONFIG}; delete it")
-        return False
-    difference = config_lib.first_difference(rundir.load_json(out / CONFIG), _recorded(cfg, seed),
-                                             ignore=(), ignore_sections=())
-    if difference:
-        raise JmemError(f"{str(out)!r} holds a different removal experiment ({difference}); "
-                        "delete it or use the same retrain settings")
-    inputs.check_retrain_dir(out, cfg.remove)  # other scores, removal file or damaged files
-    stored = rundir.load_array(out / KEEP)
-    if stored.shape != keep.shape or not np.array_equal(stored, keep):
-        raise JmemError(f"{str(out)!r} was started from other selections (the run was re-scored "
-                        "since); delete it to retrain")
-    return True
+    """Refuse a retrain/ holding another experiment (other settings, scores, removal file or
+    selections) or damaged files; True if it holds this one."""
+    return waves.check_stage_dir(out, _recorded(cfg, seed), keep,
+                                 {KEEP, MODEL_IDS, LABELS, rundir.MANIFEST}, "removal experiment",
+                                 config_name=CONFIG,
+                                 check_inputs=lambda: inputs.check_retrain_dir(out, cfg.remove))
 
 
 def run_retrain(run_dir, overrides: list[str] = (), dataset: Dataset | None = None,
