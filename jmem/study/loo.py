@@ -142,11 +142,8 @@ def _prepare_out(out: Path, job: waves.Job, design: LooDesign, recorded: dict, n
     from jmem.engine import parallel
 
     inputs = {KEEP, MODEL_IDS, SAMPLE, LABELS}
-    waves.check_stage_dir(out, recorded, job.keep, inputs, "leave-one-out experiment")
-    out.mkdir(parents=True, exist_ok=True)
-    lock.enter_context(waves.workdir_lock(out))  # then again: another process may have written
-    resuming = waves.check_stage_dir(out, recorded, job.keep, inputs, "leave-one-out experiment")
-    waves.remove_stale_tmp(out)
+    resuming = waves.open_stage_dir(
+        out, lambda: waves.check_stage_dir(out, recorded, job.keep, inputs, "leave-one-out experiment"), lock)
     # models.csv is written once the margins are assembled: the models are done. loo.json
     # (last) marks the analysis done; deleting it re-analyses without training.
     if resuming and (out / MODELS_CSV).exists():

@@ -172,6 +172,19 @@ def check_stage_dir(out: Path, recorded: dict, keep: np.ndarray, inputs: set, wh
     return True
 
 
+def open_stage_dir(out: Path, check: Callable[[], bool], lock) -> bool:
+    """Take a stage directory for writing: ``check()`` it (:func:`check_stage_dir`: refuses
+    another experiment; True if it holds this one), create it, take its lock into ``lock`` (a
+    :class:`contextlib.ExitStack`), check again (another process may have written it between
+    the two) and clear the temporary files a killed process left. Returns whether it resumes."""
+    check()
+    out.mkdir(parents=True, exist_ok=True)
+    lock.enter_context(workdir_lock(out))
+    resuming = check()
+    remove_stale_tmp(out)
+    return resuming
+
+
 # ----------------------------------------------------------------------------- waves
 
 

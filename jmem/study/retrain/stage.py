@@ -185,11 +185,7 @@ def _prepare_out(out: Path, job: waves.Job, cfg: RetrainConfig, seed: int, datas
     what an earlier run finished. Returns (complete, wave_size, done bool[M])."""
     from jmem.engine import parallel
 
-    _check_retrain_dir(out, cfg, seed, job.keep)
-    out.mkdir(parents=True, exist_ok=True)
-    lock.enter_context(waves.workdir_lock(out))
-    resuming = _check_retrain_dir(out, cfg, seed, job.keep)  # again: another process may have written
-    waves.remove_stale_tmp(out)
+    resuming = waves.open_stage_dir(out, lambda: _check_retrain_dir(out, cfg, seed, job.keep), lock)
     if resuming and (out / rundir.RETRAIN).exists():
         waves.cleanup(out)
         log(f"{out}: removal experiment already complete")
