@@ -33,6 +33,7 @@ once the report is written (:mod:`jmem.study.processes`).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -107,49 +108,44 @@ def run_study(config: Config, workdir: Path, dataset: Dataset, *, execution: wav
     seconds, out = {}, {}
     stages = study_stages(config)
 
-    def say(stage: str) -> None:  # process 0 speaks for a multi-process job
-        if parallel.process_index() == 0:
-            log(stage_line(stage, stages))
+    @contextlib.contextmanager
+    def stage(name: str):
+        """Announce the stage (process 0 speaks for a multi-process job) and time it."""
+        if primary:
+            log(stage_line(name, stages))
+        began = time.perf_counter()
+        yield
+        seconds[name] = time.perf_counter() - began
 
     with waves.StopRequest() as stop:
-        t0 = time.perf_counter()
-        say("train")
-        out["train"] = training.run_training(config, workdir, dataset, progress=progress, log=log,
-                                             execution=execution)
-        seconds["train"] = time.perf_counter() - t0
+        with stage("train"):
+            out["train"] = training.run_training(config, workdir, dataset, progress=progress, log=log,
+                                                 execution=execution)
         if primary:
             log(training_line(out["train"]))
         processes.check_stop(stop, "after the training stage")
         with processes.primary_lock(workdir):  # the others write only their own waves' files
-            t0 = time.perf_counter()
-            say("score")
-            processes.on_primary(lambda: score_stage(workdir, config, log), f"score {str(workdir)!r}")
-            faults.point("stage")
-            processes.check_stop(stop, "after the score stage")
-            seconds["score"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            say("retrain")
-            out["retrain"] = retrain_stage(workdir, config, dataset, execution, progress, log)
-            faults.point("stage")
-            processes.check_stop(stop, "after the removal experiment")
-            seconds["retrain"] = time.perf_counter() - t0
+            with stage("score"):
+                processes.on_primary(lambda: score_stage(workdir, config, log), f"score {str(workdir)!r}")
+                faults.point("stage")
+                processes.check_stop(stop, "after the score stage")
+            with stage("retrain"):
+                out["retrain"] = retrain_stage(workdir, config, dataset, execution, progress, log)
+                faults.point("stage")
+                processes.check_stop(stop, "after the removal experiment")
             if config.loo.enabled:
                 from jmem.study.loo import run_loo
 
-                t0 = time.perf_counter()
-                say("loo")
-                out["loo"] = run_loo(workdir, dataset=dataset, execution=execution, progress=progress,
-                                     log=log, loo_config=config.loo)
-                if primary:
-                    log(out["loo"]["text"])
-                faults.point("stage")
-                processes.check_stop(stop, "after the leave-one-out stage")
-                seconds["loo"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            say("report")
-            out["report"] = processes.on_primary(lambda: build_report(workdir),
-                                                 f"write the report of {str(workdir)!r}")
-            seconds["report"] = time.perf_counter() - t0
+                with stage("loo"):
+                    out["loo"] = run_loo(workdir, dataset=dataset, execution=execution, progress=progress,
+                                         log=log, loo_config=config.loo)
+                    if primary:
+                        log(out["loo"]["text"])
+                    faults.point("stage")
+                    processes.check_stop(stop, "after the leave-one-out stage")
+            with stage("report"):
+                out["report"] = processes.on_primary(lambda: build_report(workdir),
+                                                     f"write the report of {str(workdir)!r}")
     out["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     if not primary:  # the verdict and the report are process 0's
         return {k: out[k] for k in ("train", "retrain", "seconds")}
