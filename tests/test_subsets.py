@@ -111,13 +111,11 @@ def test_balanced_counts_property(num_models, rate, num_examples, seed):
     np.testing.assert_array_equal(keep.sum(axis=0), round(k))
 
 
-def test_large_design_is_fast_enough():
-    import time
-
-    start = time.perf_counter()
+def test_large_fixed_design_keeps_exactly_rate_n_per_model():
+    """At a study's size every fixed mask holds exactly rate * N examples (its speed is
+    measured by benchmarks/bench_subsets.py)."""
     keep, _ = make_keep(0, 500, 20_000, "fixed", 0.7)
-    assert time.perf_counter() - start < 10.0  # ~0.3 s on an idle 2-core CPU
-    assert (keep.sum(axis=1) == 14_000).all()
+    assert keep.shape == (500, 20_000) and (keep.sum(axis=1) == 14_000).all()
 
 
 def test_subsets_module_imports_no_training_stack():
